@@ -1,0 +1,28 @@
+# Architecture accounting: one HF config.json per architecture, and the aggregate table.
+
+
+rule architecture_config:
+    output:
+        "results/architectures/{arch}/config.json",
+    params:
+        arch=arch_params,
+        code=code_version("architecture"),
+    log:
+        "logs/architectures/{arch}.log",
+    localrule: True
+    script:
+        "../scripts/architecture_config.py"
+
+
+rule architectures_table:
+    input:
+        expand("results/architectures/{arch}/config.json", arch=ARCHS),
+    output:
+        "results/architectures.csv",
+    params:
+        names=ARCHS,
+    log:
+        "logs/architectures/table.log",
+    localrule: True
+    script:
+        "../scripts/architectures_table.py"

@@ -1,0 +1,250 @@
+"""Load, validate and resolve a study's config.yaml.
+
+The same checks run inside Snakemake (rules/common.smk) and when the library is used on its own,
+so a bad config fails the same way everywhere: at load time, with a message naming the
+architecture (or section) and the field, before any job starts and before anything is lost.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .architecture import Architecture, ArchitectureError, ShapeTargets, solve_shape
+
+EXPLICIT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+
+
+class ConfigError(ValueError):
+    """config.yaml is malformed; the message names the field and how to fix it."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON schema of config.yaml (also used by snakemake.utils.validate)."""
+    text = resources.files("archscale").joinpath("schemas/config.schema.json").read_text()
+    return json.loads(text)
+
+
+def schema_path() -> Path:
+    return Path(str(resources.files("archscale").joinpath("schemas/config.schema.json")))
+
+
+def _describe_path(config: dict[str, Any], path: list[Any]) -> str:
+    """Render a jsonschema error path, naming architectures by their name."""
+    parts: list[str] = []
+    node: Any = config
+    for i, key in enumerate(path):
+        if isinstance(key, int):
+            label = f"[{key}]"
+            if i == 1 and path[0] == "architectures" and isinstance(node, list) \
+                    and key < len(node) and isinstance(node[key], dict) and "name" in node[key]:
+                label = f"[{key}] (architecture {node[key]['name']!r})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return "".join(parts) or "<top level>"
+
+
+def _fill_defaults(node: Any, node_schema: dict[str, Any]) -> None:
+    """Insert schema defaults into dicts, recursively (what snakemake's validate does too)."""
+    if not isinstance(node, dict):
+        return
+    for key, sub in node_schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            if sub.get("type") == "object" or "properties" in sub:
+                _fill_defaults(node[key], sub)
+            elif sub.get("type") == "array" and isinstance(sub.get("items"), dict):
+                for item in node[key] or []:
+                    _fill_defaults(item, sub["items"])
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate against the schema and fill defaults; returns a new dict.
+
+    Raises ConfigError with every problem found, each naming its field.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError("config.yaml must be a mapping of sections (data, architectures, "
+                          f"token_budgets, ...), got {type(config).__name__}")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if errors:
+        lines = []
+        for err in errors:
+            where = _describe_path(config, list(err.path))
+            msg = err.message
+            if err.validator == "additionalProperties":
+                msg += " (unknown key: check its spelling against config.yaml's documented keys)"
+            if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(
+                    err.instance):
+                msg += (" (YAML reads 1e5 or 1.0e5 as text: write 100000 or 1.0e+5)")
+            lines.append(f"  - {where}: {msg}")
+        raise ConfigError("config.yaml is invalid:\n" + "\n".join(lines))
+    config = copy.deepcopy(config)
+    _fill_defaults(config, schema())
+    return config
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated config with its architectures resolved to explicit shapes."""
+
+    config: dict[str, Any]
+    architectures: dict[str, Architecture]
+
+    def token_budgets(self, arch: str) -> list[int]:
+        spec = self.arch_spec(arch)
+        return [int(t) for t in spec.get("token_budgets") or self.config["token_budgets"]]
+
+    def arch_spec(self, arch: str) -> dict[str, Any]:
+        for spec in self.config["architectures"]:
+            if spec["name"] == arch:
+                return spec
+        raise KeyError(f"no architecture named {arch!r} in config.yaml")
+
+    def training_settings(self, arch: str) -> dict[str, Any]:
+        """The training section with this architecture's overrides applied."""
+        settings = copy.deepcopy(self.config["training"])
+        settings.update(self.arch_spec(arch).get("training") or {})
+        return settings
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        """Every (architecture, token budget, seed) the study trains."""
+        return [(a, t, s) for a in self.architectures for t in self.token_budgets(a)
+                for s in self.training_settings(a)["seeds"]]
+
+
+def longest_sequence(config: dict[str, Any]) -> int:
+    """The longest sequence any stage feeds a model, so max_position_embeddings covers it."""
+    tp = config["throughput"]
+    ev = config["evaluation"]["corpus_mc"]
+    return max(config["data"]["seq_len"], tp["input_len"] + tp["output_len"],
+               ev["context_tokens"] + ev["continuation_tokens"])
+
+
+def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Architecture:
+    """Turn one architectures[] entry into an explicit Architecture."""
+    name = spec["name"]
+    defaults = config["architecture_defaults"]
+    tok = config["data"]["tokenizer"]
+    given = [f for f in EXPLICIT_FIELDS if f in spec]
+    if "targets" in spec:
+        extra = [f for f in given if f not in ("n_layers", "head_dim")]
+        if extra or "n_layers" not in spec or "head_dim" not in spec:
+            raise ConfigError(
+                f"architecture {name!r}: with targets give n_layers and head_dim only "
+                f"(found {given}); the other shape fields are solved from the targets")
+        t = spec["targets"]
+        shape = solve_shape(ShapeTargets(
+            n_params=float(t["n_params"]), d_over_sqrt_n=float(t["d_over_sqrt_n"]),
+            r_mlp_attn=float(t["r_mlp_attn"]), gqa_group=int(t["gqa_group"]),
+            n_layers=int(spec["n_layers"]), head_dim=int(spec["head_dim"]),
+            ffn_multiple=int(t.get("ffn_multiple", 64)), tolerance=float(t.get("tolerance", 0.02))),
+            name=name)
+    else:
+        missing = [f for f in EXPLICIT_FIELDS if f not in spec]
+        if missing:
+            raise ConfigError(
+                f"architecture {name!r}: missing {', '.join(missing)}; give all of "
+                f"{', '.join(EXPLICIT_FIELDS)} or n_layers, head_dim and targets")
+        shape = {f: spec[f] for f in EXPLICIT_FIELDS}
+    max_pos = spec.get("max_position_embeddings", longest_sequence(config))
+    if max_pos < longest_sequence(config):
+        raise ConfigError(
+            f"architecture {name!r}: max_position_embeddings ({max_pos}) is shorter than the "
+            f"longest sequence the study uses ({longest_sequence(config)}); raise it or drop it")
+    return Architecture(
+        name=name, **shape, vocab_size=tok["vocab_size"],
+        tie_word_embeddings=spec.get("tie_word_embeddings", defaults["tie_word_embeddings"]),
+        rope_theta=float(spec.get("rope_theta", defaults["rope_theta"])),
+        rms_norm_eps=float(spec.get("rms_norm_eps", defaults["rms_norm_eps"])),
+        max_position_embeddings=int(max_pos),
+        bos_token_id=tok["bos_token_id"], eos_token_id=tok["eos_token_id"])
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """Checks a JSON schema cannot express."""
+    names = [a["name"] for a in config["architectures"]]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"architectures: duplicate name(s) {dupes}; each name must be unique "
+                          "(it names the result folders)")
+    data = config["data"]
+    src = data["source"]
+    if src["kind"] == "files" and not src.get("paths"):
+        raise ConfigError("data.source.paths: required when data.source.kind is 'files'")
+    if src["kind"] == "hf" and not src.get("dataset"):
+        raise ConfigError("data.source.dataset: required when data.source.kind is 'hf'")
+    tok = data["tokenizer"]
+    if tok["kind"] == "pretrained" and not tok.get("path"):
+        raise ConfigError("data.tokenizer.path: required when data.tokenizer.kind is 'pretrained'")
+    for key in ("bos_token_id", "eos_token_id"):
+        if tok[key] >= tok["vocab_size"]:
+            raise ConfigError(f"data.tokenizer.{key} ({tok[key]}) must be below vocab_size "
+                              f"({tok['vocab_size']})")
+    lo, hi = config["fit"]["r_range"]
+    if not 0 < lo < hi:
+        raise ConfigError(f"fit.r_range: need 0 < low < high, got {[lo, hi]}")
+    lo, hi = config["search"]["d_model_range"]
+    if not lo < hi:
+        raise ConfigError(f"search.d_model_range: need low < high, got {[lo, hi]}")
+    train = config["training"]
+    if train["global_batch_tokens"] < data["seq_len"]:
+        raise ConfigError(f"training.global_batch_tokens ({train['global_batch_tokens']}) is "
+                          f"smaller than one sequence (data.seq_len {data['seq_len']})")
+    from .throughput_presets import known_devices  # local import: keeps module import light
+    devices = known_devices(config["throughput"].get("gpus", {}))
+    if config["throughput"]["gpu"] not in devices:
+        raise ConfigError(f"throughput.gpu: unknown device preset {config['throughput']['gpu']!r};"
+                          f" known: {sorted(devices)} (add one under throughput.gpus)")
+    base = config["search"]["baseline"].get("architecture")
+    if base is not None and base not in names:
+        raise ConfigError(f"search.baseline.architecture: {base!r} is not a configured "
+                          f"architecture; known: {names}")
+    engine = config["search"].get("engine")
+    if engine is not None and engine not in config["throughput"]["engines"]:
+        raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
+                          f"{config['throughput']['engines']}")
+
+
+def load_study(config: dict[str, Any] | str | Path) -> Study:
+    """Validate a config (dict or YAML path) and resolve every architecture."""
+    if not isinstance(config, dict):
+        path = Path(config)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    config = validate(config)
+    _check_semantics(config)
+    archs: dict[str, Architecture] = {}
+    for spec in config["architectures"]:
+        try:
+            archs[spec["name"]] = resolve_architecture(spec, config)
+        except ArchitectureError as exc:
+            raise ConfigError(str(exc)) from exc
+    return Study(config=config, architectures=archs)

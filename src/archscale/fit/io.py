@@ -1,0 +1,190 @@
+"""Reading run tables and writing fit results.
+
+The fitting stages accept two spellings of the same table, so users who bring their own
+measurements need not rename anything: results/runs.csv's own columns and short names.
+
+    canonical  runs.csv column            short name
+    N          n_params_non_embedding     N
+    D          tokens                     D
+    loss       val_loss (configurable)    loss
+    x          d_over_sqrt_n              x      (or computed as d_model / sqrt(N))
+    r          r_mlp_attn                 r
+
+Rows of the same architecture and token budget trained with several seeds are averaged (the
+fits model the expected loss; the seed spread is kept in `loss_sd`). Results are written as
+indented JSON with NaN/inf turned into null, so a person can read them and any JSON parser
+can load them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+CANONICAL = ("N", "D", "loss", "x", "r")
+LONG_NAMES = {"N": "n_params_non_embedding", "D": "tokens", "loss": "val_loss",
+              "x": "d_over_sqrt_n", "r": "r_mlp_attn"}
+
+
+class RunsTableError(ValueError):
+    """A runs table lacks a column the fit needs or holds unusable values."""
+
+
+def _pick(table: pd.DataFrame, names: Iterable[str]) -> str | None:
+    for name in names:
+        if name in table.columns:
+            return name
+    return None
+
+
+def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
+              require: Iterable[str] = ("N", "D", "loss")) -> pd.DataFrame:
+    """Read a runs table into the canonical columns N, D, loss (and x, r when present).
+
+    `require` names the canonical columns the caller needs; a missing one is an error naming
+    both accepted spellings. Extra columns `name` and `seed` are kept when present; repeated
+    seeds of one (name, D) are averaged into one row with `n_seeds` and `loss_sd`.
+    """
+    if isinstance(source, pd.DataFrame):
+        table, where = source.copy(), "the runs table"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise RunsTableError(f"runs table {path} does not exist")
+        table, where = pd.read_csv(path), str(path)
+    require = tuple(require)
+    unknown = [c for c in require if c not in CANONICAL]
+    if unknown:
+        raise ValueError(f"read_runs: unknown canonical column(s) {unknown}; use {CANONICAL}")
+    spellings = {"N": ("n_params_non_embedding", "N"), "D": ("tokens", "D"),
+                 "loss": (loss_column, "loss"), "x": ("d_over_sqrt_n", "x"),
+                 "r": ("r_mlp_attn", "r")}
+    out = pd.DataFrame(index=table.index)
+    for canon, names in spellings.items():
+        col = _pick(table, names)
+        if col is not None:
+            out[canon] = pd.to_numeric(table[col], errors="coerce")
+    if "x" not in out and "d_model" in table.columns and "N" in out:
+        out["x"] = pd.to_numeric(table["d_model"], errors="coerce") / np.sqrt(out["N"])
+    missing = [c for c in require if c not in out]
+    if missing:
+        described = []
+        for c in missing:
+            alts = " or ".join(repr(n) for n in dict.fromkeys(spellings[c]))
+            if c == "x":
+                alts += " (or 'd_model' with the N column)"
+            described.append(f"{c}: {alts}")
+        raise RunsTableError(
+            f"{where} is missing column(s) {', '.join(described)}; found columns "
+            f"{list(table.columns)}. Rename the column or pass loss_column for the loss.")
+    for c in out.columns:
+        bad = ~np.isfinite(out[c].to_numpy(dtype=float)) | (out[c].to_numpy(dtype=float) <= 0)
+        if bad.any():
+            rows = list(out.index[bad][:5])
+            raise RunsTableError(
+                f"{where}: column {c} ({LONG_NAMES[c] if c != 'loss' else loss_column}) has "
+                f"{int(bad.sum())} missing, non-numeric or non-positive value(s), e.g. at rows "
+                f"{rows}; drop or fix those runs before fitting")
+    for extra in ("name", "seed"):
+        if extra in table.columns:
+            out[extra] = table[extra].to_numpy()
+    out["n_seeds"] = 1
+    out["loss_sd"] = 0.0
+    if "name" in out.columns and out.duplicated(["name", "D"]).any():
+        keys = ["name", "D"]
+        agg = {c: "mean" for c in out.columns if c not in keys + ["seed", "n_seeds", "loss_sd"]}
+        grouped = out.groupby(keys, sort=False)
+        merged = grouped.agg(agg)
+        merged["n_seeds"] = grouped.size()
+        merged["loss_sd"] = grouped["loss"].std(ddof=1).fillna(0.0)
+        out = merged.reset_index()
+    return out.reset_index(drop=True)
+
+
+def size_groups(n_params: np.ndarray, rel_tol: float = 0.25) -> np.ndarray:
+    """Label parameter counts that belong to one nominal model size.
+
+    Variants of one size differ slightly in N (integer shapes miss their target a little), so
+    sizes are found by sorting N and starting a new group whenever N exceeds the group's
+    smallest member by more than `rel_tol`. Returns integer labels ordered by size.
+    """
+    n = np.asarray(n_params, dtype=float)
+    order = np.argsort(n, kind="stable")
+    labels = np.empty(len(n), dtype=int)
+    group, start = -1, -np.inf
+    for i in order:
+        if n[i] > start * (1.0 + rel_tol):
+            group, start = group + 1, n[i]
+        labels[i] = group
+    return labels
+
+
+def read_epoch_chinchilla(path: str | Path, drop_lowest: int = 5) -> pd.DataFrame:
+    """Epoch AI's digitised Chinchilla points as columns N, D, loss.
+
+    D = C / (6 N). Epoch's published fit drops the `drop_lowest` points with the fewest
+    tokens per parameter (5), which this reproduces.
+    """
+    raw = pd.read_csv(path)
+    for col in ("Model Size", "Training FLOP", "loss"):
+        if col not in raw.columns:
+            raise RunsTableError(f"{path}: expected Epoch's column {col!r}")
+    n = raw["Model Size"].to_numpy(dtype=float)
+    d = raw["Training FLOP"].to_numpy(dtype=float) / (6.0 * n)
+    table = pd.DataFrame({"N": n, "D": d, "loss": raw["loss"].to_numpy(dtype=float)})
+    if drop_lowest:
+        keep = np.argsort(table["D"] / table["N"], kind="stable")[drop_lowest:]
+        table = table.iloc[np.sort(keep)]
+    return table.reset_index(drop=True)
+
+
+def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Who made a result: archscale and library versions, time, host; plus the caller's keys."""
+    import scipy
+
+    from archscale import __version__
+
+    prov: dict[str, Any] = {
+        "archscale_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+        "machine": platform.machine(),
+    }
+    prov.update(dict(extra or {}))
+    return prov
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain Python types for json: numpy scalars/arrays converted, NaN and inf to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")

@@ -1,0 +1,39 @@
+"""Which library modules each workflow stage runs, and a hash of their code.
+
+Rules pass `code_version(stage)` as a param, so editing a stage's own modules reruns that stage
+(and what reads it) and nothing else: a README edit or another stage's change does not.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "architecture": ("architecture.py",),
+    "data": ("data.py",),
+    "train": ("architecture.py", "model.py", "train.py"),
+    "evaluate": ("model.py", "evaluate.py"),
+    "throughput": ("architecture.py", "throughput"),
+    "fit": ("fit",),
+    "search": ("architecture.py", "search.py", "throughput_model.py", "throughput_presets.py",
+               "fit"),
+}
+
+
+@cache
+def code_version(stage: str) -> str:
+    """sha256 (first 16 hex digits) over the stage's module files, in a fixed order."""
+    if stage not in STAGE_MODULES:
+        raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_MODULES)}")
+    digest = hashlib.sha256()
+    for entry in STAGE_MODULES[stage]:
+        path = PACKAGE_DIR / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.exists():
+                digest.update(str(file.relative_to(PACKAGE_DIR)).encode() + b"\0")
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

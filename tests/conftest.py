@@ -1,0 +1,109 @@
+"""Shared fixtures: the tiny study (a whole DAG that runs in a couple of minutes on 2 cores).
+
+`tiny_config()` is the study every workflow test builds on; later stages' tests extend it.
+`tiny_workdir` copies the workflow (Snakefile, rules/, scripts/, profiles) into a fresh folder
+with that config as config.yaml; `run_snakemake` runs the real snakemake CLI there.
+`tiny_study_done` (session-scoped) runs the tiny study once to results/pareto.csv for tests that
+only read its outputs.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "envs", "slurm")
+
+TINY_CONFIG: dict[str, Any] = {
+    "study": "tiny-test",
+    "data": {
+        "name": "tiny",
+        "source": {"kind": "python-stdlib", "max_bytes": 600_000},
+        "tokenizer": {"kind": "bpe", "vocab_size": 512, "train_bytes": 300_000},
+        "seq_len": 64,
+        "val_fraction": 0.1,
+        "shards": 2,
+    },
+    "architectures": [
+        # three sizes (progressive extrapolation needs three), each with x and r variants
+        {"name": "a1", "d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 32,
+         "ffn_dim": 128, "token_budgets": [8192, 16384]},
+        {"name": "a2", "d_model": 48, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 32, "ffn_dim": 64},
+        {"name": "a3", "d_model": 24, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "head_dim": 32, "ffn_dim": 192},
+        {"name": "b1", "d_model": 40, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "head_dim": 32,
+         "ffn_dim": 192, "token_budgets": [8192, 16384]},
+        {"name": "b2", "d_model": 64, "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "head_dim": 32, "ffn_dim": 96},
+        {"name": "b3", "d_model": 32, "n_layers": 2, "n_heads": 3, "n_kv_heads": 1, "head_dim": 32, "ffn_dim": 256},
+        {"name": "c1", "d_model": 48, "n_layers": 3, "n_heads": 2, "n_kv_heads": 1, "head_dim": 32,
+         "ffn_dim": 256, "token_budgets": [8192, 16384]},
+        {"name": "c2", "d_model": 80, "n_layers": 3, "n_heads": 2, "n_kv_heads": 2, "head_dim": 32, "ffn_dim": 96},
+        {"name": "c3", "d_model": 40, "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "head_dim": 32, "ffn_dim": 224},
+    ],
+    "token_budgets": [8192],
+    "training": {"global_batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.01,
+                 "checkpoint_every_steps": 4, "log_every_steps": 2, "threads": 1},
+    "evaluation": {"val_tokens": 4096, "tasks": ["corpus_mc"],
+                   "corpus_mc": {"n_examples": 16, "n_choices": 4, "context_tokens": 24,
+                                 "continuation_tokens": 8},
+                   "batch_size": 16},
+    "throughput": {"engines": ["torch"], "gpu": "cpu", "device": "cpu", "batch_size": 2,
+                   "input_len": 16, "output_len": 8, "warmup": 1, "repeats": 2},
+    "fit": {"bootstrap": 4},
+    "search": {"d_model_step": 8, "ffn_multiple": 32, "gqa_groups": [1, 2],
+               "n_params_tolerance": 0.2, "n_thresholds": 8},
+}
+
+
+def tiny_config() -> dict[str, Any]:
+    """A fresh copy of the tiny study's config, for tests to modify."""
+    return copy.deepcopy(TINY_CONFIG)
+
+
+def write_workflow(workdir: Path, config: dict[str, Any]) -> Path:
+    """Copy the workflow into `workdir` and write `config` as its config.yaml."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for part in WORKFLOW_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, workdir / part, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, workdir / part)
+    cpu_profile = REPO / "tests" / "slurm_cpu_profile"
+    if cpu_profile.is_dir():
+        shutil.copytree(cpu_profile, workdir / "slurm_cpu_profile", dirs_exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 1200,
+                  check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI in `workdir`; output is captured as text."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path: Path) -> Path:
+    return write_workflow(tmp_path / "study", tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_study_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study run once to results/pareto.csv; tests must not modify it."""
+    workdir = write_workflow(tmp_path_factory.mktemp("tiny_done") / "study", tiny_config())
+    run_snakemake(workdir, "--cores", "2", "results/pareto.csv", check=True)
+    return workdir
