@@ -150,7 +150,8 @@ def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1
 
 
 def is_validation(doc: Document, val_fraction: float) -> bool:
-    return _stable_fraction(doc.doc_id) < val_fraction
+    """Salted, so the split is independent of the stdlib reading order (also a sha1 of the id)."""
+    return _stable_fraction("validation-split:" + doc.doc_id) < val_fraction
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Estimate a study's cost before anything is submitted: GPU-hours, disk, job counts.
+
+Training time = training FLOPs (3x forward, attention included, see architecture.py) divided by
+(device dense bf16 peak x an assumed MFU). That MFU is a stated assumption, not a measurement:
+benchmarks/gpu_train_mfu.py measures it on your GPU. Disk counts the token files (2 or 4 bytes a
+token) and one bf16 checkpoint per run plus one float32 resume state (weights + 2 Adam moments).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .config import Study
+from .data import token_dtype
+from .throughput_presets import get_device
+
+
+def plan_study(study: Study, mfu: float = 0.35, gpu: str = "H100") -> pd.DataFrame:
+    """One row per architecture, and a final TOTAL row."""
+    if not 0 < mfu <= 1:
+        raise ValueError(f"--mfu must be in (0, 1], got {mfu}")
+    cfg = study.config
+    device = get_device(gpu, cfg["throughput"].get("gpus"))
+    seq_len = cfg["data"]["seq_len"]
+    engines = len(cfg["throughput"]["engines"])
+    rows = []
+    for name, arch in study.architectures.items():
+        budgets = study.token_budgets(name)
+        seeds = study.training_settings(name)["seeds"]
+        flops = sum(arch.training_flops_per_token(seq_len) * t for t in budgets) * len(seeds)
+        runs = len(budgets) * len(seeds)
+        ckpt_gb = arch.n_params_total * 2 / 1e9
+        rows.append({
+            "architecture": name,
+            "n_params_non_embedding": arch.n_params_non_embedding,
+            "runs": runs,
+            "train_tokens": sum(budgets) * len(seeds),
+            "train_flops": flops,
+            "gpu_hours": flops / (device.peak_tflops * 1e12 * mfu) / 3600,
+            "checkpoint_disk_gb": runs * ckpt_gb,
+            "resume_disk_gb": arch.n_params_total * 12 / 1e9,  # peak, while one run is live
+            "jobs": runs * 2 + engines + 1,  # train + evaluate per run, throughput, config
+        })
+    table = pd.DataFrame(rows)
+    max_tokens = max(max(study.token_budgets(a)) for a in study.architectures)
+    token_bytes = token_dtype(cfg["data"]["tokenizer"]["vocab_size"]).itemsize
+    total = {"architecture": "TOTAL", **table.drop(columns="architecture").sum().to_dict()}
+    total["n_params_non_embedding"] = float("nan")
+    total["token_disk_gb_at_least"] = max_tokens * token_bytes / 1e9
+    total["jobs"] = int(total["jobs"]) + cfg["data"]["shards"] + 2 + 6  # data, fits, search
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    table.insert(1, "gpu", device.name)
+    table.insert(2, "assumed_mfu", mfu)
+    return table
