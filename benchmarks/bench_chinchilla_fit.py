@@ -65,6 +65,7 @@ def run_exhaustive(command: str) -> dict:
     table = read_epoch_chinchilla(DATA, drop_lowest=5)
     log_n, log_d, log_l = (np.log(table[c].to_numpy()) for c in ("N", "D", "loss"))
     results = []
+    load_before = os.getloadavg()
     start = time.perf_counter()
     for alpha, beta, e, a, b in itertools.product(GRID["alpha"], GRID["beta"], GRID["e"],
                                                   GRID["a"], GRID["b"]):
@@ -102,7 +103,9 @@ def run_exhaustive(command: str) -> dict:
                                   f"{platform.system()} {platform.machine()}",
                        "python": platform.python_version(), "numpy": np.__version__,
                        "scipy": __import__("scipy").__version__,
-                       "time_s": round(elapsed, 1)},
+                       "time_s": round(elapsed, 1),
+                       "load_average_1min_before_after": [round(load_before[0], 2),
+                                                          round(os.getloadavg()[0], 2)]},
     }
 
 
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rerun the naive 4,500-start loop (~11 min) and rewrite the "
                              "reference JSON")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the fast fit")
+    parser.add_argument("--bootstrap", type=int, default=0,
+                        help="also time a fit with this many bootstrap resamples on 2 workers")
     args = parser.parse_args(argv)
     command = "python " + " ".join([str(Path(sys.argv[0]))] + (argv or sys.argv[1:]))
 
@@ -155,6 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"naive exhaustive loop: {naive_s} s (from {REFERENCE.name}, "
           f"{reference['provenance']['date']})")
     print(f"speed-up: {naive_s / best:.0f}x")
+    if args.bootstrap:
+        from archscale.fit.chinchilla import fit_chinchilla
+        from archscale.fit.io import read_epoch_chinchilla
+
+        table = read_epoch_chinchilla(DATA, drop_lowest=5)
+        start = time.perf_counter()
+        boot = fit_chinchilla(table["N"], table["D"], table["loss"], bootstrap=args.bootstrap,
+                              compute_budgets=[1e22], workers=2)
+        total = time.perf_counter() - start
+        ci = boot.intervals["coefficients"]
+        print(f"fit + {args.bootstrap} bootstrap resamples on 2 workers: {total:.2f} s "
+              f"(bootstrap {boot.intervals['time_s']} s); 95% CI alpha "
+              f"[{ci['alpha']['low']:.4f}, {ci['alpha']['high']:.4f}], beta "
+              f"[{ci['beta']['low']:.4f}, {ci['beta']['high']:.4f}]")
     return 0 if rel <= 1e-6 else 2
 
 

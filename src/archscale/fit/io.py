@@ -17,10 +17,8 @@ can load them.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -82,7 +80,8 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
             described.append(f"{c}: {alts}")
         raise RunsTableError(
             f"{where} is missing column(s) {', '.join(described)}; found columns "
-            f"{list(table.columns)}. Rename the column or pass loss_column for the loss.")
+            f"{list(table.columns)}; rename the column (for the loss, name yours with "
+            f"fit.loss_column or --loss-column)")
     for c in out.columns:
         bad = ~np.isfinite(out[c].to_numpy(dtype=float)) | (out[c].to_numpy(dtype=float) <= 0)
         if bad.any():
@@ -144,21 +143,13 @@ def read_epoch_chinchilla(path: str | Path, drop_lowest: int = 5) -> pd.DataFram
     return table.reset_index(drop=True)
 
 
-def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Who made a result: archscale and library versions, time, host; plus the caller's keys."""
-    import scipy
+def provenance(extra: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
+               inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """The project's provenance record (archscale version, commit, packages, host, inputs)
+    with the fitting settings, plus any keys the caller adds in `extra`."""
+    from archscale.provenance import provenance as project_provenance
 
-    from archscale import __version__
-
-    prov: dict[str, Any] = {
-        "archscale_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "pandas": pd.__version__,
-        "machine": platform.machine(),
-    }
+    prov = project_provenance(settings=dict(settings or {}), inputs=list(inputs))
     prov.update(dict(extra or {}))
     return prov
 
@@ -184,7 +175,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented JSON, creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    """Write `obj` as indented JSON atomically (a killed job leaves no half-written file)."""
+    from archscale.io import write_text
+
+    write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")

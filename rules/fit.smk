@@ -1,0 +1,55 @@
+# Law fitting: Chinchilla L_opt(N, D), the architecture-conditional correction, fit quality.
+# All read results/runs.csv; params are the `fit` section and the fitting code's hash only.
+
+
+rule fit_chinchilla:
+    input:
+        runs="results/runs.csv",
+    output:
+        json="results/fits/chinchilla.json",
+        plot=report("results/plots/chinchilla.png", category="Fits",
+                    caption="../report/chinchilla.rst"),
+    params:
+        fit=config["fit"],
+        code=code_version("fit"),
+    log:
+        "logs/fits/chinchilla.log",
+    threads: 2
+    localrule: True
+    script:
+        "../scripts/fit_chinchilla.py"
+
+
+rule fit_conditional:
+    input:
+        runs="results/runs.csv",
+        chinchilla="results/fits/chinchilla.json",
+    output:
+        json="results/fits/conditional.json",
+        u_curves=report("results/plots/u_curves.png", category="Fits",
+                        caption="../report/u_curves.rst"),
+        predicted=report("results/plots/predicted_vs_observed.png", category="Fits",
+                         caption="../report/predicted.rst"),
+    params:
+        fit=config["fit"],
+        code=code_version("fit"),
+    log:
+        "logs/fits/conditional.log",
+    localrule: True
+    script:
+        "../scripts/fit_conditional.py"
+
+
+rule fit_quality:
+    input:
+        runs="results/runs.csv",
+    output:
+        csv="results/fits/quality.csv",
+    params:
+        fit=config["fit"],
+        code=code_version("fit"),
+    log:
+        "logs/fits/quality.log",
+    localrule: True
+    script:
+        "../scripts/fit_quality.py"

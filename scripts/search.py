@@ -1,0 +1,48 @@
+"""Snakemake `script:` for the frontier search; logic in archscale.search and search_run."""
+import pandas as pd
+
+from archscale.architecture import Architecture
+from archscale.fit.conditional import load_conditional
+from archscale.io import write_csv, write_json
+from archscale.provenance import now, provenance
+from archscale.search_plots import plot_frontier
+from archscale.search_run import SearchInputs, pareto_columns, score_rows, search_study
+from archscale.throughput_model import Workload, load_calibration
+from archscale.throughput_presets import get_device
+from archscale.workflow import log_to
+
+sm = snakemake  # noqa: F821
+with log_to(sm.log[0]) as log:
+    started = now()
+    p = sm.params.settings
+    tp, search = p["throughput"], p["search"]
+    archs = [Architecture(**spec) for spec in p["architectures"].values()]
+    engine = search["engine"] or tp["engines"][0]
+    device = get_device(tp["gpu"], tp["gpus"])
+    on_gpu = tp["device"] != "cpu"
+    inputs = SearchInputs(law=load_conditional(sm.input.conditional),
+                          calibration=load_calibration(sm.input.calibration), device=device,
+                          engine=engine, workload=Workload.from_settings(tp, engine, on_gpu),
+                          tokens=float(p["tokens"]), vocab_size=archs[0].vocab_size,
+                          tied=archs[0].tie_word_embeddings)
+    runs = pd.read_csv(sm.input.runs)
+    measured = pd.read_csv(sm.input.throughput)
+    base_name = search["baseline"].get("architecture")
+    baseline = next((a for a in archs if a.name == base_name), None)
+    result = search_study(search, inputs, archs, tuple(p["r_range"]), runs, measured, baseline)
+    write_csv(sm.output.candidates, result["candidates"])
+    write_csv(sm.output.pareto, pareto_columns(result["pareto"]))
+    write_json(sm.output.recommendations, {
+        "what": "per parameter budget: the baseline, the most accurate frontier architecture "
+                "(Panda-like) and the fastest one at no more than the baseline's predicted loss "
+                "(Surefire-like), before and after the GQA local search",
+        "recommendations": result["recommendations"],
+        "provenance": provenance(settings=p, inputs=list(sm.input), started=started,
+                                 packages=("numpy", "pandas", "scipy", "pulp")),
+    })
+    trained = score_rows(pd.DataFrame([{**a.shape(), "vocab_size": a.vocab_size, "budget": 0.0}
+                                       for a in archs]), inputs)
+    plot_frontier(result["candidates"], result["pareto"], result["recommendations"], trained,
+                  sm.output.plot)
+    log.info("search: %d candidates, %d on the frontier", len(result["candidates"]),
+             len(result["pareto"]))

@@ -1,0 +1,536 @@
+"""Stage 1: the reference loss L_opt(N, D), by a Chinchilla fit or empirically.
+
+Chinchilla (Hoffmann et al. 2022, Approach 3): L(N, D) = E + A/N^alpha + B/D^beta, fitted in
+the log-sum-exp parametrisation
+
+    log L_hat = LSE(a - alpha ln N, b - beta ln D, e),   A = e^a, B = e^b, E = e^e,
+
+by minimising the SUM over points of Huber(delta = 1e-3) of (log L_hat - log L) with L-BFGS
+from a grid of starts, keeping the best. The textbook way runs scipy from all 4,500 grid starts
+with finite differences (about 11 minutes); here the objective and its analytic gradient are
+vectorised numpy, the whole grid is scored in one array operation, and L-BFGS runs only from
+the best-scoring starts (50 by default), with tolerances tight enough that the optimum agrees
+with the exhaustive loop to 1e-6 relative in its objective (tests/test_fit_chinchilla.py).
+
+Confidence intervals come from a bootstrap over points: each resample is refitted from the
+full-data optimum (warm start) in a pool of worker processes; percentile intervals are reported
+for the five coefficients and for the compute-optimal allocation at each budget C = 6 N D:
+
+    N_opt(C) = G (C/6)^(beta/(alpha+beta)),  D_opt(C) = (C/6)^(alpha/(alpha+beta)) / G,
+    G = (alpha A / (beta B))^(1/(alpha+beta)).
+
+The empirical alternative (what the paper used at small scale) is the lowest loss among the
+trained variants of one size at one token budget; `EmpiricalLopt` interpolates those points
+for the search stage (see its docstring for what happens outside them).
+
+chinchilla.json (written by `ChinchillaFit.to_dict`, read back by `load_chinchilla`):
+
+    law, formula          "chinchilla" and the formula as text
+    coefficients          {E, A, B, alpha, beta}
+    lse_parameters        {a, b, e, alpha, beta} with A = e^a, B = e^b, E = e^e
+    objective             {value, definition, huber_delta}
+    confidence_intervals  null, or {method, level, n_resamples, n_converged, seed, workers,
+                          time_s, coefficients: {name: {low, high, se, n}},
+                          compute_optimal: [{n_opt, d_opt, tokens_per_param: {low, high, se,
+                          n}}]}; n counts the resamples with a finite value
+    compute_optimal       [{compute, n_opt, d_opt, tokens_per_param, ci (when bootstrapped)}]
+    convergence           optimizer, options, n_grid_starts, n_starts_run, starts_reaching_best,
+                          best_start, success, message, iterations, function_evaluations,
+                          gradient_norm, time_s
+    warnings              list of sentences (e.g. a coefficient the data cannot identify)
+    data                  {n_points, columns: [N, D, loss, predicted, residual_log], points}
+    provenance            archscale version, commit, packages, host, settings, caller's keys
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from contextlib import nullcontext
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from .io import provenance, size_groups
+
+PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
+COEF_NAMES = ("E", "A", "B", "alpha", "beta")
+GRID_AXES = {"a": np.arange(0.0, 30.0, 5.0), "b": np.arange(0.0, 30.0, 5.0),
+             "e": np.arange(-1.0, 1.5, 0.5), "alpha": np.arange(0.0, 2.5, 0.5),
+             "beta": np.arange(0.0, 2.5, 0.5)}
+# L-BFGS-B's default ftol compares the decrease to max(|f|, 1); the summed Huber objective is
+# ~1e-3, so the defaults stop ~1e-6 relative short of the optimum. These do not.
+LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-11, "maxiter": 2000, "maxcor": 20}
+
+
+class FitError(ValueError):
+    """The data cannot support the requested fit; the message says why and what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The law
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ChinchillaLaw:
+    """L(N, D) = E + A/N^alpha + B/D^beta; callable on scalars or numpy arrays."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+
+    def __call__(self, n: Any, d: Any) -> np.ndarray:
+        n = np.asarray(n, dtype=float)
+        d = np.asarray(d, dtype=float)
+        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
+
+    @classmethod
+    def from_lse(cls, theta: Sequence[float]) -> "ChinchillaLaw":
+        a, b, e, alpha, beta = (float(v) for v in theta)
+        return cls(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
+
+    def lse(self) -> np.ndarray:
+        return np.array([math.log(self.A), math.log(self.B), math.log(self.E),
+                         self.alpha, self.beta])
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in COEF_NAMES}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float]) -> "ChinchillaLaw":
+        missing = [k for k in COEF_NAMES if k not in values]
+        if missing:
+            raise KeyError(f"Chinchilla coefficients need {COEF_NAMES}; missing {missing}")
+        return cls(**{k: float(values[k]) for k in COEF_NAMES})
+
+    def compute_optimal(self, compute: Any) -> dict[str, np.ndarray]:
+        """N_opt, D_opt and tokens per parameter minimising L at fixed C = 6 N D.
+
+        NaN when alpha or beta is not positive: loss then does not fall with N (or D) and no
+        finite allocation is optimal.
+        """
+        c = np.asarray(compute, dtype=float) / 6.0
+        if not (self.alpha > 0 and self.beta > 0):
+            nan = np.full(c.shape, np.nan)
+            return {"n_opt": nan, "d_opt": nan, "tokens_per_param": nan}
+        s = self.alpha + self.beta
+        g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / s)
+        n_opt = g * c ** (self.beta / s)
+        d_opt = c ** (self.alpha / s) / g
+        return {"n_opt": n_opt, "d_opt": d_opt, "tokens_per_param": d_opt / n_opt}
+
+
+#: Epoch AI's published refit of Hoffmann et al.'s data (Besiroglu et al. 2024).
+EPOCH_PUBLISHED = ChinchillaLaw(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------------------------
+
+def _huber(res: np.ndarray, delta: float) -> np.ndarray:
+    mag = np.abs(res)
+    return np.where(mag <= delta, 0.5 * res * res, delta * (mag - 0.5 * delta))
+
+
+def huber_objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_l: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
+    """Summed Huber loss of the LSE prediction and its analytic gradient in (a, b, e, al, be)."""
+    a, b, e, alpha, beta = theta
+    u0 = a - alpha * log_n
+    u1 = b - beta * log_d
+    m = np.maximum(np.maximum(u0, u1), e)
+    w0 = np.exp(u0 - m)
+    w1 = np.exp(u1 - m)
+    w2 = np.exp(e - m)
+    s = w0 + w1 + w2
+    res = m + np.log(s) - log_l
+    dh = np.clip(res, -delta, delta) / s
+    g0 = dh * w0
+    g1 = dh * w1
+    grad = np.array([g0.sum(), g1.sum(), (dh * w2).sum(),
+                     -(g0 @ log_n), -(g1 @ log_d)])
+    return float(_huber(res, delta).sum()), grad
+
+
+def huber_objective_batch(thetas: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                          log_l: np.ndarray, delta: float) -> np.ndarray:
+    """The objective at many parameter vectors at once (rows of `thetas`)."""
+    t = np.asarray(thetas, dtype=float)
+    u0 = t[:, 0:1] - t[:, 3:4] * log_n
+    u1 = t[:, 1:2] - t[:, 4:5] * log_d
+    e = t[:, 2:3]
+    m = np.maximum(np.maximum(u0, u1), e)
+    pred = m + np.log(np.exp(u0 - m) + np.exp(u1 - m) + np.exp(e - m))
+    return _huber(pred - log_l, delta).sum(axis=1)
+
+
+def default_grid() -> np.ndarray:
+    """The 4,500 starts of Hoffmann et al. / Epoch as rows (a, b, e, alpha, beta)."""
+    axes = [GRID_AXES[k] for k in PARAM_NAMES]
+    return np.array(list(itertools.product(*axes)), dtype=float)
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread while L-BFGS runs.
+
+    scipy's L-BFGS-B calls BLAS/LAPACK on 5x5 problems; OpenBLAS's thread hand-off there costs
+    more than the work (measured: a 0.6 s fit took 2-6 s with 2 threads on a 2-core machine,
+    and 17-36 s while another process kept one core busy). Uses threadpoolctl when installed.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn/lm-eval
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _lbfgs(theta0: np.ndarray, log_n, log_d, log_l, delta: float):
+    return minimize(huber_objective, theta0, args=(log_n, log_d, log_l, delta), jac=True,
+                    method="L-BFGS-B", options=LBFGS_OPTIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap (module-level so worker processes can import it)
+# ---------------------------------------------------------------------------------------------
+
+def _bootstrap_chunk(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    log_n, log_d, log_l, delta, theta0, index_sets = args
+    thetas = np.full((len(index_sets), 5), np.nan)
+    ok = np.zeros(len(index_sets), dtype=bool)
+    with single_threaded_blas():
+        for k, idx in enumerate(index_sets):
+            res = _lbfgs(theta0, log_n[idx], log_d[idx], log_l[idx], delta)
+            if np.all(np.isfinite(res.x)):
+                thetas[k] = res.x
+                ok[k] = bool(res.success)
+    return thetas, ok
+
+
+def _run_bootstrap(log_n, log_d, log_l, delta, theta0, n_resamples, seed, workers):
+    rng = np.random.default_rng(seed)
+    n = len(log_n)
+    index_sets = [rng.integers(0, n, size=n) for _ in range(n_resamples)]
+    workers = max(1, min(int(workers), n_resamples))
+    chunks = [index_sets[i::workers] for i in range(workers)]
+    payload = [(log_n, log_d, log_l, delta, theta0, chunk) for chunk in chunks]
+    if workers == 1:
+        results = [_bootstrap_chunk(payload[0])]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_bootstrap_chunk, payload))
+    # undo the round-robin split so resample k keeps its index
+    thetas = np.full((n_resamples, 5), np.nan)
+    ok = np.zeros(n_resamples, dtype=bool)
+    for i, (t, o) in enumerate(results):
+        thetas[i::workers] = t
+        ok[i::workers] = o
+    return thetas, ok
+
+
+def _interval(samples: np.ndarray, level: float) -> dict[str, float]:
+    """Percentile interval and standard error over the finite samples (n says how many)."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return {"low": float("nan"), "high": float("nan"), "se": float("nan"), "n": 0}
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return {"low": float(lo), "high": float(hi),
+            "se": float(samples.std(ddof=1)) if samples.size > 1 else float("nan"),
+            "n": int(samples.size)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ChinchillaFit:
+    """The result of `fit_chinchilla`: the law, how it was reached, its uncertainty, its data."""
+
+    law: ChinchillaLaw
+    objective: float
+    huber_delta: float
+    convergence: dict[str, Any]
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+    compute_budgets: list[float] = field(default_factory=list)
+    intervals: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def compute_optimal_table(self) -> list[dict[str, Any]]:
+        rows = []
+        for k, c in enumerate(self.compute_budgets):
+            opt = self.law.compute_optimal(c)
+            row = {"compute": float(c), **{key: float(v) for key, v in opt.items()}}
+            if self.intervals is not None:
+                row["ci"] = self.intervals["compute_optimal"][k]
+            rows.append(row)
+        return rows
+
+    def to_dict(self, extra_provenance: Mapping[str, Any] | None = None,
+                settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The chinchilla.json document (fields in the module docstring)."""
+        pred = self.law(self.n, self.d)
+        return {
+            "law": "chinchilla",
+            "formula": "L(N, D) = E + A / N**alpha + B / D**beta",
+            "coefficients": self.law.as_dict(),
+            "lse_parameters": dict(zip(PARAM_NAMES, self.law.lse().tolist())),
+            "objective": {"value": self.objective,
+                          "definition": "sum over points of Huber(delta) of "
+                                        "ln L_predicted - ln L_observed",
+                          "huber_delta": self.huber_delta},
+            "confidence_intervals": self.intervals,
+            "compute_optimal": self.compute_optimal_table(),
+            "convergence": self.convergence,
+            "warnings": list(self.warnings),
+            "data": {"n_points": int(len(self.n)),
+                     "columns": ["N", "D", "loss", "predicted", "residual_log"],
+                     "points": [[float(a), float(b), float(c), float(p), float(np.log(p / c))]
+                                for a, b, c, p in zip(self.n, self.d, self.loss, pred)]},
+            "provenance": provenance(extra_provenance, settings),
+        }
+
+
+def _fit_warnings(law: ChinchillaLaw, n: np.ndarray, d: np.ndarray) -> list[str]:
+    """Sentences for the output: coefficients the data cannot pin down or that make no sense."""
+    out = []
+    for name, value, var in (("alpha", law.alpha, "N"), ("beta", law.beta, "D")):
+        if value <= 0:
+            out.append(f"{name} = {value:.4g} is not positive: in these runs loss does not fall "
+                       f"with {var} (under-trained or noisy runs?), so the law must not be "
+                       f"extrapolated in {var} and the compute-optimal allocation is undefined")
+    for name, values, coef in (("N", n, "A and alpha"), ("D", d, "B and beta")):
+        distinct = len(np.unique(np.round(np.log(values), 6)))
+        if distinct < 3:
+            out.append(f"only {distinct} distinct {name} value(s): {coef} are not identified, "
+                       f"so the law is trustworthy only at the fitted {name} values; train "
+                       f"at least 3 {'sizes' if name == 'N' else 'token budgets'} to fit them")
+    return out
+
+
+def fit_chinchilla(n: Any, d: Any, loss: Any, *, huber_delta: float = 1e-3,
+                   n_starts: int = 50, grid: np.ndarray | None = None, bootstrap: int = 0,
+                   compute_budgets: Sequence[float] = (), level: float = 0.95, seed: int = 0,
+                   workers: int = 2) -> ChinchillaFit:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta by Approach 3 (see the module docstring).
+
+    n, d, loss: non-embedding parameters, training tokens and loss, one entry per run.
+    n_starts: L-BFGS runs from the best-scoring grid starts (the exhaustive loop runs all).
+    bootstrap: number of resamples for the confidence intervals (0 skips them); they run in
+    `workers` processes, each refit warm-started from the full-data optimum.
+    """
+    n, d, loss = (np.asarray(v, dtype=float).ravel() for v in (n, d, loss))
+    if not (len(n) == len(d) == len(loss)):
+        raise FitError(f"N, D and loss have different lengths ({len(n)}, {len(d)}, {len(loss)})")
+    bad = ~(np.isfinite(n) & np.isfinite(d) & np.isfinite(loss) & (n > 0) & (d > 0)
+            & (loss > 0))
+    if bad.any():
+        raise FitError(f"{int(bad.sum())} point(s) have a missing or non-positive N, D or loss "
+                       f"(first at index {int(np.argmax(bad))}); drop them before fitting")
+    if len(n) < 5:
+        raise FitError(f"the Chinchilla law has 5 coefficients but only {len(n)} point(s) were "
+                       "given; train more sizes or token budgets (at least 5 runs)")
+    if not huber_delta > 0:
+        raise FitError(f"huber_delta must be positive, got {huber_delta}")
+    start = time.perf_counter()
+    log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
+    starts = default_grid() if grid is None else np.asarray(grid, dtype=float)
+    scores = huber_objective_batch(starts, log_n, log_d, log_l, huber_delta)
+    order = np.argsort(scores, kind="stable")[:max(1, int(n_starts))]
+    best = None
+    finals = []
+    with single_threaded_blas():
+        for i in order:
+            res = _lbfgs(starts[i], log_n, log_d, log_l, huber_delta)
+            if not np.isfinite(res.fun):
+                continue
+            finals.append(float(res.fun))
+            if best is None or res.fun < best[0].fun:
+                best = (res, i)
+    if best is None:
+        raise FitError("L-BFGS failed from every start (non-finite objective); check the data")
+    res, start_index = best
+    finals_arr = np.array(finals)
+    law = ChinchillaLaw.from_lse(res.x)
+    warnings = _fit_warnings(law, n, d)
+    if not res.success:
+        warnings.append(f"L-BFGS did not report convergence at the best start: {res.message}")
+    convergence = {
+        "optimizer": "scipy L-BFGS-B, analytic gradient",
+        "options": dict(LBFGS_OPTIONS),
+        "n_grid_starts": int(len(starts)),
+        "n_starts_run": int(len(order)),
+        "starts_reaching_best": int(np.sum(finals_arr <= res.fun * (1 + 1e-6))),
+        "best_start": dict(zip(PARAM_NAMES, starts[start_index].tolist())),
+        "success": bool(res.success),
+        "message": str(res.message),
+        "iterations": int(res.nit),
+        "function_evaluations": int(res.nfev),
+        "gradient_norm": float(np.linalg.norm(res.jac)),
+        "time_s": round(time.perf_counter() - start, 4),
+    }
+    fit = ChinchillaFit(law=law, objective=float(res.fun), huber_delta=float(huber_delta),
+                        convergence=convergence, n=n, d=d, loss=loss,
+                        compute_budgets=[float(c) for c in compute_budgets], warnings=warnings)
+    if bootstrap > 0:
+        t0 = time.perf_counter()
+        thetas, ok = _run_bootstrap(log_n, log_d, log_l, float(huber_delta), res.x,
+                                    int(bootstrap), seed, workers)
+        fit.intervals = _bootstrap_intervals(thetas, ok, fit.compute_budgets, level)
+        fit.intervals.update({"seed": int(seed), "workers": int(workers),
+                              "time_s": round(time.perf_counter() - t0, 3)})
+        n_bad = int((~ok).sum())
+        if n_bad:
+            fit.warnings.append(f"{n_bad} of {bootstrap} bootstrap refits did not converge; "
+                                "they are excluded from the intervals")
+    return fit
+
+
+def _bootstrap_intervals(thetas: np.ndarray, ok: np.ndarray, budgets: Sequence[float],
+                         level: float) -> dict[str, Any]:
+    good = thetas[ok]
+    coefs = np.column_stack([np.exp(good[:, 2]), np.exp(good[:, 0]), np.exp(good[:, 1]),
+                             good[:, 3], good[:, 4]]) if len(good) else np.empty((0, 5))
+    out: dict[str, Any] = {
+        "method": "percentile bootstrap over points, each refit warm-started from the "
+                  "full-data optimum",
+        "level": level, "n_resamples": int(len(thetas)), "n_converged": int(ok.sum()),
+        "coefficients": {k: _interval(coefs[:, j], level) for j, k in enumerate(COEF_NAMES)},
+        "compute_optimal": [],
+    }
+    for c in budgets:
+        samples = {"n_opt": [], "d_opt": [], "tokens_per_param": []}
+        for row in coefs:
+            with np.errstate(all="ignore"):
+                opt = ChinchillaLaw(*row).compute_optimal(c)
+            for key in samples:
+                samples[key].append(float(opt[key]))
+        out["compute_optimal"].append(
+            {key: _interval(np.array(v, dtype=float), level) for key, v in samples.items()})
+    return out
+
+
+def load_chinchilla(path: str | Path) -> ChinchillaLaw:
+    """The law stored in a chinchilla.json written by `ChinchillaFit.to_dict`."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("law") != "chinchilla" or "coefficients" not in doc:
+        raise ValueError(f"{path} is not a chinchilla.json (no 'law': 'chinchilla' and "
+                         "'coefficients'); write it with `archscale fit chinchilla`")
+    return ChinchillaLaw.from_dict(doc["coefficients"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Empirical L_opt
+# ---------------------------------------------------------------------------------------------
+
+def empirical_points(runs: pd.DataFrame, size_tol: float = 0.25) -> pd.DataFrame:
+    """The lowest loss among the variants of each (size, token budget).
+
+    runs needs columns N, D, loss (see io.read_runs). Sizes are grouped by `io.size_groups`
+    (variants of one nominal size differ a little in N); a group's N is the geometric mean of
+    its members'. Returns columns size, N, D, loss, best_row (the runs row that won) and
+    n_variants.
+    """
+    sizes = size_groups(runs["N"].to_numpy(), size_tol)
+    frame = runs.assign(_size=sizes, _row=np.arange(len(runs)))
+    rows = []
+    for (size, d), group in frame.groupby(["_size", "D"], sort=True):
+        win = group.loc[group["loss"].idxmin()]
+        rows.append({"size": int(size),
+                     "N": float(np.exp(np.log(frame.loc[frame["_size"] == size, "N"]).mean())),
+                     "D": float(d), "loss": float(win["loss"]), "best_row": int(win["_row"]),
+                     "n_variants": int(len(group))})
+    return pd.DataFrame(rows)
+
+
+def empirical_l_opt_per_run(runs: pd.DataFrame, size_tol: float = 0.25) -> np.ndarray:
+    """For each run, the lowest loss among runs of its size at its token budget."""
+    sizes = size_groups(runs["N"].to_numpy(), size_tol)
+    return runs.assign(_size=sizes).groupby(["_size", "D"])["loss"].transform("min").to_numpy()
+
+
+@dataclass
+class EmpiricalLopt:
+    """L_opt at any (N, D) from the empirical points, for the search stage.
+
+    Inside the points: linear interpolation of the loss in (ln N, ln D) (over ln N alone when
+    every point has the same D, and vice versa). Outside them: the Chinchilla fit's shape
+    anchored to the nearest empirical point, L = L_emp(p) * chinchilla(N, D) / chinchilla(p),
+    which is continuous at the edge; without a Chinchilla fit such a query is an error.
+    """
+
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+    fallback: ChinchillaLaw | None = None
+
+    def __post_init__(self) -> None:
+        self.n, self.d, self.loss = (np.asarray(v, dtype=float).ravel()
+                                     for v in (self.n, self.d, self.loss))
+        if len(self.n) == 0:
+            raise FitError("no empirical L_opt points")
+        self._ln, self._ld = np.log(self.n), np.log(self.d)
+        self._one_d = np.ptp(self._ld) < 1e-9
+        self._one_n = np.ptp(self._ln) < 1e-9
+        self._interp = None
+        if not (self._one_d or self._one_n):
+            from scipy.interpolate import LinearNDInterpolator
+
+            try:
+                self._interp = LinearNDInterpolator(np.column_stack([self._ln, self._ld]),
+                                                    self.loss)
+            except Exception:  # collinear points (e.g. 2 points): treat as outside
+                self._interp = None
+
+    def _inside(self, ln: np.ndarray, ld: np.ndarray) -> np.ndarray:
+        out = np.full(ln.shape, np.nan)
+        tol = 1e-6
+        if self._one_d and self._one_n:
+            hit = (np.abs(ln - self._ln[0]) < tol) & (np.abs(ld - self._ld[0]) < tol)
+            out[hit] = self.loss[0]
+        elif self._one_d or self._one_n:
+            axis_pts, other_pts, q, other_q = ((self._ln, self._ld, ln, ld) if self._one_d
+                                               else (self._ld, self._ln, ld, ln))
+            order = np.argsort(axis_pts)
+            xs, ys = axis_pts[order], self.loss[order]
+            hit = (np.abs(other_q - other_pts[0]) < tol) & (q >= xs[0] - tol) & (q <= xs[-1] + tol)
+            out[hit] = np.interp(q[hit], xs, ys)
+        elif self._interp is not None:
+            out = np.asarray(self._interp(ln, ld), dtype=float)
+        return out
+
+    def __call__(self, n: Any, d: Any) -> np.ndarray:
+        n, d = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(d, dtype=float))
+        ln, ld = np.log(n).ravel(), np.log(d).ravel()
+        out = self._inside(ln, ld)
+        outside = np.isnan(out)
+        if outside.any():
+            if self.fallback is None:
+                raise FitError(
+                    f"empirical L_opt asked at {int(outside.sum())} (N, D) point(s) outside the "
+                    f"trained sizes N {self.n.min():.4g}..{self.n.max():.4g} and budgets D "
+                    f"{self.d.min():.4g}..{self.d.max():.4g}, and no Chinchilla fit is "
+                    "available to extrapolate; give one (l_opt fallback) or query inside")
+            scale = [max(float(np.ptp(v)), 1e-9) if np.ptp(v) > 1e-9 else 1.0
+                     for v in (self._ln, self._ld)]
+            dist = (((ln[outside, None] - self._ln) / scale[0]) ** 2
+                    + ((ld[outside, None] - self._ld) / scale[1]) ** 2)
+            near = np.argmin(dist, axis=1)
+            ratio = self.loss[near] / self.fallback(self.n[near], self.d[near])
+            out[outside] = ratio * self.fallback(np.exp(ln[outside]), np.exp(ld[outside]))
+        return out.reshape(n.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": ["N", "D", "loss"],
+                "points": [[float(a), float(b), float(c)]
+                           for a, b, c in zip(self.n, self.d, self.loss)]}

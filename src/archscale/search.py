@@ -1,0 +1,334 @@
+"""Frontier search: the paper's Eq. 4 over a space of integer LLaMA shapes.
+
+    maximise  I_N(P)                      predicted inference throughput of shape P
+    s.t.      L(P | N, D) <= L_t          predicted loss from the conditional law
+              N(P) within the budget      non-embedding parameters
+              KV cache of the workload fits the device memory
+
+1. `candidate_grid` enumerates every integer shape near a parameter budget (d_model on a grid,
+   n_layers and head_dim fixed per size as in the paper, n_heads = GQA group x n_kv_heads,
+   ffn_dim a multiple of 64 chosen to fill the budget), vectorised with numpy.
+2. `score_candidates` adds the accounting columns, predicted loss and predicted throughput.
+3. `solve_eq4` states Eq. 4 as a binary program (pulp/CBC): one binary per candidate, exactly one
+   chosen. `trace_frontier` re-solves it with L_t just below the previous optimum's loss
+   (the epsilon-constraint method), which visits every point of the accuracy/throughput Pareto
+   frontier; `pareto_mask` is the plain non-dominated filter it must agree with.
+4. `gqa_local_search` is the paper's Algorithm 1 step: GQA is not in the law (its effect on
+   loss is erratic), so around a chosen shape it tries the other key/value head counts and keeps
+   the fastest that still meets L_t.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+from .architecture import (attention_params_per_layer, kv_bytes_per_token,
+                           mlp_params_per_layer)
+
+SHAPE_COLUMNS = ["d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim"]
+
+
+class SearchError(ValueError):
+    """The search cannot run as configured; the message says what to change."""
+
+
+class LossPredictor(Protocol):
+    def __call__(self, n_params: np.ndarray, tokens: float, x: np.ndarray, r: np.ndarray
+                 ) -> np.ndarray: ...
+
+
+class ThroughputPredictor(Protocol):
+    def __call__(self, shapes: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """One parameter budget of the search, with the depth and head size fixed for it."""
+
+    budget: float
+    n_layers: int
+    head_dim: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates
+# ---------------------------------------------------------------------------------------------
+
+def candidate_grid(size: SizeSpec, vocab_size: int, x_range: tuple[float, float],
+                   d_step: int, gqa_groups: list[int], ffn_multiple: int, tolerance: float,
+                   r_range: tuple[float, float] | None = None,
+                   max_kv_heads: int | None = None) -> pd.DataFrame:
+    """Every integer shape within `tolerance` of the budget; vectorised.
+
+    For each (d_model, n_kv_heads, group) the attention size is fixed, and ffn_dim is the
+    multiple of `ffn_multiple` that brings N closest to the budget.
+    """
+    budget, L, dh = size.budget, size.n_layers, size.head_dim
+    lo = max(d_step, int(math.ceil(x_range[0] * math.sqrt(budget) / d_step)) * d_step)
+    hi = int(x_range[1] * math.sqrt(budget))
+    d = np.arange(lo, hi + 1, d_step, dtype=np.int64)
+    if d.size == 0:
+        raise SearchError(f"search.d_model_range {list(x_range)} gives no d_model for budget "
+                          f"{budget:,.0f}; widen it or lower search.d_model_step")
+    per_layer = budget / L
+    # the most key/value heads that still leave room for an MLP at the smallest d
+    kv_cap = max_kv_heads or max(1, int(per_layer / (2 * lo * dh * 2)))
+    kv = np.arange(1, kv_cap + 1, dtype=np.int64)
+    g = np.asarray(sorted(set(gqa_groups)), dtype=np.int64)
+    D, KV, G = (a.ravel() for a in np.meshgrid(d, kv, g, indexing="ij"))
+    H = KV * G
+    attn = L * attention_params_per_layer(D, H, KV, dh)
+    mlp_target = budget - attn
+    ok = mlp_target > 0
+    D, KV, H, attn, mlp_target = D[ok], KV[ok], H[ok], attn[ok], mlp_target[ok]
+    F = np.maximum(1, np.rint(mlp_target / (3 * D * L) / ffn_multiple)).astype(np.int64)
+    F *= ffn_multiple
+    mlp = L * mlp_params_per_layer(D, F)
+    n = attn + mlp
+    keep = np.abs(n / budget - 1) <= tolerance
+    r = mlp / attn
+    if r_range is not None:
+        keep &= (r >= r_range[0]) & (r <= r_range[1])
+    frame = pd.DataFrame({
+        "budget": budget, "d_model": D[keep], "n_layers": L, "n_heads": H[keep],
+        "n_kv_heads": KV[keep], "head_dim": dh, "ffn_dim": F[keep], "vocab_size": vocab_size,
+    })
+    return frame.reset_index(drop=True)
+
+
+def add_accounting(frame: pd.DataFrame, dtype_bytes: int = 2) -> pd.DataFrame:
+    """The accounting columns of architectures.csv, computed on whole columns."""
+    out = frame.copy()
+    attn = out.n_layers * attention_params_per_layer(out.d_model, out.n_heads, out.n_kv_heads,
+                                                     out.head_dim)
+    mlp = out.n_layers * mlp_params_per_layer(out.d_model, out.ffn_dim)
+    out["n_params_attention"] = attn
+    out["n_params_mlp"] = mlp
+    out["n_params_non_embedding"] = attn + mlp
+    out["r_mlp_attn"] = mlp / attn
+    out["d_over_sqrt_n"] = out.d_model / np.sqrt(attn + mlp)
+    out["gqa_group"] = out.n_heads // out.n_kv_heads
+    out["kv_bytes_per_token"] = kv_bytes_per_token(out.n_layers, out.n_kv_heads, out.head_dim,
+                                                   dtype_bytes)
+    return out
+
+
+def score_candidates(frame: pd.DataFrame, loss: LossPredictor, tokens: float,
+                     throughput: ThroughputPredictor, memory_bytes: float | None,
+                     workload_tokens_per_seq: int, batch: int, tied: bool,
+                     dtype_bytes: int = 2) -> pd.DataFrame:
+    """Accounting, predicted loss at `tokens`, predicted throughput, and the memory check."""
+    out = add_accounting(frame, dtype_bytes)
+    out["predicted_loss"] = loss(out.n_params_non_embedding.to_numpy(float), tokens,
+                                 out.d_over_sqrt_n.to_numpy(float), out.r_mlp_attn.to_numpy(float))
+    shapes = {c: out[c].to_numpy() for c in SHAPE_COLUMNS + ["vocab_size"]}
+    out["predicted_tokens_per_s"] = throughput(shapes)
+    embed = (1 if tied else 2) * out.vocab_size * out.d_model
+    weight_bytes = (out.n_params_non_embedding + embed) * dtype_bytes
+    kv_bytes = out.kv_bytes_per_token * workload_tokens_per_seq * batch
+    out["memory_bytes_needed"] = weight_bytes + kv_bytes
+    out["fits_memory"] = True if memory_bytes is None else out.memory_bytes_needed <= memory_bytes
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Eq. 4 and the frontier
+# ---------------------------------------------------------------------------------------------
+
+def pareto_mask(loss: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    """Non-dominated points: no other point has loss <= and speed >= with one strict.
+
+    Among exact ties (same loss and speed) the first is kept.
+    """
+    order = np.lexsort((-speed, loss))  # by loss ascending, then speed descending
+    mask = np.zeros(loss.size, dtype=bool)
+    best_speed = -np.inf
+    last = None
+    for i in order:
+        if speed[i] > best_speed:
+            if last is not None and loss[i] == loss[last] and speed[i] == speed[last]:
+                continue
+            mask[i] = True
+            best_speed = speed[i]
+            last = i
+    return mask
+
+
+def solve_eq4(loss: np.ndarray, speed: np.ndarray, loss_threshold: float,
+              feasible: np.ndarray | None = None) -> int | None:
+    """Eq. 4 as a binary program: the index of the chosen candidate, or None if infeasible.
+
+    Ties in throughput are broken toward the lower loss by a tiny secondary term.
+    """
+    import warnings
+
+    import pulp
+
+    idx = np.flatnonzero((loss <= loss_threshold) & (True if feasible is None else feasible))
+    if idx.size == 0:
+        return None
+    scale = float(np.max(speed[idx])) or 1.0
+    spread = float(np.ptp(loss[idx])) or 1.0
+    prob = pulp.LpProblem("eq4", pulp.LpMaximize)
+    pick = [prob.add_variable(f"p{i}", cat="Binary") for i in range(idx.size)]
+    prob += pulp.lpSum(float(speed[j] / scale - 1e-7 * (loss[j] - loss[idx].min()) / spread) * v
+                       for j, v in zip(idx, pick))
+    prob += pulp.lpSum(pick) == 1, "exactly_one_architecture"
+    prob += pulp.lpSum(float(loss[j]) * v for j, v in zip(idx, pick)) <= float(loss_threshold), \
+        "loss_at_most_threshold"
+    with warnings.catch_warnings():
+        # pulp 3.x ships CBC as PULP_CBC_CMD and warns that 4.0 will not; we pin pulp < 4
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(msg=False)
+    status = prob.solve(solver)
+    if pulp.LpStatus[status] != "Optimal":
+        return None
+    chosen = [j for j, v in zip(idx, pick) if v.value() is not None and v.value() > 0.5]
+    return int(chosen[0]) if chosen else None
+
+
+def trace_frontier(loss: np.ndarray, speed: np.ndarray, feasible: np.ndarray | None = None,
+                   max_points: int = 10_000) -> list[tuple[int, float]]:
+    """Sweep L_t downward with Eq. 4 (epsilon-constraint); returns (index, L_t) pairs.
+
+    The first solve has no binding loss limit (the fastest shape); each next L_t is just below
+    the previous optimum's loss, so every Pareto point is visited once.
+    """
+    feasible = np.ones(loss.size, bool) if feasible is None else feasible
+    points: list[tuple[int, float]] = []
+    threshold = float(np.max(loss[feasible])) if feasible.any() else -np.inf
+    while len(points) < max_points:
+        chosen = solve_eq4(loss, speed, threshold, feasible)
+        if chosen is None:
+            break
+        points.append((chosen, threshold))
+        below = loss[feasible][loss[feasible] < loss[chosen]]
+        if below.size == 0:
+            break
+        threshold = float(np.max(below))  # the next distinct loss below the chosen one
+    return points
+
+
+def gqa_local_search(row: pd.Series, loss: LossPredictor, tokens: float,
+                     throughput: ThroughputPredictor, loss_threshold: float,
+                     ffn_multiple: int, tolerance: float, memory_bytes: float | None,
+                     workload_tokens_per_seq: int, batch: int, tied: bool,
+                     dtype_bytes: int = 2, groups: list[int] | None = None) -> pd.Series:
+    """Try every n_kv_heads dividing n_heads (ffn_dim refilled to the budget) whose GQA group
+    is allowed (`groups`; None: any); keep the fastest variant whose predicted loss still meets
+    L_t (the paper's Algorithm 1, GQA step)."""
+    h = int(row.n_heads)
+    variants = []
+    for kv in (k for k in range(1, h + 1)
+               if h % k == 0 and (groups is None or h // k in groups or k == row.n_kv_heads)):
+        attn = row.n_layers * attention_params_per_layer(row.d_model, h, kv, row.head_dim)
+        f = max(1, round((row.budget - attn) / (3 * row.d_model * row.n_layers) / ffn_multiple))
+        variants.append({"budget": row.budget, "d_model": row.d_model, "n_layers": row.n_layers,
+                         "n_heads": h, "n_kv_heads": kv, "head_dim": row.head_dim,
+                         "ffn_dim": f * ffn_multiple, "vocab_size": row.vocab_size})
+    scored = score_candidates(pd.DataFrame(variants), loss, tokens, throughput, memory_bytes,
+                              workload_tokens_per_seq, batch, tied, dtype_bytes)
+    ok = ((scored.predicted_loss <= loss_threshold + 1e-12) & scored.fits_memory
+          & (scored.predicted_tokens_per_s > 0)
+          & ((scored.n_params_non_embedding / row.budget - 1).abs() <= tolerance))
+    if not ok.any():
+        return row
+    return scored[ok].sort_values("predicted_tokens_per_s", ascending=False).iloc[0]
+
+
+def shape_name(row: pd.Series) -> str:
+    return (f"d{int(row.d_model)}-L{int(row.n_layers)}-h{int(row.n_heads)}-kv{int(row.n_kv_heads)}"
+            f"-dh{int(row.head_dim)}-f{int(row.ffn_dim)}")
+
+
+def nearest_architecture(row: pd.Series, known: pd.DataFrame) -> tuple[str, float]:
+    """The configured architecture closest in (log N, log d/sqrt(N), log r, log GQA)."""
+    if known.empty:
+        return "", float("nan")
+    cols = ["n_params_non_embedding", "d_over_sqrt_n", "r_mlp_attn", "gqa_group"]
+    a = np.log(known[cols].to_numpy(float))
+    b = np.log(np.array([float(row[c]) for c in cols]))
+    dist = np.sqrt(((a - b) ** 2).sum(axis=1))
+    i = int(np.argmin(dist))
+    return str(known.iloc[i]["name"]), float(dist[i])
+
+
+def frontier_table(scored: pd.DataFrame, loss_thresholds: dict[int, float]) -> pd.DataFrame:
+    """The rows Eq. 4 chose, with the L_t each satisfies, sorted by loss."""
+    rows = scored.loc[list(loss_thresholds)].copy()
+    rows["loss_threshold"] = [loss_thresholds[i] for i in rows.index]
+    return rows.sort_values("predicted_loss")
+
+
+def run_search(sizes: list[SizeSpec], vocab_size: int, tokens: float, loss: LossPredictor,
+               throughput: ThroughputPredictor, settings: dict[str, Any], r_range: tuple,
+               memory_bytes: float | None, workload_tokens_per_seq: int, batch: int,
+               tied: bool, baseline_for: Callable[[SizeSpec, pd.DataFrame], pd.Series],
+               known: pd.DataFrame, dtype_bytes: int = 2) -> dict[str, Any]:
+    """Score, trace the frontier and pick the two families for every size.
+
+    Returns {"candidates": DataFrame, "pareto": DataFrame, "recommendations": list[dict]}.
+    """
+    all_scored, all_frontier, recs = [], [], []
+    for size in sizes:
+        grid = candidate_grid(size, vocab_size, tuple(settings["d_model_range"]),
+                              settings["d_model_step"], settings["gqa_groups"],
+                              settings["ffn_multiple"], settings["n_params_tolerance"], r_range)
+        if grid.empty:
+            raise SearchError(
+                f"no candidate shape for budget {size.budget:,.0f} (n_layers {size.n_layers}, "
+                f"head_dim {size.head_dim}); widen search.d_model_range or "
+                f"search.n_params_tolerance, or allow more gqa_groups")
+        scored = score_candidates(grid, loss, tokens, throughput, memory_bytes,
+                                  workload_tokens_per_seq, batch, tied, dtype_bytes)
+        scored.insert(0, "name", scored.apply(shape_name, axis=1))
+        feasible = (scored.fits_memory & (scored.predicted_tokens_per_s > 0)).to_numpy(bool)
+        if not feasible.any():
+            raise SearchError(
+                f"no candidate for budget {size.budget:,.0f} fits the device memory with the "
+                f"workload (batch {batch} x {workload_tokens_per_seq} tokens); lower "
+                "throughput.batch_size or the lengths, or pick a larger throughput.gpu")
+        lossv = scored.predicted_loss.to_numpy(float)
+        speed = scored.predicted_tokens_per_s.to_numpy(float)
+        traced = trace_frontier(lossv, speed, feasible)
+        frontier = frontier_table(scored, dict(traced))
+        scored["on_frontier"] = scored.index.isin(frontier.index)
+        baseline = baseline_for(size, scored)
+        l_t = float(baseline.predicted_loss)
+        surefire_i = solve_eq4(lossv, speed, l_t, feasible)
+        most_accurate = frontier.iloc[0]
+        local = dict(ffn_multiple=settings["ffn_multiple"],
+                     tolerance=settings["n_params_tolerance"], memory_bytes=memory_bytes,
+                     workload_tokens_per_seq=workload_tokens_per_seq, batch=batch, tied=tied,
+                     dtype_bytes=dtype_bytes, groups=list(settings["gqa_groups"]))
+        rec: dict[str, Any] = {"budget": size.budget, "tokens": tokens,
+                               "baseline": _describe(baseline), "loss_threshold": l_t}
+        rec["most_accurate"] = _describe(most_accurate)
+        if surefire_i is not None:
+            fast = scored.loc[surefire_i]
+            fast_gqa = gqa_local_search(fast, loss, tokens, throughput, l_t, **local)
+            rec["fastest_at_baseline_loss"] = _describe(fast)
+            rec["fastest_at_baseline_loss_after_gqa_search"] = _describe(fast_gqa)
+            rec["speedup_vs_baseline"] = float(fast_gqa.predicted_tokens_per_s
+                                               / baseline.predicted_tokens_per_s)
+        all_scored.append(scored)
+        all_frontier.append(frontier)
+        recs.append(rec)
+    candidates = pd.concat(all_scored, ignore_index=True)
+    pareto = pd.concat(all_frontier, ignore_index=True)
+    nearest = pareto.apply(lambda r: nearest_architecture(r, known), axis=1)
+    pareto["nearest_trained"] = [n for n, _ in nearest]
+    pareto["nearest_distance"] = [d for _, d in nearest]
+    return {"candidates": candidates, "pareto": pareto, "recommendations": recs}
+
+
+def _describe(row: pd.Series) -> dict[str, Any]:
+    keys = SHAPE_COLUMNS + ["n_params_non_embedding", "r_mlp_attn", "d_over_sqrt_n", "gqa_group",
+                            "predicted_loss", "predicted_tokens_per_s"]
+    out = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys if k in row}
+    out["name"] = shape_name(row)
+    return out

@@ -1,0 +1,113 @@
+"""`archscale search`: the frontier search outside Snakemake, on fitted or published coefficients.
+
+    archscale search --coefficients results/fits/conditional.json --gpu H200 --engine sglang \
+        --budget 973e6 --n-layers 16 --head-dim 64 --tokens 20e9 --out-dir search-h200/
+    archscale search --coefficients paper --configfile configs/paper-1b.yaml --out-dir out/
+
+`--coefficients paper` uses the paper's published multiplicative fit with Epoch AI's Chinchilla
+refit as L_opt. Search settings (grid, GQA groups, baseline) come from --configfile's `search`
+section when given, otherwise from the schema defaults; flags override them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .architecture import Architecture
+from .config import load_study, schema
+
+
+def _search_defaults() -> dict[str, Any]:
+    props = schema()["properties"]["search"]["properties"]
+    out = {k: v.get("default") for k, v in props.items()}
+    out["baseline"] = {k: v.get("default") for k, v in props["baseline"]["properties"].items()}
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .fit.conditional import load_conditional, paper_law
+    from .io import write_csv, write_json
+    from .search_run import SearchInputs, pareto_columns, search_study
+    from .throughput_model import Workload, load_calibration
+    from .throughput_presets import get_device
+
+    settings, throughput, archs, r_range = _search_defaults(), {}, [], (0.5, 5.0)
+    tokens = args.tokens
+    if args.configfile:
+        study = load_study(args.configfile)
+        settings = dict(study.config["search"])
+        throughput = dict(study.config["throughput"])
+        archs = list(study.architectures.values())
+        r_range = tuple(study.config["fit"]["r_range"])
+        tokens = tokens or settings["tokens"] or max(
+            max(study.token_budgets(a)) for a in study.architectures)
+    if args.budget:
+        settings["budgets"] = args.budget
+    for key in ("gqa_groups", "d_model_step", "n_params_tolerance"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if not tokens:
+        raise ValueError("give --tokens (the training tokens D the loss is predicted at) or a "
+                         "--configfile with token_budgets")
+    if not archs:
+        if not (args.budget and args.n_layers and args.head_dim):
+            raise ValueError("without --configfile give --budget, --n-layers and --head-dim "
+                             "(the depth and head size of the searched size)")
+        archs = [Architecture("reference", d_model=max(64, int(0.066 * b ** 0.5)),
+                              n_layers=args.n_layers, n_heads=1, n_kv_heads=1,
+                              head_dim=args.head_dim, ffn_dim=64, vocab_size=args.vocab_size,
+                              tie_word_embeddings=True) for b in args.budget]
+    elif args.n_layers or args.head_dim:
+        archs = [Architecture(**{**a.to_dict(), "n_layers": args.n_layers or a.n_layers,
+                                 "head_dim": args.head_dim or a.head_dim}) for a in archs]
+    law = paper_law() if args.coefficients == "paper" else load_conditional(args.coefficients)
+    engine = args.engine or settings.get("engine") or (throughput.get("engines") or ["vllm"])[0]
+    gpu = args.gpu or throughput.get("gpu", "H100")
+    device = get_device(gpu, throughput.get("gpus"))
+    workload_settings = {**throughput, **{k: v for k, v in (("batch_size", args.batch),
+                                                             ("input_len", args.input_len),
+                                                             ("output_len", args.output_len))
+                                          if v is not None}}
+    workload = Workload.from_settings(workload_settings, engine, on_gpu=gpu != "cpu")
+    inputs = SearchInputs(law=law, calibration=load_calibration(args.calibration),
+                          device=device, engine=engine, workload=workload, tokens=float(tokens),
+                          vocab_size=archs[0].vocab_size, tied=archs[0].tie_word_embeddings)
+    base_name = settings["baseline"].get("architecture")
+    baseline = next((a for a in archs if a.name == base_name), None)
+    result = search_study(settings, inputs, archs, r_range, baseline_arch=baseline)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        write_csv(out / "candidates.csv", result["candidates"])
+        write_csv(out / "pareto.csv", pareto_columns(result["pareto"]))
+        write_json(out / "recommendations.json", result["recommendations"])
+    print(json.dumps(result["recommendations"], indent=2, default=float))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("search", help="Eq. 4 frontier search on fitted or paper coefficients",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--coefficients", required=True,
+                   help="a conditional.json from the fit stage, or 'paper'")
+    p.add_argument("--configfile", help="a study config for sizes, search and throughput settings")
+    p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu)")
+    p.add_argument("--engine", choices=["vllm", "sglang", "torch"])
+    p.add_argument("--calibration", help="results/throughput/calibration.json (default: uncalibrated)")
+    p.add_argument("--budget", type=float, action="append",
+                   help="non-embedding parameter budget (repeatable)")
+    p.add_argument("--n-layers", type=int)
+    p.add_argument("--head-dim", type=int)
+    p.add_argument("--vocab-size", type=int, default=128256)
+    p.add_argument("--tokens", type=float, help="training tokens D the loss is predicted at")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--input-len", type=int)
+    p.add_argument("--output-len", type=int)
+    p.add_argument("--gqa-groups", type=int, nargs="+")
+    p.add_argument("--d-model-step", type=int)
+    p.add_argument("--n-params-tolerance", type=float)
+    p.add_argument("--out-dir", help="write candidates.csv, pareto.csv, recommendations.json here")
+    p.set_defaults(func=_run)
