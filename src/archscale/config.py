@@ -141,7 +141,7 @@ def longest_sequence(config: dict[str, Any]) -> int:
     tp = config["throughput"]
     ev = config["evaluation"]["corpus_mc"]
     return max(config["data"]["seq_len"], tp["input_len"] + tp["output_len"],
-               ev["context_tokens"] + ev["continuation_tokens"])
+               tp.get("max_model_len") or 0, ev["context_tokens"] + ev["continuation_tokens"])
 
 
 def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Architecture:

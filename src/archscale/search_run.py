@@ -160,7 +160,7 @@ def _attach_measurements(frame: pd.DataFrame, archs: list[Architecture],
     speed_map: dict[str, float] = {}
     if measured_speed is not None and not measured_speed.empty:
         rows = measured_speed[measured_speed.engine == inputs.engine]
-        speed_map = rows.set_index("name")["measured_output_tokens_per_s"].to_dict() \
+        speed_map = rows.set_index("architecture")["measured_output_tokens_per_s"].to_dict() \
             if "measured_output_tokens_per_s" in rows else {}
     frame["measured_loss"] = [loss_map.get(n, np.nan) for n in frame.trained_architecture]
     frame["measured_tokens_per_s"] = [speed_map.get(n, np.nan)

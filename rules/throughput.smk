@@ -1,0 +1,64 @@
+# Throughput: one measurement per (architecture, engine) on the architecture's config.json with
+# dummy weights (it never waits for training or data), then the table that calibrates the
+# roofline model on the measurements and reports its leave-one-out error.
+#
+# One rule serves the three engines: the engine is the {engine} wildcard, and the conda
+# environment follows it (vllm and sglang each have their own, their pins clash; torch uses the
+# study's own environment). One rule name keeps the SLURM profile's set-resources `throughput`.
+from archscale.throughput.base import measurement_settings
+
+THROUGHPUT_ENGINES = list(config["throughput"]["engines"])
+
+
+def throughput_settings(wildcards):
+    """Only the throughput keys that change this engine's measurement (not gpu / gpus)."""
+    return measurement_settings(config["throughput"], wildcards.engine)
+
+
+def throughput_conda(wildcards):
+    return None if wildcards.engine == "torch" else f"../envs/{wildcards.engine}.yaml"
+
+
+def throughput_gpus(wildcards):
+    """One GPU unless the study measures on the CPU (the default laptop study)."""
+    return 0 if config["throughput"]["device"] == "cpu" else 1
+
+
+rule throughput:
+    input:
+        config="results/architectures/{arch}/config.json",
+    output:
+        "results/throughput/{arch}/{engine}.json",
+    params:
+        arch=arch_params,
+        settings=throughput_settings,
+        code=code_version("throughput"),
+    log:
+        "logs/throughput/{arch}/{engine}.log",
+    benchmark:
+        "benchmarks/throughput/{arch}/{engine}.tsv"
+    threads: config["throughput"]["threads"]
+    resources:
+        gpu=throughput_gpus,
+    conda:
+        throughput_conda
+    script:
+        "../scripts/throughput.py"
+
+
+rule throughput_table:
+    input:
+        results=expand("results/throughput/{arch}/{engine}.json", arch=ARCHS,
+                       engine=THROUGHPUT_ENGINES),
+    output:
+        table="results/throughput.csv",
+        calibration="results/throughput/calibration.json",
+    params:
+        gpu=config["throughput"]["gpu"],
+        gpus=config["throughput"]["gpus"],
+        code=code_version("throughput_model"),
+    log:
+        "logs/throughput/table.log",
+    localrule: True
+    script:
+        "../scripts/throughput_table.py"

