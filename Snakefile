@@ -14,3 +14,30 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/architectures.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/throughput.smk"
+include: "rules/fit.smk"
+include: "rules/search.smk"
+
+
+# Small aggregate steps run on the submit host, never as cluster jobs.
+localrules:
+    architecture_config,
+    architectures_table,
+    collect_runs,
+    throughput_table,
+    fit_chinchilla,
+    fit_conditional,
+    fit_quality,
+    search,
+    plan,
+
+
+rule all:
+    default_target: True
+    input:
+        "results/pareto.csv",
+        "results/recommendations.json",
+        "results/fits/quality.csv",
+        "results/plan.csv",

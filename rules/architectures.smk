@@ -10,6 +10,8 @@ rule architecture_config:
     log:
         "logs/architectures/{arch}.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/architecture_config.py"
 
@@ -24,5 +26,7 @@ rule architectures_table:
     log:
         "logs/architectures/table.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/architectures_table.py"

@@ -13,6 +13,8 @@ rule tokenizer:
     benchmark:
         f"benchmarks/data/{CORPUS}/tokenizer.tsv"
     threads: 2
+    conda:
+        "../envs/training.yaml"
     script:
         "../scripts/train_tokenizer.py"
 
@@ -32,6 +34,8 @@ rule tokenize_shard:
     benchmark:
         f"benchmarks/data/{CORPUS}/shard_{{shard}}.tsv"
     threads: 2
+    conda:
+        "../envs/training.yaml"
     script:
         "../scripts/tokenize_shard.py"
 
@@ -49,5 +53,7 @@ rule merge_shards:
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/merge.log",
+    conda:
+        "../envs/training.yaml"
     script:
         "../scripts/merge_shards.py"

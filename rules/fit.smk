@@ -16,6 +16,8 @@ rule fit_chinchilla:
         "logs/fits/chinchilla.log",
     threads: 2
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/fit_chinchilla.py"
 
@@ -36,6 +38,8 @@ rule fit_conditional:
     log:
         "logs/fits/conditional.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/fit_conditional.py"
 
@@ -51,5 +55,7 @@ rule fit_quality:
     log:
         "logs/fits/quality.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/fit_quality.py"

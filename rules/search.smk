@@ -35,6 +35,8 @@ rule search:
     log:
         "logs/search.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/search.py"
 
@@ -43,14 +45,14 @@ rule plan:
     output:
         "results/plan.csv",
     params:
-        architectures={a: STUDY.architectures[a].to_dict() for a in ARCHS},
-        training=config["training"],
-        token_budgets=config["token_budgets"],
+        # what plan_study reads; the whole config would rerun it on every fit or search change
+        config={k: config[k] for k in ("data", "architectures", "architecture_defaults",
+                                       "token_budgets", "training")}
+        | {"throughput": {k: config["throughput"][k] for k in ("engines", "gpu", "gpus")}},
     log:
         "logs/plan.log",
     localrule: True
-    run:
-        from archscale.plan import plan_study
-        from archscale.io import write_csv
-
-        write_csv(output[0], plan_study(STUDY))
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/plan.py"

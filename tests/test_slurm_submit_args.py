@@ -110,6 +110,9 @@ def sbatch_argv(job: MockJob, settings: ExecutorSettings, workdir: Path,
     # no account is guessed when none is given.
     monkeypatch.setattr(slurm_plugin, "validate_account", lambda account, logger: account)
     monkeypatch.setattr(slurm_plugin, "get_account", lambda logger: None)
+    # `scontrol show config` (job-array limit) waits ~10 s on a machine whose controller is down
+    if hasattr(slurm_plugin, "get_max_array_size"):
+        monkeypatch.setattr(slurm_plugin, "get_max_array_size", lambda: 1000)
 
     monkeypatch.chdir(workdir)  # the plugin's default log directory is relative to the cwd
     executor = Executor.__new__(Executor)  # __init__ would start Snakemake's scheduler threads

@@ -1,0 +1,83 @@
+# The evaluation stage: the offline multiple-choice task built from the held-out split, one
+# evaluation job per run, and results/runs.csv (the table the law fitting reads).
+MC_DIR = f"{DATA}/corpus_mc"
+EVAL_TASKS = list(config["evaluation"]["tasks"])
+
+
+def evaluation_params():
+    """The evaluation settings that change eval.json (threads only change speed)."""
+    return {k: v for k, v in config["evaluation"].items() if k != "threads"}
+
+
+def local_task_files(wildcards=None):
+    """The task YAMLs of the locally built tasks the study evaluates."""
+    return [f"{MC_DIR}/corpus_mc.yaml"] if "corpus_mc" in EVAL_TASKS else []
+
+
+def evaluation_mem_mb(wildcards, attempt):
+    """Host memory: ~2 GB for torch, transformers and lm-eval, plus float32 weights."""
+    return int((2000 + 8 * STUDY.architectures[wildcards.arch].n_params_total / 1e6) * attempt)
+
+
+rule corpus_mc_task:
+    input:
+        val=f"{DATA}/val.bin",
+        meta=f"{DATA}/meta.json",
+        tokenizer=f"{DATA}/tokenizer/tokenizer.json",
+        tokenizer_config=f"{DATA}/tokenizer/tokenizer_config.json",
+    output:
+        yaml=f"{MC_DIR}/corpus_mc.yaml",
+        data=f"{MC_DIR}/corpus_mc.jsonl",
+        summary=f"{MC_DIR}/summary.json",
+    params:
+        settings=config["evaluation"]["corpus_mc"],
+        code=code_version("evaluate"),  # the evaluate stage's modules include corpus_task.py
+    log:
+        f"logs/data/{CORPUS}/corpus_mc.log",
+    localrule: True
+    script:
+        "../scripts/corpus_mc_task.py"
+
+
+rule evaluate:
+    input:
+        model=f"{RUN}/model/model.safetensors",
+        config=f"{RUN}/model/config.json",
+        tokenizer=f"{RUN}/model/tokenizer.json",
+        val=f"{DATA}/val.bin",
+        meta=f"{DATA}/meta.json",
+        task_yamls=local_task_files,
+        task_data=[f"{MC_DIR}/corpus_mc.jsonl"] if "corpus_mc" in EVAL_TASKS else [],
+    output:
+        f"{RUN}/eval.json",
+    params:
+        evaluation=evaluation_params(),
+        seq_len=config["data"]["seq_len"],
+        code=code_version("evaluate"),
+    threads: config["evaluation"]["threads"]
+    resources:
+        mem_mb=evaluation_mem_mb,
+        gpu=lambda wildcards: 1 if training_gpus(wildcards) > 0 else 0,
+    log:
+        "logs/evaluate/{arch}/{tokens}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate/{arch}/{tokens}/seed{seed}.tsv"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule collect_runs:
+    input:
+        architectures="results/architectures.csv",
+        metrics=run_paths(f"{RUN}/metrics.json"),
+        evals=run_paths(f"{RUN}/eval.json"),
+    output:
+        "results/runs.csv",
+    params:
+        runs=STUDY.runs(),
+        tasks=EVAL_TASKS,
+    log:
+        "logs/evaluate/runs.log",
+    localrule: True
+    script:
+        "../scripts/collect_runs.py"

@@ -1,0 +1,247 @@
+"""Evaluation of a trained checkpoint: held-out loss and bits per byte, and lm-eval accuracy.
+
+- Validation loss is measured on fixed windows of val.bin (evenly spread over the split, the
+  same for every run), so runs differ only by their model. Bits per byte divides the summed
+  loss (in bits) by the UTF-8 bytes of the predicted tokens' text, which makes the figure
+  comparable across tokenizers.
+- Accuracy runs through lm-evaluation-harness (`simple_evaluate` with `HFLM` on the saved
+  checkpoint directory, the same files vLLM and SGLang load), with each task's metric named as
+  the paper reports it; `acc_avg` is their mean.
+- `runs_table` joins every run's metrics.json and eval.json with the architecture accounting
+  into results/runs.csv, the table the law fitting reads.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+# The paper's metric per task (Table 2/3 of Bian et al.); corpus_mc is this project's offline task.
+TASK_METRICS: dict[str, str] = {
+    "arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm",
+    "openbookqa": "acc_norm", "piqa": "acc_norm", "sciq": "acc_norm",
+    "winogrande": "acc", "lambada_openai": "acc", "coqa": "f1", "corpus_mc": "acc_norm",
+}
+FALLBACK_METRICS = ("acc_norm", "acc", "f1", "exact_match")
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as configured; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation loss and bits per byte
+# ---------------------------------------------------------------------------------------------
+
+def validation_windows(n_tokens: int, seq_len: int, val_tokens: int) -> np.ndarray:
+    """Start offsets of the fixed evaluation windows (seq_len inputs + 1 target each).
+
+    ceil(val_tokens / seq_len) non-overlapping windows, spread evenly over the split; all of
+    them when the split is smaller.
+    """
+    available = (n_tokens - 1) // seq_len
+    if available < 1:
+        raise EvalError(f"val.bin holds {n_tokens} tokens, fewer than one window of "
+                        f"{seq_len + 1}; raise data.val_fraction")
+    wanted = min(available, -(-val_tokens // seq_len))
+    picks = np.unique(np.linspace(0, available - 1, wanted).round().astype(np.int64))
+    return picks * seq_len
+
+
+def validation_loss(model: Any, tokens: np.ndarray, seq_len: int, val_tokens: int,
+                    batch_size: int, decode=None, device: str = "cpu") -> dict[str, Any]:
+    """Mean next-token loss (nats) over the fixed windows, and bits per byte when `decode`
+    (token ids -> text) is given. Special tokens count in the loss and as zero bytes."""
+    import torch
+    import torch.nn.functional as F
+
+    starts = validation_windows(len(tokens), seq_len, val_tokens)
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch_size):
+            block = np.stack([np.asarray(tokens[s:s + seq_len + 1])
+                              for s in starts[i:i + batch_size]])
+            block = torch.from_numpy(block.astype(np.int64)).to(device)
+            logits = model(input_ids=block[:, :-1], use_cache=False).logits
+            total_nats += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                block[:, 1:].reshape(-1), reduction="sum"))
+            total_tokens += block[:, 1:].numel()
+            if decode is not None:
+                total_bytes += sum(len(decode(row).encode("utf-8"))
+                                   for row in block[:, 1:].cpu().tolist())
+    result = {"val_loss": total_nats / total_tokens, "val_tokens": total_tokens,
+              "val_windows": int(len(starts)), "seq_len": seq_len}
+    if decode is not None:
+        result["val_bytes"] = total_bytes
+        result["val_bpb"] = total_nats / math.log(2) / total_bytes if total_bytes else None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# lm-eval accuracy
+# ---------------------------------------------------------------------------------------------
+
+def task_metric(task: str, available: Iterable[str]) -> str:
+    """The metric reported for a task: the paper's choice, else the first of acc_norm, acc, ..."""
+    names = {key.split(",")[0] for key in available}
+    if task in TASK_METRICS:
+        metric = TASK_METRICS[task]
+        if metric not in names:
+            raise EvalError(f"lm-eval reported no {metric!r} for task {task!r} (got "
+                            f"{sorted(names)}); check the task's metric_list")
+        return metric
+    for metric in FALLBACK_METRICS:
+        if metric in names:
+            return metric
+    raise EvalError(f"task {task!r}: none of {FALLBACK_METRICS} among its metrics "
+                    f"{sorted(names)}; add it to archscale.evaluate.TASK_METRICS")
+
+
+def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
+                     task_dirs: list[str | os.PathLike] = (), batch_size: int = 16,
+                     limit: int | None = None, device: str = "cpu",
+                     dtype: str = "float32") -> dict[str, dict[str, Any]]:
+    """Run lm-eval tasks on a checkpoint directory; {task: {metric, value, stderr}}.
+
+    `task_dirs` are local task folders (lm-eval include_path), e.g. the corpus_mc task; the
+    built-in task index (slow to scan) is loaded only when a task is not among them.
+    """
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from .corpus_task import data_file_of
+    from .hf_compat import allow_decoupled_head_dim
+
+    allow_decoupled_head_dim()  # HFLM loads the config through transformers' strict validator
+    local: set[str] = set()
+    for folder in task_dirs:
+        if not Path(folder).is_dir():
+            raise EvalError(f"task folder {folder} does not exist; build it first (snakemake "
+                            "results/data/<corpus>/corpus_mc/corpus_mc.yaml)")
+        for data_file in data_file_of(folder):
+            if not data_file.exists():
+                raise EvalError(f"{folder}: its YAML names {data_file}, which does not exist "
+                                f"relative to {Path.cwd()}; run lm-eval from the workflow "
+                                "directory or rebuild the task (snakemake --forcerun "
+                                "corpus_mc_task)")
+        for spec in Path(folder).glob("*.yaml"):
+            local.add((yaml.safe_load(spec.read_text()) or {}).get("task"))
+    manager = TaskManager(include_path=[str(d) for d in task_dirs] or None,
+                          include_defaults=any(t not in local for t in tasks))
+    lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size)
+    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
+                          log_samples=False, bootstrap_iters=1000)
+    if out is None:
+        raise EvalError("lm-eval returned no results (a non-zero rank under accelerate?)")
+    scores: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        if task not in out["results"]:
+            raise EvalError(f"lm-eval has no results for task {task!r}; check its name with "
+                            "`lm_eval --tasks list`")
+        res = out["results"][task]
+        metric = task_metric(task, (k for k in res if not k.endswith("_stderr") and "," in k))
+        stderr = res.get(f"{metric}_stderr,none")
+        scores[task] = {"metric": metric, "value": float(res[f"{metric},none"]),
+                        "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                        "n_samples": (out.get("n-samples") or {}).get(task)}
+    return scores
+
+
+def accuracy_summary(scores: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """acc_<task> per task and acc_avg, their unweighted mean (as the paper averages)."""
+    summary = {f"acc_{task}": s["value"] for task, s in scores.items()}
+    if scores:
+        summary["acc_avg"] = float(np.mean([s["value"] for s in scores.values()]))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The collected table
+# ---------------------------------------------------------------------------------------------
+
+def runs_table(architectures_csv: str | os.PathLike,
+               runs: list[tuple[str, int, int, str | os.PathLike, str | os.PathLike]],
+               tasks: list[str]) -> "pd.DataFrame":
+    """One row per (arch, tokens, seed): accounting columns, then the run's results.
+
+    runs: (arch, tokens, seed, metrics.json, eval.json) per run.
+    """
+    import pandas as pd
+
+    from .io import read_json
+
+    accounting = pd.read_csv(architectures_csv).set_index("name", drop=False)
+    rows = []
+    for arch, tokens, seed, metrics_path, eval_path in runs:
+        if arch not in accounting.index:
+            raise EvalError(f"architecture {arch!r} is missing from {architectures_csv}; "
+                            "rebuild it (snakemake results/architectures.csv)")
+        metrics, evaluation = read_json(metrics_path), read_json(eval_path)
+        row = accounting.loc[arch].to_dict()
+        row.update({
+            "tokens": int(tokens), "seed": int(seed), "epochs": metrics["epochs"],
+            "train_loss": metrics["train_loss"], "val_loss": evaluation["val_loss"],
+            "val_bpb": evaluation.get("val_bpb"),
+        })
+        for task in tasks:
+            row[f"acc_{task}"] = evaluation.get(f"acc_{task}")
+        row.update({"acc_avg": evaluation.get("acc_avg"), "wall_s": metrics["wall_s"],
+                    "tokens_per_s": metrics["tokens_per_s"], "lr": metrics["lr"]["lr"]})
+        rows.append(row)
+    columns = list(accounting.columns) + ["tokens", "seed", "epochs", "train_loss", "val_loss",
+                                          "val_bpb"] + [f"acc_{t}" for t in tasks] + \
+        ["acc_avg", "wall_s", "tokens_per_s", "lr"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, end to end
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
+                 meta: str | os.PathLike, seq_len: int, settings: dict[str, Any],
+                 task_dirs: list[str | os.PathLike], out: str | os.PathLike,
+                 label: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validation loss/bpb and lm-eval accuracy of one checkpoint, written to `out` (eval.json).
+
+    Evaluates in float32 (on the GPU when there is one), so a figure does not depend on the
+    device's mixed-precision choice.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from .data import load_tokens
+    from .io import write_json
+    from .model import load_model
+    from .provenance import now, provenance
+
+    started = now()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_dir, device=device)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    result: dict[str, Any] = dict(label or {})
+    result.update(validation_loss(
+        model, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
+        int(settings["batch_size"]), device=device,
+        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)))
+    del model
+    tasks = list(settings.get("tasks") or [])
+    if tasks:
+        scores = lm_eval_accuracy(model_dir, tasks, task_dirs,
+                                  batch_size=int(settings["batch_size"]),
+                                  limit=settings.get("limit"), device=device)
+        result["tasks"] = scores
+        result.update(accuracy_summary(scores))
+    result["provenance"] = provenance(
+        settings={"evaluation": settings, "seq_len": seq_len},
+        inputs=[Path(model_dir) / "model.safetensors", meta], started=started,
+        packages=("numpy", "torch", "transformers", "lm_eval", "datasets"))
+    write_json(out, result)
+    return result

@@ -1,0 +1,176 @@
+"""The model every stage trains and loads: Hugging Face `LlamaForCausalLM`, unmodified.
+
+Using the stock class makes the trained checkpoint exactly what vLLM, SGLang and lm-eval load.
+This module adds only what transformers lacks for a study: a seeded build from an
+architecture's config.json with the study's init std, a checkpoint writer that puts the
+tokenizer beside the weights (and keeps the config readable by older transformers, which vLLM
+and SGLang environments often pin), and the FLOP accounting behind an MFU estimate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .architecture import Architecture
+from .io import write_json
+
+
+class ModelError(ValueError):
+    """A missing input of a model build or save; the message says how to fix it."""
+
+
+def read_hf_config(config: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
+    """An HF config dict from a dict, a config.json path or its directory."""
+    if isinstance(config, dict):
+        return dict(config)
+    path = Path(config)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise ModelError(f"{path} does not exist: build it first (snakemake "
+                         "results/architectures/<arch>/config.json)")
+    return json.loads(path.read_text())
+
+
+def llama_config(config: dict[str, Any] | str | os.PathLike, init_std: float | None = None):
+    """A transformers LlamaConfig for an architecture (head_dim may be decoupled from d_model:
+    see archscale.hf_compat)."""
+    from transformers import LlamaConfig
+
+    from .hf_compat import allow_decoupled_head_dim
+
+    allow_decoupled_head_dim()
+    cfg = read_hf_config(config)
+    if init_std is not None:
+        cfg["initializer_range"] = float(init_std)
+    return LlamaConfig(**cfg)
+
+
+def build_model(config: dict[str, Any] | str | os.PathLike, seed: int,
+                init_std: float | None = None) -> "torch.nn.Module":
+    """A float32 LlamaForCausalLM, initialised N(0, init_std) from `seed` alone.
+
+    The global RNG is left untouched, so the same seed gives the same weights whatever ran
+    before (a resumed job, a benchmark, a test).
+    """
+    from transformers import LlamaForCausalLM
+
+    cfg = llama_config(config, init_std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            model = LlamaForCausalLM(cfg)
+        finally:
+            torch.set_default_dtype(previous)
+    return model
+
+
+def unwrap(model: "torch.nn.Module") -> "torch.nn.Module":
+    """The plain HF model inside DDP and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+                   "chat_template.jinja")
+
+
+def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
+                    tokenizer_dir: str | os.PathLike) -> list[Path]:
+    """Write a self-contained HF checkpoint (safetensors, config, tokenizer) into out_dir.
+
+    Files are written in a temporary folder beside out_dir and renamed in one by one, so a
+    killed job never leaves a half-written weight file under its final name. Weights stay
+    float32 (what was trained); engines cast to bf16 at load. config.json keeps `head_dim`
+    explicit (vLLM and SGLang read it) and also gets the legacy
+    `rope_theta` and `torch_dtype` keys, which transformers 4.x (pinned by many vLLM/SGLang
+    builds) reads instead of `rope_parameters` and `dtype`.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a tqdm bar per save clutters the rule's log
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_model = unwrap(model)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix=".save.", dir=out.parent) as tmp:
+        tmp_path = Path(tmp)
+        hf_model.save_pretrained(tmp_path, safe_serialization=True)
+        cfg = json.loads((tmp_path / "config.json").read_text())
+        rope = cfg.get("rope_parameters") or {}
+        if "rope_theta" in rope:
+            cfg.setdefault("rope_theta", rope["rope_theta"])
+        for key in ("dtype", "torch_dtype"):  # the weights are the float32 master copy
+            cfg[key] = "float32"
+        write_json(tmp_path / "config.json", cfg)
+        tok_dir = Path(tokenizer_dir)
+        copied = [name for name in TOKENIZER_FILES if (tok_dir / name).is_file()]
+        if "tokenizer.json" not in copied and "tokenizer.model" not in copied:
+            raise ModelError(f"{tok_dir} holds no tokenizer.json or tokenizer.model; build the "
+                             "data stage's tokenizer first")
+        for name in copied:
+            shutil.copy2(tok_dir / name, tmp_path / name)
+        for item in sorted(tmp_path.iterdir()):
+            os.replace(item, out / item.name)
+            written.append(out / item.name)
+    return written
+
+
+def load_model(model_dir: str | os.PathLike, device: str = "cpu",
+               dtype: torch.dtype = torch.float32) -> "torch.nn.Module":
+    """Load a saved checkpoint in eval mode (the same path lm-eval's HFLM takes)."""
+    from transformers import AutoModelForCausalLM
+
+    from .hf_compat import allow_decoupled_head_dim
+
+    allow_decoupled_head_dim()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs and MFU
+# ---------------------------------------------------------------------------------------------
+
+def training_flops_per_token(config: dict[str, Any] | str | os.PathLike, seq_len: int) -> float:
+    """Forward + backward FLOPs per trained token (the accounting module's formula)."""
+    arch = Architecture.from_hf_config(read_hf_config(config), name="model")
+    return arch.training_flops_per_token(seq_len)
+
+
+def gpu_peak_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of a known GPU (from the throughput presets), None when unknown.
+
+    Matched on the preset family in the CUDA device name (e.g. "NVIDIA H100 80GB HBM3" -> H100);
+    A100 40 and 80 GB share one peak, so either preset gives the same figure.
+    """
+    from .throughput_presets import PRESETS
+
+    name = device_name.upper().replace(" ", "")
+    for key, preset in PRESETS.items():
+        family = key.split("-")[0].upper()
+        if family != "CPU" and family in name:
+            return preset.peak_tflops
+    return None
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops: float | None,
+        n_devices: int = 1) -> float | None:
+    """Model FLOPs utilisation: achieved training FLOP/s over the devices' dense peak."""
+    if not peak_tflops or tokens_per_s <= 0:
+        return None
+    return tokens_per_s * flops_per_token / (peak_tflops * 1e12 * n_devices)

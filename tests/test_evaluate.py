@@ -1,0 +1,135 @@
+"""Evaluation: fixed validation windows, the offline multiple-choice task, lm-eval on a tiny
+trained checkpoint (offline), and the collected runs table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archscale.corpus_task import TaskBuildError, build_examples, build_task
+from archscale.evaluate import (EvalError, accuracy_summary, evaluate_run, runs_table,
+                                task_metric, validation_windows)
+from archscale.train import run
+from test_train import SEQ_LEN, tiny_data, tiny_job  # noqa: F401 (session fixture by name)
+
+MC = {"n_examples": 24, "n_choices": 4, "context_tokens": 24, "continuation_tokens": 8,
+      "seed": 7}
+
+
+def test_validation_windows_are_fixed_spread_and_disjoint():
+    starts = validation_windows(n_tokens=10_001, seq_len=100, val_tokens=1_000)
+    assert list(starts) == list(validation_windows(10_001, 100, 1_000))
+    assert len(starts) == 10 and starts[0] == 0 and starts[-1] == 9_900
+    assert np.all(np.diff(starts) >= 100)
+    assert len(validation_windows(1_001, 100, 10**6)) == 10  # capped at the split
+    with pytest.raises(EvalError, match="val_fraction"):
+        validation_windows(50, 100, 1_000)
+
+
+def test_task_metrics_follow_the_paper():
+    assert task_metric("hellaswag", ["acc,none", "acc_norm,none"]) == "acc_norm"
+    assert task_metric("winogrande", ["acc,none"]) == "acc"
+    assert task_metric("coqa", ["em,none", "f1,none"]) == "f1"
+    assert task_metric("mmlu", ["acc,none"]) == "acc"
+    with pytest.raises(EvalError, match="no 'acc_norm'"):
+        task_metric("piqa", ["acc,none"])
+    summary = accuracy_summary({"a": {"value": 0.5}, "b": {"value": 0.25}})
+    assert summary == {"acc_a": 0.5, "acc_b": 0.25, "acc_avg": 0.375}
+
+
+def test_examples_take_distractors_from_other_documents():
+    eos = 0
+    docs = [np.arange(1, 41) + 100 * k for k in range(12)]  # 12 documents of 40 distinct ids
+    tokens = np.concatenate([np.append(d, eos) for d in docs]).astype(np.uint16)
+
+    def decode(ids):
+        return " ".join(map(str, ids))
+
+    examples = build_examples(tokens, decode, eos, n_examples=10, n_choices=4,
+                              context_tokens=6, continuation_tokens=4, seed=1)
+    assert examples == build_examples(tokens, decode, eos, 10, 4, 6, 4, seed=1)
+    for ex in examples:
+        assert len(ex["choices"]) == 4 == len(set(ex["choices"])) and 0 <= ex["label"] < 4
+        context = [int(t) for t in ex["context"].split()]
+        truth = [int(t) for t in ex["choices"][ex["label"]].split()]
+        assert truth == list(range(context[-1] + 1, context[-1] + 5))  # the real continuation
+        for k, choice in enumerate(ex["choices"]):
+            if k != ex["label"]:
+                assert int(choice.split()[0]) // 100 != context[0] // 100  # another document
+    assert len({ex["label"] for ex in examples}) > 1
+    with pytest.raises(TaskBuildError, match="n_examples"):
+        build_examples(tokens, decode, eos, 500, 4, 6, 4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_run")
+    metrics = run(tiny_job(tiny_data, out, tokens=30_000))
+    return out, metrics
+
+
+def test_lm_eval_runs_offline_on_the_trained_checkpoint(tiny_data, trained, tmp_path,
+                                                        monkeypatch):
+    out, metrics = trained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    monkeypatch.chdir(tmp_path)  # the task YAML names its JSONL relative to the workflow dir
+    summary = build_task(tiny_data / "val.bin", tiny_data / "meta.json", tiny_data / "tokenizer",
+                         "task/corpus_mc.yaml", "task/corpus_mc.jsonl", MC)
+    assert summary["examples"] == 24 and summary["chance_accuracy"] == 0.25
+    lines = Path("task/corpus_mc.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and set(json.loads(lines[0])) >= {"context", "choices", "label"}
+
+    settings = {"val_tokens": 2048, "tasks": ["corpus_mc"], "batch_size": 8, "limit": None,
+                "corpus_mc": MC}
+    result = evaluate_run(out / "model", tiny_data / "val.bin", tiny_data / "meta.json", SEQ_LEN,
+                          settings, ["task"], "eval.json", label={"arch": "t"})
+    saved = json.loads(Path("eval.json").read_text())
+    assert saved["val_loss"] == result["val_loss"]
+    assert saved["val_tokens"] == 2048 and saved["val_windows"] == 64
+    # held-out loss near the training loss, far below the uniform ln(V)
+    assert abs(saved["val_loss"] - metrics["train_loss"]) < 0.6 < np.log(384) - saved["val_loss"]
+    assert 0.5 < saved["val_bpb"] < 8
+    task = saved["tasks"]["corpus_mc"]
+    assert task["metric"] == "acc_norm" and task["n_samples"]["effective"] == 24
+    assert 0 < task["stderr"] < 0.2  # closed-form standard error of a mean over 24 examples
+    assert 0.0 <= saved["acc_corpus_mc"] == task["value"] == saved["acc_avg"] <= 1.0
+    assert saved["provenance"]["packages"]["lm_eval"]
+
+
+def test_missing_task_data_is_named(tiny_data, trained, tmp_path, monkeypatch):
+    out, _ = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "corpus_mc.yaml").write_text(
+        "task: corpus_mc\ndataset_path: json\n"
+        "dataset_kwargs: {data_files: {test: nowhere/corpus_mc.jsonl}}\n")
+    settings = {"val_tokens": 256, "tasks": ["corpus_mc"], "batch_size": 8, "limit": None}
+    with pytest.raises(EvalError, match="nowhere/corpus_mc.jsonl"):
+        evaluate_run(out / "model", tiny_data / "val.bin", tiny_data / "meta.json", SEQ_LEN,
+                     settings, ["task"], "eval.json")
+
+
+def test_runs_table_joins_accounting_and_results(tmp_path):
+    pd.DataFrame([{"name": "a", "d_model": 8, "n_params_non_embedding": 100},
+                  {"name": "b", "d_model": 16, "n_params_non_embedding": 400}]).to_csv(
+        tmp_path / "architectures.csv", index=False)
+    runs = []
+    for arch, loss in (("b", 3.0), ("a", 4.0)):
+        m, e = tmp_path / f"{arch}.metrics.json", tmp_path / f"{arch}.eval.json"
+        m.write_text(json.dumps({"epochs": 0.5, "train_loss": loss + 0.1, "wall_s": 10.0,
+                                 "tokens_per_s": 1000.0, "lr": {"lr": 0.01}}))
+        e.write_text(json.dumps({"val_loss": loss, "val_bpb": loss / 3, "acc_corpus_mc": 0.4,
+                                 "acc_avg": 0.4}))
+        runs.append((arch, 2000, 0, m, e))
+    table = runs_table(tmp_path / "architectures.csv", runs, ["corpus_mc"])
+    assert list(table.columns) == ["name", "d_model", "n_params_non_embedding", "tokens", "seed",
+                                   "epochs", "train_loss", "val_loss", "val_bpb",
+                                   "acc_corpus_mc", "acc_avg", "wall_s", "tokens_per_s", "lr"]
+    assert list(table["name"]) == ["b", "a"] and list(table["val_loss"]) == [3.0, 4.0]
+    with pytest.raises(EvalError, match="missing from"):
+        runs_table(tmp_path / "architectures.csv", [("zz", 1, 0, *runs[0][3:])], ["corpus_mc"])
