@@ -48,3 +48,116 @@ def data_params():
 def shard_files(wildcards=None):
     n = config["data"]["shards"]
     return [f"{DATA}/shards/{i}.{kind}" for i in range(n) for kind in ("train.bin", "val.bin", "json")]
+
+
+# --- used by rules/train.smk ---------------------------------------------------
+from archscale.train import result_settings
+
+RUN = "results/runs/{arch}/{tokens}/seed{seed}"
+
+
+def run_paths(pattern):
+    """Expand a per-run path pattern over every run of the study."""
+    return [pattern.format(arch=a, tokens=t, seed=s) for a, t, s in STUDY.runs()]
+
+
+def training_params(wildcards):
+    """The training settings that change the trained model (per-architecture overrides
+    applied); throughput knobs (threads, gpus, checkpoint cadence, compile) are left out."""
+    return result_settings(STUDY.training_settings(wildcards.arch))
+
+
+def training_threads(wildcards):
+    return STUDY.training_settings(wildcards.arch)["threads"]
+
+
+def training_gpus(wildcards):
+    return STUDY.training_settings(wildcards.arch)["gpus"]
+
+
+def training_mem_mb(wildcards, attempt):
+    """Host memory: ~1.5 GB for torch + transformers, 24 bytes a parameter (float32 weights,
+    gradients, two Adam moments, the resume copy) and, on CPU, one micro-batch's activations
+    (attention probabilities and logits included); doubled on each retry."""
+    arch = STUDY.architectures[wildcards.arch]
+    settings = STUDY.training_settings(wildcards.arch)
+    seq = config["data"]["seq_len"]
+    mb = 1500 + 24 * arch.n_params_total / 1e6
+    if settings["gpus"] == 0:
+        per_token = arch.n_layers * (12 * arch.d_model + 4 * arch.n_heads * arch.head_dim
+                                     + 4 * arch.ffn_dim + 2 * arch.n_heads * seq) \
+            + 4 * arch.vocab_size
+        mb += 4 * per_token * settings["micro_batch_size"] * seq / 1e6
+    return int(mb * attempt)
+
+
+# --- used by rules/evaluate.smk ------------------------------------------------
+MC_DIR = f"{DATA}/corpus_mc"
+EVAL_TASKS = list(config["evaluation"]["tasks"])
+
+
+def evaluation_params():
+    """The evaluation settings that change eval.json (threads only change speed)."""
+    return {k: v for k, v in config["evaluation"].items() if k != "threads"}
+
+
+def local_task_files(wildcards=None):
+    """The task YAMLs of the locally built tasks the study evaluates."""
+    return [f"{MC_DIR}/corpus_mc.yaml"] if "corpus_mc" in EVAL_TASKS else []
+
+
+def evaluation_mem_mb(wildcards, attempt):
+    """Host memory: ~2 GB for torch, transformers and lm-eval, plus float32 weights."""
+    return int((2000 + 8 * STUDY.architectures[wildcards.arch].n_params_total / 1e6) * attempt)
+
+
+# --- used by rules/throughput.smk ----------------------------------------------
+from archscale.throughput.base import measurement_settings
+
+THROUGHPUT_ENGINES = list(config["throughput"]["engines"])
+
+
+def throughput_settings(wildcards):
+    """Only the throughput keys that change this engine's measurement (not gpu / gpus)."""
+    return measurement_settings(config["throughput"], wildcards.engine)
+
+
+def throughput_conda(wildcards):
+    return None if wildcards.engine == "torch" else f"../envs/{wildcards.engine}.yaml"
+
+
+def throughput_gpus(wildcards):
+    """One GPU unless the study measures on the CPU (the default laptop study)."""
+    return 0 if config["throughput"]["device"] == "cpu" else 1
+
+
+# --- used by rules/search.smk --------------------------------------------------
+def search_params():
+    """What changes the search's result: its own section, the workload and device of the
+    throughput model, the token budget the loss is predicted at, the architectures (for the
+    sizes and the nearest-trained column), the fit's r range, and the code."""
+    tp = config["throughput"]
+    return {
+        "search": config["search"],
+        "throughput": {k: tp[k] for k in ("engines", "gpu", "gpus", "device", "dtype",
+                                          "batch_size", "input_len", "output_len",
+                                          "max_num_batched_tokens", "gpu_memory_utilization")},
+        "r_range": config["fit"]["r_range"],
+        "tokens": config["search"]["tokens"] or max(t for a in ARCHS for t in STUDY.token_budgets(a)),
+        "architectures": {a: STUDY.architectures[a].to_dict() for a in ARCHS},
+    }
+
+
+def training_runtime(wildcards):
+    """SLURM time limit in minutes: the run's FLOPs at an assumed 30 % MFU of an H100-class GPU
+    (or 3k tokens/s per CPU thread on CPU), times 2 for safety, plus 20 minutes of start-up.
+    A run that still hits the limit resumes from results/resume/ when it is rerun."""
+    arch = STUDY.architectures[wildcards.arch]
+    settings = STUDY.training_settings(wildcards.arch)
+    tokens = int(wildcards.tokens)
+    if settings["gpus"] > 0:
+        seconds = arch.training_flops_per_token(config["data"]["seq_len"]) * tokens / (
+            0.3 * 989e12 * settings["gpus"])
+    else:
+        seconds = tokens / (3000 * settings["threads"])
+    return int(20 + 2 * seconds / 60)

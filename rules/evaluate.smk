@@ -1,23 +1,5 @@
 # The evaluation stage: the offline multiple-choice task built from the held-out split, one
 # evaluation job per run, and results/runs.csv (the table the law fitting reads).
-MC_DIR = f"{DATA}/corpus_mc"
-EVAL_TASKS = list(config["evaluation"]["tasks"])
-
-
-def evaluation_params():
-    """The evaluation settings that change eval.json (threads only change speed)."""
-    return {k: v for k, v in config["evaluation"].items() if k != "threads"}
-
-
-def local_task_files(wildcards=None):
-    """The task YAMLs of the locally built tasks the study evaluates."""
-    return [f"{MC_DIR}/corpus_mc.yaml"] if "corpus_mc" in EVAL_TASKS else []
-
-
-def evaluation_mem_mb(wildcards, attempt):
-    """Host memory: ~2 GB for torch, transformers and lm-eval, plus float32 weights."""
-    return int((2000 + 8 * STUDY.architectures[wildcards.arch].n_params_total / 1e6) * attempt)
-
 
 rule corpus_mc_task:
     input:
@@ -35,6 +17,8 @@ rule corpus_mc_task:
     log:
         f"logs/data/{CORPUS}/corpus_mc.log",
     localrule: True
+    conda:
+        "../envs/training.yaml"
     script:
         "../scripts/corpus_mc_task.py"
 
@@ -62,6 +46,8 @@ rule evaluate:
         "logs/evaluate/{arch}/{tokens}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate/{arch}/{tokens}/seed{seed}.tsv"
+    conda:
+        "../envs/training.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -79,5 +65,7 @@ rule collect_runs:
     log:
         "logs/evaluate/runs.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/collect_runs.py"

@@ -5,24 +5,6 @@
 # One rule serves the three engines: the engine is the {engine} wildcard, and the conda
 # environment follows it (vllm and sglang each have their own, their pins clash; torch uses the
 # study's own environment). One rule name keeps the SLURM profile's set-resources `throughput`.
-from archscale.throughput.base import measurement_settings
-
-THROUGHPUT_ENGINES = list(config["throughput"]["engines"])
-
-
-def throughput_settings(wildcards):
-    """Only the throughput keys that change this engine's measurement (not gpu / gpus)."""
-    return measurement_settings(config["throughput"], wildcards.engine)
-
-
-def throughput_conda(wildcards):
-    return None if wildcards.engine == "torch" else f"../envs/{wildcards.engine}.yaml"
-
-
-def throughput_gpus(wildcards):
-    """One GPU unless the study measures on the CPU (the default laptop study)."""
-    return 0 if config["throughput"]["device"] == "cpu" else 1
-
 
 rule throughput:
     input:
@@ -60,5 +42,7 @@ rule throughput_table:
     log:
         "logs/throughput/table.log",
     localrule: True
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/throughput_table.py"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "envs", "slurm")
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "envs", "slurm", "report")
 
 TINY_CONFIG: dict[str, Any] = {
     "study": "tiny-test",
