@@ -6,6 +6,7 @@ rule search:
         calibration="results/throughput/calibration.json",
         throughput="results/throughput.csv",
         runs="results/runs.csv",
+        quality="results/fits/quality.csv",
     output:
         candidates="results/candidates.csv",
         pareto="results/pareto.csv",

@@ -37,6 +37,11 @@ with log_to(sm.log[0]) as log:
                 "(Panda-like) and the fastest one at no more than the baseline's predicted loss "
                 "(Surefire-like), before and after the GQA local search",
         "recommendations": result["recommendations"],
+        "law": {"x_star": inputs.law.x_star, "r_star": inputs.law.r_star,
+                "fit_quality": pd.read_csv(sm.input.quality).astype(object).pipe(
+                    lambda q: q.where(q.notna(), None)).to_dict(orient="records"),
+                "note": "how well the law extrapolated to a held-out larger size "
+                        "(results/fits/quality.csv); check it before trusting a recommendation"},
         "provenance": provenance(settings=p, inputs=list(sm.input), started=started,
                                  packages=("numpy", "pandas", "scipy", "pulp")),
     })
