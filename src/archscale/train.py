@@ -603,6 +603,7 @@ def run(job: TrainJob) -> dict[str, Any] | None:
         }
         write_json(job.metrics_json, metrics)
         shutil.rmtree(job.resume_dir, ignore_errors=True)
+        _remove_empty_parents(Path(job.resume_dir).parent, stop_after=3)
         log.info("done: train loss %.4f, %.0f tok/s, %.1f s", metrics["train_loss"],
                  metrics["tokens_per_s"] or 0, metrics["wall_s"])
     if dist.world > 1:
@@ -663,3 +664,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _remove_empty_parents(folder: Path, stop_after: int) -> None:
+    """Remove results/resume/{arch}/{tokens}/ folders left empty (at most `stop_after` levels)."""
+    for _ in range(stop_after):
+        try:
+            folder.rmdir()  # only succeeds when empty; another run's state is never touched
+        except OSError:
+            return
+        folder = folder.parent
