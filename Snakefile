@@ -8,6 +8,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+from archscale.config import check_yaml_file
+
+check_yaml_file("config.yaml")  # a clear line/column message before Snakemake's own loader
+
+
 configfile: "config.yaml"
 
 

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 import archscale
 from archscale.config import ConfigError, load_study, schema_path
+from archscale.plan import plan_inputs
 from archscale.stages import code_version
 from archscale.workflow import set_offline_if_possible
 
@@ -39,10 +40,11 @@ def arch_params(wildcards):
     return STUDY.architectures[wildcards.arch].to_dict()
 
 
-def data_params():
-    """The data section: every field that changes tokens (nothing from other sections)."""
+def data_params(*keys):
+    """The data fields a data rule reads (the tokenizer never sees the split or seq_len)."""
     data = config["data"]
-    return {k: data[k] for k in ("source", "tokenizer", "val_fraction", "shards", "seq_len")}
+    keys = keys or ("source", "tokenizer", "val_fraction", "shards", "seq_len")
+    return {k: data[k] for k in keys}
 
 
 def shard_files(wildcards=None):

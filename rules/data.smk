@@ -6,7 +6,7 @@ rule tokenizer:
         json=f"{DATA}/tokenizer/tokenizer.json",
         config=f"{DATA}/tokenizer/tokenizer_config.json",
     params:
-        data=data_params(),
+        data=data_params("source", "tokenizer", "shards"),
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/tokenizer.log",
@@ -27,7 +27,7 @@ rule tokenize_shard:
         val=f"{DATA}/shards/{{shard}}.val.bin",
         summary=f"{DATA}/shards/{{shard}}.json",
     params:
-        data=data_params(),
+        data=data_params("source", "tokenizer", "shards", "val_fraction"),
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/shard_{{shard}}.log",

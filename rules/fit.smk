@@ -50,7 +50,9 @@ rule fit_quality:
     output:
         csv="results/fits/quality.csv",
     params:
-        fit=config["fit"],
+        # only what progressive extrapolation reads (bootstrap, seed, l_opt do not change it)
+        fit={k: config["fit"][k] for k in ("loss_column", "form", "r_range", "huber_delta",
+                                           "size_tolerance", "min_train_sizes", "n_starts")},
         code=code_version("fit"),
     log:
         "logs/fits/quality.log",

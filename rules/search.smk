@@ -29,10 +29,8 @@ rule plan:
     output:
         "results/plan.csv",
     params:
-        # what plan_study reads; the whole config would rerun it on every fit or search change
-        config={k: config[k] for k in ("data", "architectures", "architecture_defaults",
-                                       "token_budgets", "training")}
-        | {"throughput": {k: config["throughput"][k] for k in ("engines", "gpu", "gpus")}},
+        inputs=plan_inputs(STUDY),
+        code=code_version("plan"),
     log:
         "logs/plan.log",
     localrule: True

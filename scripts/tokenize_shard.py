@@ -4,7 +4,7 @@ import time
 
 from archscale.data import tokenize_shard
 from archscale.io import write_json
-from archscale.provenance import now
+from archscale.provenance import now, provenance
 from archscale.workflow import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
@@ -18,5 +18,7 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821
     seconds = time.perf_counter() - t0
     summary.update(started=started, seconds=round(seconds, 3),
                    tokens_per_s=round((summary["train_tokens"] + summary["val_tokens"]) / seconds))
+    summary["provenance"] = provenance(settings=data, inputs=[sm.input.tokenizer], started=started,
+                                       packages=("numpy", "tokenizers"))
     write_json(sm.output.summary, summary)
     log.info("shard %s: %s", sm.wildcards.shard, summary)

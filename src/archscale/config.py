@@ -195,6 +195,8 @@ def _check_semantics(config: dict[str, Any]) -> None:
     src = data["source"]
     if src["kind"] == "files" and not src.get("paths"):
         raise ConfigError("data.source.paths: required when data.source.kind is 'files'")
+    if src["kind"] == "files":
+        _check_corpus_files(src["paths"])
     if src["kind"] == "hf" and not src.get("dataset"):
         raise ConfigError("data.source.dataset: required when data.source.kind is 'hf'")
     tok = data["tokenizer"]
@@ -227,6 +229,36 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
                           f"{config['throughput']['engines']}")
+
+
+def _check_corpus_files(patterns: list[str]) -> None:
+    """Fail at load time, before any job deletes an output, when the corpus is missing/empty."""
+    import glob
+    import os
+
+    sizes = []
+    for pattern in patterns:
+        matches = [m for m in glob.glob(os.path.expanduser(pattern), recursive=True)
+                   if os.path.isfile(m)]
+        if not matches:
+            raise ConfigError(f"data.source.paths: {pattern!r} matches no file (relative paths "
+                              "are relative to the working directory); fix the path")
+        sizes.extend(os.path.getsize(m) for m in matches)
+    if sum(sizes) == 0:
+        raise ConfigError(f"data.source.paths: the corpus files {patterns} are all empty; "
+                          "point data.source.paths at text")
+
+
+def check_yaml_file(path: str | Path) -> None:
+    """Raise ConfigError naming the line and column when a config file is not valid YAML
+    (Snakemake's own loader only says the file is not valid JSON or YAML)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
 def load_study(config: dict[str, Any] | str | Path) -> Study:

@@ -197,10 +197,8 @@ def train_tokenizer(source: dict[str, Any], tokenizer_cfg: dict[str, Any], num_s
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS_TOKEN,
                                    eos_token=EOS_TOKEN, unk_token=None, pad_token=EOS_TOKEN,
                                    model_max_length=1 << 30)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out)
-    return tokenizer_summary(out, tokenizer_cfg)
+    _save_tokenizer_atomically(fast, out_dir)
+    return tokenizer_summary(out_dir, tokenizer_cfg)
 
 
 def load_pretrained_tokenizer(tokenizer_cfg: dict[str, Any], out_dir: str | os.PathLike
@@ -218,9 +216,21 @@ def load_pretrained_tokenizer(tokenizer_cfg: dict[str, Any], out_dir: str | os.P
     if len(tok) > tokenizer_cfg["vocab_size"]:
         raise DataError(f"data.tokenizer.vocab_size ({tokenizer_cfg['vocab_size']}) is smaller "
                         f"than the tokenizer's {len(tok)} tokens; set it to at least {len(tok)}")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(out_dir)
+    _save_tokenizer_atomically(tok, out_dir)
     return tokenizer_summary(out_dir, tokenizer_cfg)
+
+
+def _save_tokenizer_atomically(tokenizer: Any, out_dir: str | os.PathLike) -> None:
+    """save_pretrained into a temporary folder beside out_dir, then rename each file into
+    place: a kill leaves no half-written tokenizer.json under its final name."""
+    import tempfile
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=out.parent) as tmp:
+        tokenizer.save_pretrained(tmp)
+        for file in sorted(Path(tmp).iterdir()):
+            os.replace(file, out / file.name)
 
 
 def tokenizer_summary(tokenizer_dir: str | os.PathLike, tokenizer_cfg: dict[str, Any]

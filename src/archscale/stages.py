@@ -22,8 +22,9 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "throughput_model": ("architecture.py", "throughput_model.py", "throughput_presets.py",
                          "throughput/table.py"),
     "fit": ("fit",),
-    "search": ("architecture.py", "search.py", "throughput_model.py", "throughput_presets.py",
-               "fit"),
+    "search": ("architecture.py", "search.py", "search_run.py", "search_plots.py",
+               "throughput_model.py", "throughput_presets.py", "fit"),
+    "plan": ("architecture.py", "config.py", "plan.py", "throughput_presets.py"),
 }
 
 

@@ -395,6 +395,17 @@ def _select_device() -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+
+def _remove_empty_parents(folder: Path, stop_after: int) -> None:
+    """Remove results/resume/{arch}/{tokens}/ folders left empty (at most `stop_after` levels)."""
+    for _ in range(stop_after):
+        try:
+            folder.rmdir()  # only succeeds when empty; another run's state is never touched
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def run(job: TrainJob) -> dict[str, Any] | None:
     """Train to the token budget, save the checkpoint, log and metrics; rank 0 returns metrics."""
     import torch
@@ -665,12 +676,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _remove_empty_parents(folder: Path, stop_after: int) -> None:
-    """Remove results/resume/{arch}/{tokens}/ folders left empty (at most `stop_after` levels)."""
-    for _ in range(stop_after):
-        try:
-            folder.rmdir()  # only succeeds when empty; another run's state is never touched
-        except OSError:
-            return
-        folder = folder.parent

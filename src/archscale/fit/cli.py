@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 from .chinchilla import FitError, fit_chinchilla, load_chinchilla
 from .conditional import fit_conditional
+from archscale.provenance import now
+
 from .io import read_runs, to_jsonable, write_json
 
 
@@ -42,10 +44,20 @@ def fit_settings(fit: Mapping[str, Any] | None) -> dict[str, Any]:
     return settings
 
 
+def _complete_provenance(doc: dict[str, Any], started: str, inputs: list) -> None:
+    """Add the start time and the input files' hashes to a fit document's provenance."""
+    from archscale.provenance import provenance as project_provenance
+
+    doc.setdefault("provenance", {})
+    doc["provenance"]["started"] = started
+    doc["provenance"]["inputs"] = project_provenance(inputs=[str(p) for p in inputs])["inputs"]
+
+
 def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None = None,
                      plot: str | Path | None = None, workers: int = 2,
                      extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fit the Chinchilla law to a runs table and write chinchilla.json (and a plot)."""
+    started = now()
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss"))
     result = fit_chinchilla(table["N"], table["D"], table["loss"],
@@ -53,6 +65,7 @@ def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] |
                             compute_budgets=s["compute_budgets"], seed=s["seed"],
                             n_starts=s["n_starts"], workers=workers)
     doc = result.to_dict(extra_provenance, settings={"fit": s, "runs": str(runs)})
+    _complete_provenance(doc, started, [runs])
     write_json(out, doc)
     if plot:
         from .plots import plot_chinchilla
@@ -73,6 +86,7 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
     for a Chinchilla fit is allowed: the law then answers L_opt only at its points).
     plots: optional paths under the keys 'u_curves' and 'predicted'.
     """
+    started = now()
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
     notes = []
@@ -95,6 +109,7 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
     settings = {"fit": s, "runs": str(runs), "chinchilla": str(chinchilla) if chinchilla else
                 "fitted on the runs"}
     doc = result.to_dict(extra_provenance, settings=settings)
+    _complete_provenance(doc, started, [runs] + ([chinchilla] if chinchilla else []))
     write_json(out, doc)
     if plots:
         from .plots import plot_predicted_vs_observed, plot_u_curves

@@ -46,7 +46,10 @@ def _save(fig, path: str | Path, notes: list[str] | None = None) -> None:
         fig.set_figheight(height + extra)
         fig.subplots_adjust(bottom=(extra + 0.5) / (height + extra))
         fig.text(0.01, 0.01, text, fontsize=7, color="darkred", va="bottom", ha="left")
-    fig.savefig(path, dpi=120)
+    from archscale.io import atomic_path
+
+    with atomic_path(path, suffix=path.suffix) as tmp:  # a kill never leaves a truncated PNG
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

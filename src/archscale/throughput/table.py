@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from ..architecture import Architecture
 from ..io import read_json, write_csv
-from ..provenance import provenance
+from ..provenance import now, provenance
 from ..throughput_model import (Measurement, fit_factors, leave_one_out, model_code_version,
                                 save_calibration)
 from ..throughput_presets import get_device, preset_for_device_name
@@ -26,6 +26,7 @@ def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any]
 
     Each record names its architecture (the directory of the config.json it measured).
     """
+    started = now()
     import pandas as pd
 
     log = log or logging.getLogger("archscale")
@@ -81,6 +82,7 @@ def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any]
     save_calibration(calibration, calibration_path, extra={
         "model_code_version": model_code_version(),
         "provenance": provenance(settings={"gpu": gpu, "gpus": dict(gpus or {})},
-                                 inputs=results, packages=("numpy", "scipy", "pandas"))})
+                                 inputs=results, started=started,
+                                 packages=("numpy", "scipy", "pandas"))})
     write_csv(table_path, frame)
     return frame
