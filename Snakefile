@@ -8,6 +8,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # this checkout's src/ wins
 from archscale.config import check_yaml_file
 
 check_yaml_file("config.yaml")  # a clear line/column message before Snakemake's own loader

@@ -24,7 +24,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "fit": ("fit",),
     "search": ("architecture.py", "search.py", "search_run.py", "search_plots.py",
                "throughput_model.py", "throughput_presets.py", "fit"),
-    "plan": ("architecture.py", "config.py", "plan.py", "throughput_presets.py"),
+    "plan": ("architecture.py", "config.py", "data.py", "plan.py", "throughput_presets.py"),
 }
 
 
