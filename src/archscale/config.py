@@ -225,6 +225,9 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if base is not None and base not in names:
         raise ConfigError(f"search.baseline.architecture: {base!r} is not a configured "
                           f"architecture; known: {names}")
+    if config["search"]["validation"]["enabled"]:
+        raise ConfigError("search.validation.enabled: the validation loop (train and measure the "
+                          "recommended architectures) is not implemented yet; set it to false")
     engine = config["search"].get("engine")
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
