@@ -4,9 +4,10 @@ Malformed config.yaml variants go through the REAL `snakemake -n` in copies of t
 tiny study. Each must exit non-zero with one clear error naming the field, before any job
 starts, and leave every existing file under results/ as it was (mtime and content).
 
-Two mistakes can only show when a job runs (an empty corpus, a token budget larger than the
-corpus with training.allow_repeats false): those run the target for real and check the error
-and the results the same way.
+Mistakes about the corpus (a `files` source that is empty or missing, a token budget larger
+than the corpus with training.allow_repeats false) are tried by building the target for real,
+as a user would: the corpus ones are refused when the config loads, the budget one when its
+training job starts; each must give a clear error and lose no result.
 """
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ def test_bad_config_loses_no_result(parse_time_results, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Mistakes only a job can see: run the target for real
+# Corpus mistakes: build the target for real
 # ---------------------------------------------------------------------------------------------
 
 def _empty_corpus(workdir: Path, config: dict[str, Any]) -> str:
@@ -193,11 +194,11 @@ def _budget_beyond_corpus(workdir: Path, config: dict[str, Any]) -> str:
     return f"results/runs/a2/{budget}/seed0/metrics.json"
 
 
-RUN_TIME: dict[str, tuple[Callable[[Path, dict[str, Any]], str], list[str], str]] = {
-    # name -> (change, returning the target to build; error substrings; the failing rule)
-    "empty_corpus": (_empty_corpus, ["corpus is empty", "data.source"], "tokenizer"),
-    "missing_corpus_file": (_missing_corpus, ["data.source.paths", "no-such-file.txt"],
-                            "tokenizer"),
+RUN_TIME: dict[str, tuple[Callable[[Path, dict[str, Any]], str], list[str], str | None]] = {
+    # name -> (change, returning the target to build; error substrings; the rule that fails,
+    # or None where the mistake is caught when the config loads, before any job)
+    "empty_corpus": (_empty_corpus, ["data.source.paths", "empty"], None),
+    "missing_corpus_file": (_missing_corpus, ["data.source.paths", "no-such-file.txt"], None),
     "budget_beyond_corpus": (_budget_beyond_corpus,
                              ["training.allow_repeats", "token budget"], "train"),
 }
@@ -233,7 +234,11 @@ def test_run_time_mistake_gives_a_clear_error_in_the_output(run_time_results, na
     result = run_time_results[name]
     assert result["proc"].returncode != 0, result["text"][-2000:]
     _, needles, rule = RUN_TIME[name]
-    assert f"Error in rule {rule}" in result["text"], result["text"][-3000:]
+    if rule is None:  # refused at load time: one clear error, no DAG, no job
+        assert "Building DAG of jobs" not in result["text"], result["text"][-3000:]
+        assert not one_error(result["text"]), (one_error(result["text"]), result["text"])
+    else:
+        assert f"Error in rule {rule}" in result["text"], result["text"][-3000:]
     for needle in needles:
         assert needle in result["text"], (
             f"{name}: the output does not say {needle!r} (the log has it: "
@@ -254,6 +259,9 @@ def test_run_time_mistake_loses_nothing_but_the_failed_jobs_own_outputs(run_time
 
 @pytest.mark.parametrize("name", ["empty_corpus", "missing_corpus_file"])
 def test_corpus_mistake_is_caught_before_any_job_runs(run_time_results, name):
+    """An empty or missing `files` corpus is refused when the config loads, so no job starts
+    and Snakemake deletes nothing (the tokenizer of the previous corpus stays)."""
+    assert RUN_TIME[name][2] is None
     assert run_time_results[name]["diff"]["removed"] == []
 
 

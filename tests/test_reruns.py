@@ -316,7 +316,7 @@ SCENARIOS: dict[str, Scenario] = {
         lambda c: {"corpus_mc_task"} | run_jobs(c, ("evaluate",)) | LOSS_READERS),
     "fit_bootstrap": Scenario(
         _set("fit.bootstrap", 6), lambda c: {"fit_chinchilla", "fit_conditional", "search"}),
-    "search_thresholds": Scenario(_set("search.n_thresholds", 6), lambda c: {"search"}),
+    "search_step": Scenario(_set("search.d_model_step", 16), lambda c: {"search"}),
     "data_val_fraction": Scenario(
         _set("data.val_fraction", 0.12),
         lambda c: (DATA_JOBS - {"tokenizer"}) | {"corpus_mc_task"}
@@ -386,6 +386,18 @@ def check(dry_runs, name: str) -> DryRun:
 
 def plan_scheduled(dry_runs, name: str) -> bool:
     return "plan" in dry_runs[name][0].scheduled()
+
+
+# Scenarios whose whole expectation is an open bug (an xfail test of its own): a longer
+# throughput workload changes every architecture's max_position_embeddings, so plan reruns too.
+OPEN_BUG_SCENARIOS = {"throughput_workload_longer_than_training"}
+
+
+def plan_mismatches(dry_runs, names) -> dict[str, bool]:
+    """Scenarios where plan is scheduled (True) or not (False) against the expectation."""
+    return {name: plan_scheduled(dry_runs, name) for name in names
+            if name not in OPEN_BUG_SCENARIOS and plan_scheduled(dry_runs, name) != (
+                "plan" in SCENARIOS[name].expected(dry_runs[name][1]))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +480,7 @@ def test_fit_setting_reruns_only_the_fits_that_read_it(dry_runs):
 
 @pytest.mark.workflow
 def test_search_setting_reruns_only_search(dry_runs):
-    check(dry_runs, "search_thresholds")
+    check(dry_runs, "search_step")
 
 
 @pytest.mark.workflow
@@ -493,12 +505,18 @@ def test_adding_an_engine_measures_only_it(dry_runs):
     check(dry_runs, "throughput_add_engine")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the open max_position_embeddings issue (see test_longer_throughput_workload_does_not_retrain):"
+    " a longer throughput workload changes every architecture, so plan reruns too"))
 @pytest.mark.workflow
 def test_plan_reruns_exactly_when_its_inputs_change(dry_runs):
-    wrong = {name: plan_scheduled(dry_runs, name) for name in SCENARIOS
-             if plan_scheduled(dry_runs, name) != ("plan" in SCENARIOS[name].expected(
-                 dry_runs[name][1]))}
-    assert not wrong, f"plan scheduled (True) or not (False) against expectation: {wrong}"
+    assert plan_mismatches(dry_runs, SCENARIOS) == {}
+
+
+@pytest.mark.workflow
+def test_plan_reruns_exactly_when_the_config_fields_it_reads_change(dry_runs):
+    config_scenarios = [n for n in SCENARIOS if not SCENARIOS[n].with_src]
+    assert plan_mismatches(dry_runs, config_scenarios) == {}
 
 
 @pytest.mark.workflow
@@ -758,7 +776,7 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     return uncovered
 
 
-COVERAGE_BUGS: dict[str, str] = {}  # every gap found earlier is fixed
+COVERAGE_BUGS: dict[str, str] = {}  # rule -> open bug (xfail); every gap found so far is fixed
 
 
 @pytest.mark.parametrize("rule", sorted(set(_rule_blocks())))
