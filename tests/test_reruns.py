@@ -505,9 +505,6 @@ def test_adding_an_engine_measures_only_it(dry_runs):
     check(dry_runs, "throughput_add_engine")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the open max_position_embeddings issue (see test_longer_throughput_workload_does_not_retrain):"
-    " a longer throughput workload changes every architecture, so plan reruns too"))
 @pytest.mark.workflow
 def test_plan_reruns_exactly_when_its_inputs_change(dry_runs):
     assert plan_mismatches(dry_runs, SCENARIOS) == {}
