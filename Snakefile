@@ -28,6 +28,7 @@ include: "rules/evaluate.smk"
 include: "rules/throughput.smk"
 include: "rules/fit.smk"
 include: "rules/search.smk"
+include: "rules/validation.smk"
 
 
 # Small aggregate steps run on the submit host, never as cluster jobs.
@@ -41,6 +42,8 @@ localrules:
     fit_quality,
     search,
     plan,
+    validation_plan,
+    validation,
 
 
 rule all:
@@ -50,3 +53,5 @@ rule all:
         "results/recommendations.json",
         "results/fits/quality.csv",
         "results/plan.csv",
+        # the validation loop, when search.validation.enabled (see rules/validation.smk)
+        ["results/validation.csv"] if VALIDATION["enabled"] else [],

@@ -78,11 +78,14 @@ def training_gpus(wildcards):
 
 
 def training_mem_mb(wildcards, attempt):
+    return training_mem_mb_of(STUDY.architectures[wildcards.arch],
+                              STUDY.training_settings(wildcards.arch), attempt)
+
+
+def training_mem_mb_of(arch, settings, attempt):
     """Host memory: ~1.5 GB for torch + transformers, 24 bytes a parameter (float32 weights,
     gradients, two Adam moments, the resume copy) and, on CPU, one micro-batch's activations
     (attention probabilities and logits included); doubled on each retry."""
-    arch = STUDY.architectures[wildcards.arch]
-    settings = STUDY.training_settings(wildcards.arch)
     seq = config["data"]["seq_len"]
     mb = 1500 + 24 * arch.n_params_total / 1e6
     if settings["gpus"] == 0:
@@ -134,32 +137,87 @@ def throughput_gpus(wildcards):
 
 
 # --- used by rules/search.smk --------------------------------------------------
+SEARCH_ENGINE = config["search"]["engine"] or THROUGHPUT_ENGINES[0]
+# the token budget D the search predicts the loss at (and the validation loop trains at)
+SEARCH_TOKENS = int(config["search"]["tokens"]
+                    or max(t for a in ARCHS for t in STUDY.token_budgets(a)))
+
 def search_params():
     """What changes the search's result: its own section, the workload and device of the
     throughput model, the token budget the loss is predicted at, the architectures (for the
     sizes and the nearest-trained column), the fit's r range, and the code."""
     tp = config["throughput"]
     return {
-        "search": config["search"],
+        # the validation loop reads the search's outputs; its settings change no search result
+        "search": {k: v for k, v in config["search"].items() if k != "validation"},
         "throughput": {k: tp[k] for k in ("engines", "gpu", "gpus", "device", "dtype",
                                           "batch_size", "input_len", "output_len",
                                           "max_num_batched_tokens", "gpu_memory_utilization")},
         "r_range": config["fit"]["r_range"],
-        "tokens": config["search"]["tokens"] or max(t for a in ARCHS for t in STUDY.token_budgets(a)),
+        "tokens": SEARCH_TOKENS,
         "architectures": {a: STUDY.architectures[a].to_dict() for a in ARCHS},
     }
 
 
 def training_runtime(wildcards):
+    return training_runtime_of(STUDY.architectures[wildcards.arch],
+                               STUDY.training_settings(wildcards.arch), int(wildcards.tokens))
+
+
+def training_runtime_of(arch, settings, tokens):
     """SLURM time limit in minutes: the run's FLOPs at an assumed 30 % MFU of an H100-class GPU
     (or 3k tokens/s per CPU thread on CPU), times 2 for safety, plus 20 minutes of start-up.
     A run that still hits the limit resumes from results/resume/ when it is rerun."""
-    arch = STUDY.architectures[wildcards.arch]
-    settings = STUDY.training_settings(wildcards.arch)
-    tokens = int(wildcards.tokens)
     if settings["gpus"] > 0:
         seconds = arch.training_flops_per_token(config["data"]["seq_len"]) * tokens / (
             0.3 * 989e12 * settings["gpus"])
     else:
         seconds = tokens / (3000 * settings["threads"])
     return int(20 + 2 * seconds / 60)
+
+
+# --- used by rules/validation.smk ----------------------------------------------
+from archscale.architecture import Architecture
+
+VALIDATION = config["search"]["validation"]
+VALIDATION_TOKENS = SEARCH_TOKENS
+VALIDATION_SEED = int(config["training"]["seeds"][0])
+
+
+def validation_params():
+    """What changes the validation plan: the loop's own settings, the run it prices (tokens,
+    sequence length) and the devices each of its jobs occupies (the budget is device-hours)."""
+    train, tp = config["training"], config["throughput"]
+    return {
+        "validation": VALIDATION,
+        # what the chosen shapes' config.json is made of, besides their shape
+        "architecture_defaults": config["architecture_defaults"],
+        "tokenizer": config["data"]["tokenizer"],
+        "tokens": VALIDATION_TOKENS,
+        "seq_len": config["data"]["seq_len"],
+        "engine": SEARCH_ENGINE,
+        "train_devices": train["gpus"] or train["threads"],
+        "eval_devices": 1 if train["gpus"] else config["evaluation"]["threads"],
+        "measure_devices": tp["threads"] if tp["device"] == "cpu" else 1,
+    }
+
+
+def validation_arch(wildcards):
+    return Architecture.from_hf_config(f"{VAL}/architectures/{wildcards.varch}/config.json",
+                                       name=wildcards.varch)
+
+
+def validation_training_mem_mb(wildcards, attempt):
+    return training_mem_mb_of(validation_arch(wildcards), config["training"], attempt)
+
+
+def validation_training_runtime(wildcards):
+    return training_runtime_of(validation_arch(wildcards), config["training"], VALIDATION_TOKENS)
+
+
+def validation_paths(pattern):
+    """`pattern` for every shape the checkpoint chose (read once it has run)."""
+    import pandas as pd
+
+    plan = pd.read_csv(checkpoints.validation_plan.get().output.plan)
+    return [pattern.format(varch=name) for name in plan.loc[plan.status == "validate", "name"]]

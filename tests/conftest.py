@@ -58,7 +58,7 @@ TINY_CONFIG: dict[str, Any] = {
                    "input_len": 16, "output_len": 8, "warmup": 1, "repeats": 2},
     "fit": {"bootstrap": 4},
     "search": {"d_model_step": 8, "ffn_multiple": 32, "gqa_groups": [1, 2],
-               "n_params_tolerance": 0.2, "n_thresholds": 8},
+               "n_params_tolerance": 0.2},
 }
 
 

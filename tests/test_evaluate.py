@@ -133,3 +133,14 @@ def test_runs_table_joins_accounting_and_results(tmp_path):
     assert list(table["name"]) == ["b", "a"] and list(table["val_loss"]) == [3.0, 4.0]
     with pytest.raises(EvalError, match="missing from"):
         runs_table(tmp_path / "architectures.csv", [("zz", 1, 0, *runs[0][3:])], ["corpus_mc"])
+
+
+def test_tasks_get_the_context_their_examples_need_not_config_json_s():
+    """A corpus_mc example longer than data.seq_len raises lm-eval's max_length, never the
+    config.json every training run reads (that would retrain the study)."""
+    from archscale.evaluate import task_context_length
+
+    mc = {"context_tokens": 100, "continuation_tokens": 28}
+    assert task_context_length({"tasks": ["corpus_mc"], "corpus_mc": mc}, 64) == 128
+    assert task_context_length({"tasks": ["corpus_mc"], "corpus_mc": mc}, 256) == 256
+    assert task_context_length({"tasks": ["hellaswag"], "corpus_mc": mc}, 64) == 64

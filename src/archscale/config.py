@@ -136,12 +136,25 @@ class Study:
                 for s in self.training_settings(a)["seeds"]]
 
 
-def longest_sequence(config: dict[str, Any]) -> int:
-    """The longest sequence any stage feeds a model, so max_position_embeddings covers it."""
-    tp = config["throughput"]
-    ev = config["evaluation"]["corpus_mc"]
-    return max(config["data"]["seq_len"], tp["input_len"] + tp["output_len"],
-               tp.get("max_model_len") or 0, ev["context_tokens"] + ev["continuation_tokens"])
+def max_position_embeddings(spec: dict[str, Any], config: dict[str, Any]) -> int:
+    """The context length written into one architecture's config.json.
+
+    It depends on the training sequence length only, never on the throughput workload or the
+    evaluation lengths: config.json is an input of every training run, so tying it to those
+    would retrain the study when a measurement setting changes. The throughput engines and the
+    evaluation raise the limit in their own copy of the config when they need more (RoPE has no
+    learned positions, so this changes nothing they compute).
+    """
+    seq_len = int(config["data"]["seq_len"])
+    if "max_position_embeddings" in spec:
+        value = int(spec["max_position_embeddings"])
+        if value < seq_len:
+            raise ConfigError(
+                f"architecture {spec['name']!r}: max_position_embeddings ({value}) is shorter "
+                f"than data.seq_len ({seq_len}), the length it is trained on; raise it or drop it")
+        return value
+    default = config["architecture_defaults"].get("max_position_embeddings", 2048)
+    return max(int(default), seq_len)
 
 
 def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Architecture:
@@ -170,17 +183,12 @@ def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Archit
                 f"architecture {name!r}: missing {', '.join(missing)}; give all of "
                 f"{', '.join(EXPLICIT_FIELDS)} or n_layers, head_dim and targets")
         shape = {f: spec[f] for f in EXPLICIT_FIELDS}
-    max_pos = spec.get("max_position_embeddings", longest_sequence(config))
-    if max_pos < longest_sequence(config):
-        raise ConfigError(
-            f"architecture {name!r}: max_position_embeddings ({max_pos}) is shorter than the "
-            f"longest sequence the study uses ({longest_sequence(config)}); raise it or drop it")
     return Architecture(
         name=name, **shape, vocab_size=tok["vocab_size"],
         tie_word_embeddings=spec.get("tie_word_embeddings", defaults["tie_word_embeddings"]),
         rope_theta=float(spec.get("rope_theta", defaults["rope_theta"])),
         rms_norm_eps=float(spec.get("rms_norm_eps", defaults["rms_norm_eps"])),
-        max_position_embeddings=int(max_pos),
+        max_position_embeddings=max_position_embeddings(spec, config),
         bos_token_id=tok["bos_token_id"], eos_token_id=tok["eos_token_id"])
 
 
@@ -225,9 +233,6 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if base is not None and base not in names:
         raise ConfigError(f"search.baseline.architecture: {base!r} is not a configured "
                           f"architecture; known: {names}")
-    if config["search"]["validation"]["enabled"]:
-        raise ConfigError("search.validation.enabled: the validation loop (train and measure the "
-                          "recommended architectures) is not implemented yet; set it to false")
     engine = config["search"].get("engine")
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -104,8 +105,13 @@ def task_metric(task: str, available: Iterable[str]) -> str:
 def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
                      task_dirs: list[str | os.PathLike] = (), batch_size: int = 16,
                      limit: int | None = None, device: str = "cpu",
-                     dtype: str = "float32") -> dict[str, dict[str, Any]]:
+                     dtype: str = "float32",
+                     min_context: int = 0) -> dict[str, dict[str, Any]]:
     """Run lm-eval tasks on a checkpoint directory; {task: {metric, value, stderr}}.
+
+    lm-eval truncates inputs to the model's max_position_embeddings; `min_context` raises that
+    limit for longer examples (RoPE has no learned positions), so an evaluation length never has
+    to be written into config.json, which every training run reads.
 
     `task_dirs` are local task folders (lm-eval include_path), e.g. the corpus_mc task; the
     built-in task index (slow to scan) is loaded only when a task is not among them.
@@ -134,7 +140,10 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
             local.add((yaml.safe_load(spec.read_text()) or {}).get("task"))
     manager = TaskManager(include_path=[str(d) for d in task_dirs] or None,
                           include_defaults=any(t not in local for t in tasks))
-    lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size)
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    max_length = max(int(config.get("max_position_embeddings") or 0), int(min_context)) or None
+    lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
+              max_length=max_length)
     out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
                           log_samples=False, bootstrap_iters=1000)
     if out is None:
@@ -204,6 +213,15 @@ def runs_table(architectures_csv: str | os.PathLike,
 # One run, end to end
 # ---------------------------------------------------------------------------------------------
 
+def task_context_length(settings: dict[str, Any], seq_len: int) -> int:
+    """The longest input the study's tasks feed the model: the training length, or a longer
+    corpus_mc example (context plus continuation)."""
+    mc = settings.get("corpus_mc") or {}
+    if "corpus_mc" not in (settings.get("tasks") or []) or not mc:
+        return int(seq_len)
+    return max(int(seq_len), int(mc["context_tokens"]) + int(mc["continuation_tokens"]))
+
+
 def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
                  meta: str | os.PathLike, seq_len: int, settings: dict[str, Any],
                  task_dirs: list[str | os.PathLike], out: str | os.PathLike,
@@ -236,7 +254,8 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
     if tasks:
         scores = lm_eval_accuracy(model_dir, tasks, task_dirs,
                                   batch_size=int(settings["batch_size"]),
-                                  limit=settings.get("limit"), device=device)
+                                  limit=settings.get("limit"), device=device,
+                                  min_context=task_context_length(settings, seq_len))
         result["tasks"] = scores
         result.update(accuracy_summary(scores))
     result["provenance"] = provenance(

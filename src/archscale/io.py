@@ -6,9 +6,11 @@ job killed at any moment leaves either no output or a complete one (rename is at
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +37,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    _remove_stale_temporaries(path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries of `path` left by an earlier writer that was killed (SIGKILL skips
+    the cleanup above). Safe: one job at a time writes a given output (Snakemake's lock)."""
+    ours = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp.*")  # mkstemp's names
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        if ours.fullmatch(stale.name):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

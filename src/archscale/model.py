@@ -107,6 +107,11 @@ def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     hf_model = unwrap(model)
     written: list[Path] = []
+    # a killed earlier save of this run left its folder behind (SIGKILL skips the cleanup);
+    # the run's folder is this job's alone (Snakemake's lock), so any such folder is stale
+    for stale in out.parent.glob(".save.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".save.", dir=out.parent) as tmp:
         tmp_path = Path(tmp)
         hf_model.save_pretrained(tmp_path, safe_serialization=True)

@@ -25,6 +25,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "search": ("architecture.py", "search.py", "search_run.py", "search_plots.py",
                "throughput_model.py", "throughput_presets.py", "fit"),
     "plan": ("architecture.py", "config.py", "data.py", "plan.py", "throughput_presets.py"),
+    "validation": ("architecture.py", "validation.py"),
 }
 
 

@@ -58,3 +58,21 @@ def set_offline_if_possible(config: dict[str, Any]) -> bool:
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ[key] = "1"
     return True
+
+
+def rule_train_job(sm: Any, settings: dict[str, Any], tokens: int, seed: int, resume_dir: str,
+                   label: dict[str, Any]) -> Any:
+    """The TrainJob of a training rule (train, validation_train): paths from the rule's input
+    and output, after checking that the settings resolved in the job are the rule's params."""
+    from .train import TrainJob, result_settings
+
+    if result_settings(settings) != sm.params.training:
+        raise RuntimeError("the training settings resolved in the job differ from the rule's "
+                           "params; rerun snakemake (the config changed under the job?)")
+    return TrainJob(
+        arch_config=sm.input.arch, train_bin=sm.input.train, meta=sm.input.meta,
+        tokenizer_dir=os.path.dirname(sm.input.tokenizer),
+        model_dir=os.path.dirname(sm.output.model), log_csv=sm.output.log_csv,
+        metrics_json=sm.output.metrics, resume_dir=resume_dir, tokens=int(tokens),
+        seed=int(seed), seq_len=sm.params.seq_len, settings=settings, threads=sm.threads,
+        label=label)

@@ -8,6 +8,7 @@ at an EOS would otherwise look fast).
 from __future__ import annotations
 
 import abc
+import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -186,6 +187,20 @@ def read_architecture(model_dir: str | Path) -> dict[str, Any]:
     return {"name": arch.name, **arch.shape(), "vocab_size": arch.vocab_size,
             "tie_word_embeddings": arch.tie_word_embeddings,
             "bos_token_id": arch.bos_token_id, "eos_token_id": arch.eos_token_id}
+
+
+def context_override(model_dir: str | Path, settings: MeasureSettings) -> dict[str, int]:
+    """The config override an engine needs when the workload is longer than config.json allows.
+
+    config.json's max_position_embeddings follows the training length only (raising it for a
+    longer workload would retrain the study); the engines measure with it raised to the
+    workload's model length instead. RoPE has no learned positions, so the override changes
+    no weight and no timing, only the engines' length check.
+    """
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if settings.model_len > int(config.get("max_position_embeddings") or 0):
+        return {"max_position_embeddings": settings.model_len}
+    return {}
 
 
 class Session(abc.ABC):

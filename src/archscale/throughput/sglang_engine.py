@@ -10,10 +10,11 @@ imported beside the CPU torch), so a renamed argument fails in CI, not on the cl
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from .base import Engine, MeasureSettings, Session
+from .base import Engine, MeasureSettings, Session, context_override
 
 SGLANG_VERSION = "0.5.23"   # the release envs/sglang.yaml pins and the argument check reads
 
@@ -23,7 +24,7 @@ INSTALL_HINT = ("SGLang needs a CUDA GPU and its own environment: run the workfl
 
 
 def engine_kwargs(model_dir: str | Path, settings: MeasureSettings) -> dict[str, Any]:
-    """Keyword arguments of `sglang.Engine` (= ServerArgs fields; pure, tested without SGLang)."""
+    """Keyword arguments of `sglang.Engine` (= ServerArgs fields; tested without SGLang)."""
     kwargs: dict[str, Any] = {
         "model_path": str(model_dir),
         "load_format": "dummy",
@@ -41,6 +42,9 @@ def engine_kwargs(model_dir: str | Path, settings: MeasureSettings) -> dict[str,
         "tp_size": 1,
         "log_level": "error",
     }
+    override = context_override(model_dir, settings)
+    if override:  # a workload longer than config.json's context: raise it in SGLang's copy
+        kwargs["json_model_override_args"] = json.dumps(override)
     kwargs.update(settings.engine_args)
     return kwargs
 

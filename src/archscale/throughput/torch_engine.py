@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import Engine, MeasureSettings, Session
+from .base import Engine, MeasureSettings, Session, context_override
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -53,6 +53,9 @@ class TorchSession(Session):
             torch.set_num_threads(int(settings.threads))
         self._torch = torch
         config = AutoConfig.from_pretrained(model_dir)
+        override = context_override(model_dir, settings)
+        for key, value in override.items():  # a workload longer than config.json's context
+            setattr(config, key, value)
         attn = settings.engine_args.get("attn_implementation", "sdpa")
         torch.manual_seed(settings.seed)
         with torch.device(self.device):
@@ -65,6 +68,7 @@ class TorchSession(Session):
         self.kwargs = generate_kwargs(settings, self.pad)
         self.settings = {"generate": dict(self.kwargs), "attn_implementation": attn,
                          "weights": f"random normal (seed {settings.seed})",
+                         "config_override": override,
                          "torch_version": torch.__version__,
                          "torch_threads": torch.get_num_threads(),
                          "device": str(self.device)}

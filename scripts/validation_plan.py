@@ -1,0 +1,49 @@
+"""Choose the frontier shapes to validate and write their config.json (checkpoint
+validation_plan); the logic is archscale.validation."""
+from pathlib import Path
+
+import pandas as pd
+
+from archscale.config import load_study, resolve_architecture
+from archscale.io import read_json, write_csv, write_json
+from archscale.provenance import now, provenance
+from archscale.validation import CostModel, duration_s, plan_summary, plan_validations
+from archscale.workflow import log_to
+
+sm = snakemake  # noqa: F821
+with log_to(sm.log[0]) as log:
+    started = now()
+    p = sm.params.settings
+    runs = pd.read_csv(sm.input.runs)
+    cost = CostModel.fit(
+        runs, p["seq_len"],
+        eval_seconds=[duration_s(read_json(f)) for f in sm.input.evals],
+        measure_seconds=[duration_s(read_json(f)) for f in sm.input.measurements],
+        train_devices=p["train_devices"], eval_devices=p["eval_devices"],
+        measure_devices=p["measure_devices"])
+    log.info("cost model: %s", cost)
+    plan = plan_validations(pd.read_csv(sm.input.pareto), runs, cost, p["seq_len"],
+                            p["tokens"], int(runs["vocab_size"].iloc[0]), p["validation"])
+    # each chosen shape gets the config.json a configured architecture of that shape would get
+    config = load_study(sm.config).config  # with the schema's defaults
+    folder = Path(sm.output.architectures)
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, row in plan[plan.status == "validate"].iterrows():
+        spec = {"name": row["name"], **{f: int(row[f]) for f in
+                                        ("d_model", "n_layers", "n_heads", "n_kv_heads",
+                                         "head_dim", "ffn_dim")}}
+        arch = resolve_architecture(spec, config)
+        write_json(folder / row["name"] / "config.json", arch.hf_config())
+    write_csv(sm.output.plan, plan)
+    summary = plan_summary(plan)
+    write_json(sm.output.summary, {
+        "what": "the validation loop's choice: frontier shapes (plan.csv, status 'validate') "
+                "that cover the frontier best within search.validation.budget_hours device-hours",
+        **summary, "budget_hours": p["validation"]["budget_hours"],
+        "cost_model": {**cost.__dict__, "formula":
+                       "hours = ((fixed_s + s_per_flop * train_flops) * train_devices + eval_s * "
+                       "eval_devices + measure_s * measure_devices) / 3600"},
+        "provenance": provenance(settings=p, inputs=[sm.input.pareto, sm.input.runs],
+                                 started=started, packages=("numpy", "pandas", "scipy", "pulp")),
+    })
+    log.info("validation plan: %s", summary)
