@@ -129,7 +129,8 @@ rule validation:
         measurements=lambda wildcards: validation_paths(
             f"{VAL}/throughput/{{varch}}/{SEARCH_ENGINE}.json"),
     output:
-        "results/validation.csv",
+        report("results/validation.csv", category="Validation",
+               caption="../report/validation.rst"),
     params:
         loss_column=config["fit"]["loss_column"],
         code=code_version("validation"),

@@ -196,8 +196,8 @@ def choose_validations(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: fl
     pairs = [(i, j) for i in range(n) for j in range(n) if s[i, j] > 0]
     z = {(i, j): pulp.LpVariable(f"z{i}_{j}", lowBound=0, upBound=1) for i, j in pairs}
     prob += pulp.lpSum(w[j] * s[i, j] * z[i, j] for i, j in pairs)
-    for j in range(n):
-        prob += pulp.lpSum(z[i, jj] for i, jj in pairs if jj == j) <= 1
+    for j in range(n):  # every frontier point counts once, by its best validated cover
+        prob += pulp.lpSum(z[i, j] for i in np.flatnonzero(s[:, j] > 0)) <= 1
     for i, j in pairs:
         prob += z[i, j] <= x[i]
     new = [i for i in range(n) if not trained[i]]
