@@ -43,6 +43,7 @@ localrules:
     search,
     plan,
     validation_plan,
+    validation_config,
     validation,
 
 

@@ -177,7 +177,8 @@ def training_runtime_of(arch, settings, tokens):
 
 
 # --- used by rules/validation.smk ----------------------------------------------
-from archscale.architecture import Architecture
+from archscale.config import resolve_architecture
+from archscale.validation import shape_from_name
 
 VALIDATION = config["search"]["validation"]
 VALIDATION_TOKENS = SEARCH_TOKENS
@@ -190,9 +191,6 @@ def validation_params():
     train, tp = config["training"], config["throughput"]
     return {
         "validation": VALIDATION,
-        # what the chosen shapes' config.json is made of, besides their shape
-        "architecture_defaults": config["architecture_defaults"],
-        "tokenizer": config["data"]["tokenizer"],
         "tokens": VALIDATION_TOKENS,
         "seq_len": config["data"]["seq_len"],
         "engine": SEARCH_ENGINE,
@@ -203,8 +201,13 @@ def validation_params():
 
 
 def validation_arch(wildcards):
-    return Architecture.from_hf_config(f"{VAL}/architectures/{wildcards.varch}/config.json",
-                                       name=wildcards.varch)
+    """A chosen shape as a configured architecture of that shape would be resolved."""
+    spec = {"name": wildcards.varch, **shape_from_name(wildcards.varch)}
+    return resolve_architecture(spec, config)
+
+
+def validation_arch_params(wildcards):
+    return validation_arch(wildcards).to_dict()
 
 
 def validation_training_mem_mb(wildcards, attempt):

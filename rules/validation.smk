@@ -1,7 +1,8 @@
 # The validation loop (search.validation.enabled; off by default). A checkpoint chooses which
 # frontier shapes to train and measure under a device-hour budget (archscale.validation); once
-# it has run, Snakemake re-evaluates the DAG and schedules their training, evaluation and
-# measurement; results/validation.csv compares predicted with observed loss and throughput.
+# it has run, Snakemake re-evaluates the DAG and schedules each chosen shape's config.json,
+# training, evaluation and measurement; results/validation.csv compares predicted with observed
+# loss and throughput.
 # Everything lives under results/validation/: nothing here feeds runs.csv or the fits.
 
 VAL = "results/validation"
@@ -22,7 +23,6 @@ checkpoint validation_plan:
     output:
         plan=f"{VAL}/plan.csv",
         summary=f"{VAL}/plan.json",
-        architectures=directory(f"{VAL}/architectures"),
     params:
         settings=validation_params(),
         code=code_version("validation"),
@@ -33,6 +33,23 @@ checkpoint validation_plan:
         "../envs/analysis.yaml"
     script:
         "../scripts/validation_plan.py"
+
+
+# A chosen shape's config.json follows from its name (the shape) and the study's defaults alone,
+# not from the plan: a new plan that picks the same shape again reuses its training.
+rule validation_config:
+    output:
+        f"{VAL}/architectures/{{varch}}/config.json",
+    params:
+        arch=validation_arch_params,
+        code=code_version("architecture"),
+    log:
+        "logs/validation/architectures/{varch}.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/architecture_config.py"
 
 
 rule validation_train:

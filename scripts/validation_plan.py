@@ -1,10 +1,7 @@
-"""Choose the frontier shapes to validate and write their config.json (checkpoint
-validation_plan); the logic is archscale.validation."""
-from pathlib import Path
-
+"""Choose the frontier shapes to validate (checkpoint validation_plan); the logic is
+archscale.validation, each chosen shape's config.json is rule validation_config's."""
 import pandas as pd
 
-from archscale.config import load_study, resolve_architecture
 from archscale.io import read_json, write_csv, write_json
 from archscale.provenance import now, provenance
 from archscale.validation import CostModel, duration_s, plan_summary, plan_validations
@@ -24,16 +21,6 @@ with log_to(sm.log[0]) as log:
     log.info("cost model: %s", cost)
     plan = plan_validations(pd.read_csv(sm.input.pareto), runs, cost, p["seq_len"],
                             p["tokens"], int(runs["vocab_size"].iloc[0]), p["validation"])
-    # each chosen shape gets the config.json a configured architecture of that shape would get
-    config = load_study(sm.config).config  # with the schema's defaults
-    folder = Path(sm.output.architectures)
-    folder.mkdir(parents=True, exist_ok=True)
-    for _, row in plan[plan.status == "validate"].iterrows():
-        spec = {"name": row["name"], **{f: int(row[f]) for f in
-                                        ("d_model", "n_layers", "n_heads", "n_kv_heads",
-                                         "head_dim", "ffn_dim")}}
-        arch = resolve_architecture(spec, config)
-        write_json(folder / row["name"] / "config.json", arch.hf_config())
     write_csv(sm.output.plan, plan)
     summary = plan_summary(plan)
     write_json(sm.output.summary, {

@@ -752,8 +752,8 @@ def _ancestors(rulegraph: str) -> dict[str, set[str]]:
 
 # Rules that only enter the DAG once the validation checkpoint has run (so --rulegraph cannot
 # show them): each reads what its study twin reads, plus the checkpoint's config.json files.
-AFTER_CHECKPOINT = {"validation_train": "train", "validation_evaluate": "evaluate",
-                    "validation_throughput": "throughput"}
+AFTER_CHECKPOINT = {"validation_config": "architecture_config", "validation_train": "train",
+                    "validation_evaluate": "evaluate", "validation_throughput": "throughput"}
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -44,6 +45,19 @@ TABLE_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_m
 
 class ValidationError(ValueError):
     """A validation loop that cannot run as configured; the message says what to change."""
+
+
+SHAPE_NAME = re.compile(r"d(\d+)-L(\d+)-h(\d+)-kv(\d+)-dh(\d+)-f(\d+)")
+
+
+def shape_from_name(name: str) -> dict[str, int]:
+    """The shape a search name spells (d<d_model>-L<layers>-h<heads>-kv<kv heads>-dh<head
+    dim>-f<ffn dim>, archscale.search.shape_name), so a validated shape's config.json depends
+    on its name alone and a new plan that picks it again reuses its training."""
+    match = SHAPE_NAME.fullmatch(name)
+    if not match:
+        raise ValidationError(f"{name!r} is not a shape name like d64-L2-h2-kv1-dh32-f128")
+    return dict(zip(SHAPE_FIELDS, map(int, match.groups())))
 
 
 # ---------------------------------------------------------------------------------------------
