@@ -64,6 +64,9 @@ CASES = {
     "bad r range": (lambda c: c["fit"].update(r_range=[5, 0.5]), ["fit.r_range"]),
     "files without paths": (lambda c: c["data"].update(source={"kind": "files"}), ["data.source.paths"]),
     "bos beyond vocab": (lambda c: c["data"]["tokenizer"].update(eos_token_id=9999), ["eos_token_id", "vocab_size"]),
+    "validation loss column": (lambda c: (c["search"].update(validation={"enabled": True}),
+                                          c.setdefault("fit", {}).update(loss_column="acc_avg")),
+                               ["fit.loss_column", "validation"]),
     "validation radius zero": (lambda c: c["search"].update(
         validation={"enabled": True, "coverage_radius": 0}),
         ["search.validation.coverage_radius"]),

@@ -168,7 +168,7 @@ def test_validation_table_compares_the_fits_loss_and_the_measured_throughput():
     prov = {"started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:36+00:00"}
     observed = {pareto.name[0]: {
         "metrics": {"train_loss": 4.4, "tokens_seen": 8192, "provenance": prov},
-        "eval": {"val_loss": 4.2, "provenance": prov},
+        "eval": {"val_loss": 4.2, "val_bpb": 1.9, "provenance": prov},
         "throughput": {"output_tokens_per_s": 900.0, "engine": "torch", "device": "cpu",
                        "provenance": prov}}}
     table = validation_table(plan, observed, "val_loss")
@@ -178,6 +178,9 @@ def test_validation_table_compares_the_fits_loss_and_the_measured_throughput():
     assert row.throughput_relative_error == pytest.approx(-0.1)
     assert row.wall_hours == pytest.approx(3 * 36 / 3600)   # no wall_s: provenance times
     assert validation_table(plan, observed, "train_loss").iloc[0].observed_loss == 4.4
+    assert validation_table(plan, observed, "val_bpb").iloc[0].observed_loss == 1.9
+    with pytest.raises(ValidationError, match="neither metrics.json nor eval.json"):
+        validation_table(plan, observed, "acc_avg")
     with pytest.raises(ValidationError, match="no observation"):
         validation_table(plan.assign(status="validate"), observed, "val_loss")
 

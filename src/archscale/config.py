@@ -19,6 +19,10 @@ import yaml
 
 from .architecture import Architecture, ArchitectureError, ShapeTargets, solve_shape
 
+# The fit's loss columns the validation loop can observe on a run it trains (metrics.json,
+# eval.json); archscale.validation compares the prediction with one of them.
+VALIDATION_LOSS_COLUMNS = ("train_loss", "val_loss", "val_bpb")
+
 EXPLICIT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
 
 
@@ -233,6 +237,11 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if base is not None and base not in names:
         raise ConfigError(f"search.baseline.architecture: {base!r} is not a configured "
                           f"architecture; known: {names}")
+    loss_column = config["fit"]["loss_column"]
+    if config["search"]["validation"]["enabled"] and loss_column not in VALIDATION_LOSS_COLUMNS:
+        raise ConfigError(f"fit.loss_column: the validation loop observes only "
+                          f"{list(VALIDATION_LOSS_COLUMNS)} on the shapes it trains, not "
+                          f"{loss_column!r}; pick one or set search.validation.enabled: false")
     engine = config["search"].get("engine")
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "

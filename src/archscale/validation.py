@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .architecture import SHAPE_FIELDS, Architecture
+from .config import VALIDATION_LOSS_COLUMNS
 
 PLAN_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_mlp_attn",
                 "d_over_sqrt_n", "gqa_group", "predicted_loss", "predicted_tokens_per_s",
@@ -289,11 +290,12 @@ def validation_table(plan: pd.DataFrame, observed: Mapping[str, Mapping[str, Any
         if got is None:
             raise ValidationError(f"no observation for validated shape {row['name']!r}")
         metrics, evaluation, measured = got["metrics"], got["eval"], got["throughput"]
-        if loss_column not in ("train_loss", "val_loss"):
-            raise ValidationError(f"fit.loss_column {loss_column!r}: validation compares "
-                                  "train_loss or val_loss")
-        loss = float(metrics["train_loss"] if loss_column == "train_loss"
-                     else evaluation["val_loss"])
+        observed_values = {**metrics, **evaluation}   # train_loss; val_loss, val_bpb
+        if not isinstance(observed_values.get(loss_column), (int, float)):
+            raise ValidationError(f"fit.loss_column {loss_column!r} is in neither metrics.json "
+                                  f"nor eval.json of {row['name']!r}; use one of "
+                                  f"{list(VALIDATION_LOSS_COLUMNS)}")
+        loss = float(observed_values[loss_column])
         speed = float(measured["output_tokens_per_s"])
         train_s = float(metrics.get("wall_s") or duration_s(metrics))
         hours_spent = (train_s + duration_s(evaluation) + duration_s(measured)) / 3600
