@@ -22,14 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-PAPER_SHAPES = {
-    "LLaMA-3.2-1B": dict(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64,
-                         ffn_dim=8192),
-    "Surefire-1B": dict(d_model=2560, n_layers=16, n_heads=36, n_kv_heads=4, head_dim=64,
-                        ffn_dim=6144),
-    "Panda-1B": dict(d_model=2560, n_layers=16, n_heads=72, n_kv_heads=18, head_dim=64,
-                     ffn_dim=4096),
-}
+from archscale.paper_shapes import PAPER_1B_SHAPES as PAPER_SHAPES, PAPER_1B_VOCAB  # noqa: E402
+
 # (batch, input_len, output_len): prefill-heavy, then decode-heavy
 WORKLOADS = [(64, 1024, 128), (32, 256, 384)]
 # The paper's measured ratios against LLaMA-3.2-1B (batch 128, 4096 in, 1024 out).
@@ -72,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     records, measurements = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape in PAPER_SHAPES.items():
-            arch = Architecture(name=name, **shape, vocab_size=128256, tie_word_embeddings=True,
-                                max_position_embeddings=5120, bos_token_id=128000,
-                                eos_token_id=128001)
+            arch = Architecture(name=name, **shape, vocab_size=PAPER_1B_VOCAB,
+                                tie_word_embeddings=True, max_position_embeddings=5120,
+                                bos_token_id=128000, eos_token_id=128001)
             model_dir = Path(tmp) / name
             model_dir.mkdir()
             (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
@@ -117,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             ("SGLang/H200 (default factors)", "sglang", "H200", DEFAULT_FACTORS["sglang"]),
             ("vLLM/A100-80GB (default factors)", "vllm", "A100-80GB", DEFAULT_FACTORS["vllm"])]:
         w = Workload(**{**paper.to_dict(), "engine": engine_name})
-        tps = {n: float(predict_tokens_per_s(**s, vocab_size=128256,
+        tps = {n: float(predict_tokens_per_s(**s, vocab_size=PAPER_1B_VOCAB,
                                              device=get_device(preset_name), workload=w,
                                              factors=f))
                for n, s in PAPER_SHAPES.items()}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from archscale.architecture import Architecture
+from archscale.paper_shapes import PAPER_1B_SHAPES
 from archscale.throughput.cli import main as cli_main
 from archscale.throughput_model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, Calibration,
                                         Factors, Measurement, Workload, fit_factors,
@@ -24,14 +25,7 @@ FACTORS = Factors(compute_efficiency=0.5, memory_efficiency=0.25, step_overhead_
                   layer_overhead_s=0.001)  # 500 FLOP/s and 250 B/s on the toy device below
 TOY_DEVICE = Device("toy", peak_tflops=1e-9, hbm_gbps=1e-6, memory_gb=1.0)
 
-PAPER = {  # Table/Fig. shapes (DESIGN.md, issue 2), vocab 128256, tied embeddings
-    "LLaMA-3.2-1B": dict(d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64,
-                         ffn_dim=8192),
-    "Surefire-1B": dict(d_model=2560, n_layers=16, n_heads=36, n_kv_heads=4, head_dim=64,
-                        ffn_dim=6144),
-    "Panda-1B": dict(d_model=2560, n_layers=16, n_heads=72, n_kv_heads=18, head_dim=64,
-                     ffn_dim=4096),
-}
+PAPER = PAPER_1B_SHAPES  # Table/Fig. shapes (DESIGN.md, issue 2), vocab 128256, tied embeddings
 PAPER_WORKLOAD = dict(batch=128, input_len=4096, output_len=1024, dtype="bfloat16")
 
 

@@ -8,11 +8,13 @@ at an EOS would otherwise look fast).
 from __future__ import annotations
 
 import abc
+import importlib
 import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -235,6 +237,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         ...
+
+    def require(self, module: str) -> ModuleType:
+        """Import one of the engine's packages, or raise EngineUnavailable saying where it is."""
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise self.unavailable(exc) from exc
 
     def unavailable(self, exc: BaseException | None = None) -> EngineUnavailable:
         why = f" ({type(exc).__name__}: {exc})" if exc else ""

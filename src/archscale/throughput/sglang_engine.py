@@ -90,11 +90,7 @@ class SglangEngine(Engine):
     install_hint = INSTALL_HINT
 
     def version(self) -> str:
-        try:
-            import sglang
-        except ImportError as exc:
-            raise self.unavailable(exc) from exc
-        return f"sglang {sglang.__version__}"
+        return f"sglang {self.require('sglang').__version__}"
 
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         return SglangSession(Path(model_dir), settings)

@@ -36,11 +36,12 @@ def _annotated_names(cls: ast.ClassDef) -> list[str]:
     return names
 
 
-def _class(tree: ast.Module, name: str) -> ast.ClassDef | None:
+def _class(tree: ast.Module, name: str, where: str) -> ast.ClassDef:
+    """The top-level class `name` of a parsed module; `where` names the module in the error."""
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
             return node
-    return None
+    raise ValueError(f"no class {name} in {where}")
 
 
 def _module_path(module: str) -> str:
@@ -50,9 +51,7 @@ def _module_path(module: str) -> str:
 def server_args_fields(read: Any) -> list[str]:
     """ServerArgs' field names; `read(path)` returns a source file of the package as text."""
     tree = ast.parse(read(SERVER_ARGS))
-    cls = _class(tree, "ServerArgs")
-    if cls is None:
-        raise ValueError(f"no class ServerArgs in {SERVER_ARGS}")
+    cls = _class(tree, "ServerArgs", SERVER_ARGS)
     fields = _annotated_names(cls)
     namespaces: list[str] = []
     for node in tree.body:
@@ -68,9 +67,7 @@ def server_args_fields(read: Any) -> list[str]:
             if name not in origin:
                 raise ValueError(f"cannot find where namespace {name} of ServerArgs is imported")
             module, class_name = origin[name]
-            ns_cls = _class(ast.parse(read(_module_path(module))), class_name)
-            if ns_cls is None:
-                raise ValueError(f"no class {class_name} in {module}")
+            ns_cls = _class(ast.parse(read(_module_path(module))), class_name, module)
             fields.extend(_annotated_names(ns_cls))
     if not fields:
         raise ValueError("found no ServerArgs fields: the layout of server_args.py changed")
@@ -79,9 +76,7 @@ def server_args_fields(read: Any) -> list[str]:
 
 def sampling_params_fields(read: Any) -> list[str]:
     tree = ast.parse(read(SAMPLING_PARAMS))
-    cls = _class(tree, "SamplingParams")
-    if cls is None:
-        raise ValueError(f"no class SamplingParams in {SAMPLING_PARAMS}")
+    cls = _class(tree, "SamplingParams", SAMPLING_PARAMS)
     names = _annotated_names(cls)
     init = next((n for n in cls.body if isinstance(n, ast.FunctionDef)
                  and n.name == "__init__"), None)
@@ -92,9 +87,9 @@ def sampling_params_fields(read: Any) -> list[str]:
 
 def generate_parameters(read: Any) -> list[str]:
     """Parameter names of the offline `Engine.generate`."""
-    cls = _class(ast.parse(read(ENGINE)), "Engine")
-    method = cls and next((n for n in cls.body if isinstance(n, ast.FunctionDef)
-                           and n.name == "generate"), None)
+    cls = _class(ast.parse(read(ENGINE)), "Engine", ENGINE)
+    method = next((n for n in cls.body if isinstance(n, ast.FunctionDef)
+                   and n.name == "generate"), None)
     if method is None:
         raise ValueError(f"no Engine.generate in {ENGINE}")
     return [a.arg for a in method.args.args[1:] + method.args.kwonlyargs]

