@@ -109,9 +109,6 @@ PARSE_TIME: dict[str, tuple[Mutation | str, list[str]]] = {
     "yaml_not_a_mapping": ("- data\n- architectures\n", ["Config file", "top level"]),
 }
 
-KNOWN_BUGS: dict[str, str] = {}  # every gap found earlier is fixed
-
-
 def one_error(text: str) -> list[str]:
     """What makes an error message unclear: a Python traceback, more than one error headline,
     more than one listed problem."""
@@ -151,9 +148,7 @@ def parse_time_results(tiny_study_done, tmp_path_factory) -> dict[str, dict[str,
 
 
 @pytest.mark.parametrize("name", list(PARSE_TIME))
-def test_bad_config_fails_at_parse_time_with_one_clear_error(parse_time_results, name, request):
-    if name in KNOWN_BUGS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
+def test_bad_config_fails_at_parse_time_with_one_clear_error(parse_time_results, name):
     result = parse_time_results[name]
     text = result["text"]
     assert result["proc"].returncode != 0, f"{name} was accepted:\n{text[-2000:]}"

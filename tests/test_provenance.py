@@ -72,8 +72,6 @@ EXPECTED_PACKAGE.update({
     "results/validation/throughput/*/*.json": "torch",
 })
 
-KNOWN_GAPS: dict[str, str] = {}  # every gap found earlier is fixed
-
 
 def doc_rows() -> list[tuple[str, str]]:
     """(glob, where) rows of the provenance table in docs/reruns.md."""
@@ -179,9 +177,7 @@ def _inside_patterns() -> list[str]:
 
 
 @pytest.mark.parametrize("pattern", _inside_patterns())
-def test_inside_provenance_is_complete(study, pattern, request):
-    if pattern in KNOWN_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[pattern]))
+def test_inside_provenance_is_complete(study, pattern):
     files = files_of(study, pattern)
     assert files, pattern
     problems = {str(f.relative_to(study)): provenance_problems(study, f, pattern) for f in files}

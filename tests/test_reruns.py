@@ -785,14 +785,9 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     return uncovered
 
 
-COVERAGE_BUGS: dict[str, str] = {}  # rule -> open bug (xfail); every gap found so far is fixed
-
-
 @pytest.mark.parametrize("rule", sorted(set(_rule_blocks())))
 @pytest.mark.workflow
-def test_every_module_a_rule_runs_is_hashed_by_it_or_upstream(rule_coverage, rule, request):
-    if rule in COVERAGE_BUGS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=COVERAGE_BUGS[rule]))
+def test_every_module_a_rule_runs_is_hashed_by_it_or_upstream(rule_coverage, rule):
     assert rule_coverage[rule] == set(), (
         f"rule {rule} runs {sorted(rule_coverage[rule])}, which no code_version() param of it "
         "or of an upstream rule hashes: editing them reruns nothing")
