@@ -24,7 +24,7 @@ pip_quiet() {  # pip into the venv; its output goes to stderr, minus the local-i
 }
 
 check() {  # the imports the engine and the tests need (vllm.entrypoints.llm pulls the media stack)
-    "$venv/bin/python" -c "import vllm.entrypoints.llm, vllm.inputs, archscale.throughput.run"
+    "$venv/bin/python" -c "import vllm.entrypoints.llm, vllm.inputs, archscale.throughput.measure"
 }
 
 if [ -x "$venv/bin/python" ] && check >/dev/null 2>&1; then

@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from archscale.fit.conditional import paper_law
-from archscale.search import SizeSpec, candidate_grid, score_candidates
-from archscale.search_run import SearchInputs, loss_predictor, throughput_predictor
-from archscale.throughput_model import Calibration, Workload
-from archscale.throughput_presets import get_device
+from archscale.search.frontier import SizeSpec, candidate_grid, score_candidates
+from archscale.search.study import SearchInputs, loss_predictor, throughput_predictor
+from archscale.throughput.model import Calibration, Workload
+from archscale.throughput.devices import get_device
 
 
 def main() -> None:

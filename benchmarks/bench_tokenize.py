@@ -32,7 +32,7 @@ def main() -> int:
     from tokenizers import Tokenizer
 
     from archscale.config import load_study
-    from archscale.data import iter_documents, train_tokenizer
+    from archscale.data.corpus import iter_documents, train_tokenizer
 
     config = load_study(ROOT / "config.yaml").config
     source, tok_cfg = config["data"]["source"], config["data"]["tokenizer"]

@@ -33,8 +33,8 @@ def bare_loop(arch_config: Path, settings: dict, seq_len: int, batch_seqs: int, 
     import torch
     import torch.nn.functional as F
 
-    from archscale.model import build_model
-    from archscale.train import learning_rate
+    from archscale.training.model import build_model
+    from archscale.training.loop import learning_rate
 
     model = build_model(arch_config, seed=seed, init_std=settings["init_std"])
     model.train()
@@ -63,8 +63,8 @@ def bare_loop(arch_config: Path, settings: dict, seq_len: int, batch_seqs: int, 
 
 def trainer_loop(arch_config: Path, data: Path, settings: dict, seq_len: int, steps: int,
                  seed: int, workdir: Path) -> float:
-    """Tokens/s of archscale.train.run over its training loop (setup and final save excluded)."""
-    from archscale.train import TrainJob, run
+    """Tokens/s of archscale.training.loop.run over its training loop (setup and final save excluded)."""
+    from archscale.training.loop import TrainJob, run
 
     batch_tokens = settings["global_batch_tokens"] // seq_len * seq_len
     out = Path(tempfile.mkdtemp(dir=workdir))

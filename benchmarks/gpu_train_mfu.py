@@ -1,7 +1,7 @@
 """Benchmark: MFU of the archscale trainer on one GPU, a ~125M LLaMA in bf16.
 
 Why: the cluster studies' cost (archscale plan) assumes an MFU; this measures the real trainer
-(archscale.train.run: bf16 autocast, fused AdamW, torch.compile, the same loop the workflow
+(archscale.training.loop.run: bf16 autocast, fused AdamW, torch.compile, the same loop the workflow
 runs) against the dense bf16 datasheet peak, 989 TFLOP/s for H100/H200 SXM. Goal: >= 35 %.
 It also times an 8192-cube bf16 matmul, the practical ceiling (about 790 TFLOP/s on H100/H200).
 
@@ -87,7 +87,7 @@ def main() -> None:
     import transformers
 
     from archscale.architecture import Architecture
-    from archscale.train import TrainJob, run
+    from archscale.training.loop import TrainJob, run
 
     device = torch.cuda.get_device_name(0)
     print(f"device {device}, torch {torch.__version__}, transformers {transformers.__version__}")

@@ -9,9 +9,9 @@ from snakemake.utils import validate
 
 import archscale
 from archscale.config import ConfigError, load_study, schema_path
-from archscale.plan import plan_inputs
-from archscale.stages import code_version
-from archscale.workflow import set_offline_if_possible
+from archscale.costs import plan_inputs
+from archscale.workflow.code_versions import code_version
+from archscale.workflow.snakemake import set_offline_if_possible
 
 # The library's validator runs first: its messages name the architecture and the field.
 try:
@@ -53,7 +53,7 @@ def shard_files(wildcards=None):
 
 
 # --- used by rules/train.smk ---------------------------------------------------
-from archscale.train import result_settings
+from archscale.training.loop import result_settings
 
 RUN = "results/runs/{arch}/{tokens}/seed{seed}"
 
@@ -117,7 +117,7 @@ def evaluation_mem_mb(wildcards, attempt):
 
 
 # --- used by rules/throughput.smk ----------------------------------------------
-from archscale.throughput.base import measurement_settings
+from archscale.throughput.engines.base import measurement_settings
 
 THROUGHPUT_ENGINES = list(config["throughput"]["engines"])
 
@@ -178,7 +178,7 @@ def training_runtime_of(arch, settings, tokens):
 
 # --- used by rules/validation.smk ----------------------------------------------
 from archscale.config import resolve_architecture
-from archscale.validation import shape_from_name
+from archscale.search.frontier_check import shape_from_name
 
 VALIDATION = config["search"]["validation"]
 VALIDATION_TOKENS = SEARCH_TOKENS

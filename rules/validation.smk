@@ -1,5 +1,5 @@
 # The validation loop (search.validation.enabled; off by default). A checkpoint chooses which
-# frontier shapes to train and measure under a device-hour budget (archscale.validation); once
+# frontier shapes to train and measure under a device-hour budget (archscale.search.frontier_check); once
 # it has run, Snakemake re-evaluates the DAG and schedules each chosen shape's config.json,
 # training, evaluation and measurement; results/validation.csv compares predicted with observed
 # loss and throughput.

@@ -1,7 +1,7 @@
 """Write an architecture's Hugging Face config.json (Snakemake rule architecture_config)."""
 from archscale.architecture import Architecture
 from archscale.io import write_json
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name)
     arch = Architecture(**snakemake.params.arch)  # noqa: F821

@@ -3,7 +3,7 @@ import pandas as pd
 
 from archscale.architecture import Architecture
 from archscale.io import write_csv
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821
     rows = [Architecture.from_hf_config(path, name=name).accounting()

@@ -1,7 +1,7 @@
 """Collect every run's metrics and evaluation into results/runs.csv (rule collect_runs)."""
-from archscale.evaluate import runs_table
+from archscale.training.evaluate import runs_table
 from archscale.io import write_csv
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -1,10 +1,10 @@
 """Build the offline multiple-choice lm-eval task from the held-out split (rule corpus_mc_task)."""
 import os
 
-from archscale.corpus_task import build_task
+from archscale.data.mc_task import build_task
 from archscale.io import write_json
 from archscale.provenance import now, provenance
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -3,8 +3,8 @@ import os
 
 import torch
 
-from archscale.evaluate import evaluate_run
-from archscale.workflow import log_to
+from archscale.training.evaluate import evaluate_run
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -9,8 +9,8 @@ Expects:
     threads         bootstrap worker processes (default 2)
     log[0]          (optional) the rule's log file
 """
-from archscale.fit.cli import chinchilla_stage
-from archscale.workflow import log_to
+from archscale.cli.fit import chinchilla_stage
+from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0] if sm.log else None) as log:

@@ -7,8 +7,8 @@ Expects:
     params.fit    the config's `fit` section (form, r_range, huber_delta, loss_column)
     log[0]        (optional) the rule's log file
 """
-from archscale.fit.cli import quality_stage
-from archscale.workflow import log_to
+from archscale.cli.fit import quality_stage
+from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0] if sm.log else None) as log:

@@ -1,7 +1,7 @@
 """Merge the tokenized shards into train.bin / val.bin and write meta.json (the gather step)."""
-from archscale.data import merge_shards, tokenizer_summary, write_meta
+from archscale.data.corpus import merge_shards, tokenizer_summary, write_meta
 from archscale.provenance import now, provenance
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

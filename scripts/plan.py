@@ -1,7 +1,7 @@
-"""Write results/plan.csv: GPU-hours, disk and job counts of the study (archscale.plan)."""
+"""Write results/plan.csv: GPU-hours, disk and job counts of the study (archscale.costs)."""
 from archscale.io import write_csv
-from archscale.plan import plan_from_inputs
-from archscale.workflow import log_to
+from archscale.costs import plan_from_inputs
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]):  # noqa: F821
     write_csv(snakemake.output[0], plan_from_inputs(dict(snakemake.params.inputs)))  # noqa: F821

@@ -1,15 +1,15 @@
-"""Snakemake `script:` for the frontier search; logic in archscale.search and search_run."""
+"""Snakemake `script:` for the frontier search; logic in archscale.search.frontier and search_run."""
 import pandas as pd
 
 from archscale.architecture import Architecture
 from archscale.fit.conditional import load_conditional
 from archscale.io import write_csv, write_json
 from archscale.provenance import now, provenance
-from archscale.search_plots import plot_frontier
-from archscale.search_run import SearchInputs, pareto_columns, score_rows, search_study
-from archscale.throughput_model import Workload, load_calibration
-from archscale.throughput_presets import get_device
-from archscale.workflow import log_to
+from archscale.search.plots import plot_frontier
+from archscale.search.study import SearchInputs, pareto_columns, score_rows, search_study
+from archscale.throughput.model import Workload, load_calibration
+from archscale.throughput.devices import get_device
+from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:

@@ -1,6 +1,6 @@
 """Join measured and predicted throughput; fit the model's factors (rule throughput_table)."""
-from archscale.throughput.table import build_table
-from archscale.workflow import log_to
+from archscale.throughput.calibrate import build_table
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name)
     build_table(results=list(snakemake.input.results),  # noqa: F821

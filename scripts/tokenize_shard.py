@@ -2,10 +2,10 @@
 import os
 import time
 
-from archscale.data import tokenize_shard
+from archscale.data.corpus import tokenize_shard
 from archscale.io import write_json
 from archscale.provenance import now, provenance
-from archscale.workflow import log_to
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     sm = snakemake  # noqa: F821

@@ -2,11 +2,11 @@
 
 Result-deciding settings arrive as params (they decide reruns); the speed/bookkeeping knobs
 (threads, gpus, checkpoint cadence, compile) are read from the config so changing them never
-reruns training. More than one GPU launches torchrun; see archscale.train.
+reruns training. More than one GPU launches torchrun; see archscale.training.loop.
 """
 from archscale.config import load_study
-from archscale.train import execute, resume_dir
-from archscale.workflow import log_to, rule_train_job
+from archscale.training.loop import execute, resume_dir
+from archscale.workflow.snakemake import log_to, rule_train_job
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name)
     sm = snakemake  # noqa: F821

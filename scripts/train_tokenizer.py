@@ -2,8 +2,8 @@
 import os
 from pathlib import Path
 
-from archscale.data import load_pretrained_tokenizer, train_tokenizer
-from archscale.workflow import log_to
+from archscale.data.corpus import load_pretrained_tokenizer, train_tokenizer
+from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821
     data = snakemake.params.data  # noqa: F821

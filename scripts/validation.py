@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from archscale.io import read_json, write_csv
-from archscale.validation import validation_table
-from archscale.workflow import log_to
+from archscale.search.frontier_check import validation_table
+from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:

@@ -1,11 +1,11 @@
 """Choose the frontier shapes to validate (checkpoint validation_plan); the logic is
-archscale.validation, each chosen shape's config.json is rule validation_config's."""
+archscale.search.frontier_check, each chosen shape's config.json is rule validation_config's."""
 import pandas as pd
 
 from archscale.io import read_json, write_csv, write_json
 from archscale.provenance import now, provenance
-from archscale.validation import CostModel, duration_s, plan_summary, plan_validations
-from archscale.workflow import log_to
+from archscale.search.frontier_check import CostModel, duration_s, plan_summary, plan_validations
+from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:

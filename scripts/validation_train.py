@@ -1,8 +1,8 @@
 """Train one shape the validation loop chose (rule validation_train), with the study's
-training settings at the search's token budget; see archscale.train and rules/validation.smk."""
+training settings at the search's token budget; see archscale.training.loop and rules/validation.smk."""
 from archscale.config import load_study
-from archscale.train import execute
-from archscale.workflow import log_to, rule_train_job
+from archscale.training.loop import execute
+from archscale.workflow.snakemake import log_to, rule_train_job
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name)
     sm = snakemake  # noqa: F821

@@ -6,7 +6,7 @@ from contextlib import redirect_stdout
 import pandas as pd
 import pytest
 
-from archscale.cli import main
+from archscale.cli.main import main
 from conftest import REPO
 
 
@@ -57,7 +57,7 @@ def test_search_with_paper_coefficients_on_h200(tmp_path):
     assert pareto.predicted_loss.is_monotonic_increasing
     assert pareto.predicted_tokens_per_s.is_monotonic_increasing  # no dominated row
     # the traced frontier equals the plain non-dominated filter of the feasible candidates
-    from archscale.search import pareto_mask
+    from archscale.search.frontier import pareto_mask
     cand = pd.read_csv(tmp_path / "candidates.csv")
     cand = cand[cand.fits_memory & (cand.predicted_tokens_per_s > 0)]
     mask = pareto_mask(cand.predicted_loss.to_numpy(), cand.predicted_tokens_per_s.to_numpy())

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from archscale.data import (DataError, iter_documents, merge_shards, tokenize_shard,
+from archscale.data.corpus import (DataError, iter_documents, merge_shards, tokenize_shard,
                             train_tokenizer)
 
 TEXTS = [f"def function_{i}(x):\n    return x * {i} + {i * i}  # document {i}\n" * 20

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.corpus_task import TaskBuildError, build_examples, build_task
-from archscale.evaluate import (EvalError, accuracy_summary, evaluate_run, runs_table,
+from archscale.data.mc_task import TaskBuildError, build_examples, build_task
+from archscale.training.evaluate import (EvalError, accuracy_summary, evaluate_run, runs_table,
                                 task_metric, validation_windows)
-from archscale.train import run
+from archscale.training.loop import run
 from test_train import SEQ_LEN, tiny_data, tiny_job  # noqa: F401 (session fixture by name)
 
 MC = {"n_examples": 24, "n_choices": 4, "context_tokens": 24, "continuation_tokens": 8,
@@ -138,7 +138,7 @@ def test_runs_table_joins_accounting_and_results(tmp_path):
 def test_tasks_get_the_context_their_examples_need_not_config_json_s():
     """A corpus_mc example longer than data.seq_len raises lm-eval's max_length, never the
     config.json every training run reads (that would retrain the study)."""
-    from archscale.evaluate import task_context_length
+    from archscale.training.evaluate import task_context_length
 
     mc = {"context_tokens": 100, "continuation_tokens": 28}
     assert task_context_length({"tasks": ["corpus_mc"], "corpus_mc": mc}, 64) == 128

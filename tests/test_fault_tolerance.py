@@ -288,7 +288,7 @@ def _not_renamed(outputs: list[Path], renamed: set[Path]) -> list[str]:
 
 
 def test_tokenization_writers_rename_into_place(tmp_path, renamed):
-    from archscale.data import merge_shards, tokenize_shard, train_tokenizer
+    from archscale.data.corpus import merge_shards, tokenize_shard, train_tokenizer
     from archscale.io import write_json
 
     source, tok_dir, shards = _corpus(tmp_path), tmp_path / "tokenizer", tmp_path / "shards"
@@ -305,7 +305,7 @@ def test_tokenization_writers_rename_into_place(tmp_path, renamed):
 
 
 def test_tokenizer_is_renamed_into_place(tmp_path, renamed):
-    from archscale.data import train_tokenizer
+    from archscale.data.corpus import train_tokenizer
 
     tok_dir = tmp_path / "tokenizer"
     train_tokenizer(_corpus(tmp_path), {"vocab_size": 300, "train_bytes": 100_000}, 1, tok_dir)
@@ -315,8 +315,8 @@ def test_tokenizer_is_renamed_into_place(tmp_path, renamed):
 
 def test_checkpoint_and_training_log_are_renamed_into_place(tmp_path, renamed,
                                                              tiny_study_done):
-    from archscale.model import build_model, save_checkpoint
-    from archscale.train import write_log_csv
+    from archscale.training.model import build_model, save_checkpoint
+    from archscale.training.loop import write_log_csv
 
     arch = json.loads((tiny_study_done / "results/architectures/a1/config.json").read_text())
     model = build_model(arch, seed=0, init_std=0.02)
@@ -331,7 +331,7 @@ def test_checkpoint_and_training_log_are_renamed_into_place(tmp_path, renamed,
 
 
 def test_fit_plots_are_renamed_into_place(tmp_path, renamed, tiny_study_done):
-    from archscale.fit.cli import chinchilla_stage
+    from archscale.cli.fit import chinchilla_stage
 
     runs = tiny_study_done / "results/runs.csv"
     chinchilla_stage(runs, tmp_path / "chinchilla.json", {"bootstrap": 0, "n_starts": 4},
@@ -341,7 +341,7 @@ def test_fit_plots_are_renamed_into_place(tmp_path, renamed, tiny_study_done):
 
 
 def test_fit_json_is_renamed_into_place(tmp_path, renamed, tiny_study_done):
-    from archscale.fit.cli import chinchilla_stage
+    from archscale.cli.fit import chinchilla_stage
 
     runs = tiny_study_done / "results/runs.csv"
     chinchilla_stage(runs, tmp_path / "chinchilla.json", {"bootstrap": 0, "n_starts": 4},

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from archscale.fit import ChinchillaLaw, fit_chinchilla, fit_conditional, paper_law
-from archscale.fit.cli import quality_stage
+from archscale.cli.fit import quality_stage
 from archscale.fit.quality import COLUMNS, progressive_extrapolation
 
 TRUE_CHIN = ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37)

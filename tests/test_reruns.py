@@ -333,22 +333,22 @@ SCENARIOS: dict[str, Scenario] = {
     # workflow's src/ first on sys.path), so editing it changes code_version() in the DAG
     "code_unchanged_copy": Scenario(_nothing, _none, with_src=True),
     "code_edit_data": Scenario(
-        _edit_module("data.py"),
+        _edit_module("data/corpus.py"),
         lambda c: DATA_JOBS | {"corpus_mc_task", "plan"} | run_jobs(c, ("train", "evaluate"))
         | LOSS_READERS, with_src=True),  # plan_study reads data.token_dtype
     "code_edit_fit": Scenario(
         _edit_module("fit/quality.py"),
         lambda c: {"fit_chinchilla", "fit_conditional", "fit_quality", "search"}, with_src=True),
     "code_edit_throughput_model": Scenario(
-        _edit_module("throughput_model.py"), lambda c: {"throughput_table", "search"},
+        _edit_module("throughput/model.py"), lambda c: {"throughput_table", "search"},
         with_src=True),
     "code_edit_torch_engine": Scenario(
-        _edit_module("throughput/torch_engine.py"),
+        _edit_module("throughput/engines/torch.py"),
         lambda c: throughput_jobs(c) | {"throughput_table", "search"}, with_src=True),
     "code_edit_search_run": Scenario(
-        _edit_module("search_run.py"), lambda c: {"search"}, with_src=True),
-    "code_edit_plan": Scenario(_edit_module("plan.py"), lambda c: {"plan"}, with_src=True),
-    "code_edit_cli_only": Scenario(_edit_module("search_cli.py"), _none, with_src=True),
+        _edit_module("search/study.py"), lambda c: {"search"}, with_src=True),
+    "code_edit_plan": Scenario(_edit_module("costs.py"), lambda c: {"plan"}, with_src=True),
+    "code_edit_cli_only": Scenario(_edit_module("cli/search.py"), _none, with_src=True),
 }
 
 
@@ -569,7 +569,7 @@ def test_editing_plan_reruns_plan(dry_runs):
 
 def _hash_copy(monkeypatch, package: Path) -> dict[str, str]:
     """code_version of every stage, computed over a copy of the package."""
-    from archscale import stages
+    from archscale.workflow import code_versions as stages
 
     monkeypatch.setattr(stages, "PACKAGE_DIR", package)
     return {stage: stages.code_version.__wrapped__(stage) for stage in stages.STAGE_MODULES}
@@ -581,12 +581,12 @@ def _module_files(package: Path, entry: str) -> list[Path]:
 
 
 def test_code_version_changes_exactly_for_the_stages_of_an_edited_module(tmp_path, monkeypatch):
-    from archscale import stages
+    from archscale.workflow import code_versions as stages
 
     package = tmp_path / "archscale"
     shutil.copytree(stages.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     base = _hash_copy(monkeypatch, package)
-    from archscale.stages import code_version
+    from archscale.workflow.code_versions import code_version
     assert base == {s: code_version(s) for s in stages.STAGE_MODULES}, "copy hashes differently"
     edited = sorted({f for entries in stages.STAGE_MODULES.values() for e in entries
                      for f in _module_files(package, e)})
@@ -602,13 +602,13 @@ def test_code_version_changes_exactly_for_the_stages_of_an_edited_module(tmp_pat
         changed = {s for s in now if now[s] != base[s]}
         assert changed == owners, f"editing {rel}: changed {changed}, owners {owners}"
     # a module of no stage (the README-like CLI) changes nothing
-    cli = package / "cli.py"
+    cli = package / "cli" / "main.py"
     cli.write_text(cli.read_text() + "\n# edited\n")
     assert _hash_copy(monkeypatch, package) == base
 
 
 def test_code_version_rejects_an_unknown_stage():
-    from archscale.stages import code_version
+    from archscale.workflow.code_versions import code_version
 
     with pytest.raises(KeyError, match="unknown stage"):
         code_version("no-such-stage")
@@ -616,8 +616,8 @@ def test_code_version_rejects_an_unknown_stage():
 
 # Modules every stage uses for bookkeeping (atomic writes, provenance, logging, config loading):
 # they change no number in a result, so they are hashed by no stage on purpose.
-INFRASTRUCTURE = {"__init__.py", "io.py", "provenance.py", "workflow.py", "config.py",
-                  "stages.py"}
+INFRASTRUCTURE = {"__init__.py", "io.py", "provenance.py", "config.py",
+                  "workflow/__init__.py", "workflow/snakemake.py", "workflow/code_versions.py"}
 
 
 def _rule_blocks() -> dict[str, str]:
@@ -635,14 +635,14 @@ def _stage_of(body: str) -> str | None:
     if match:
         return match.group(1)
     if re.search(r"code=CORPUS_MC_CODE", body):
-        from archscale.stages import STAGE_MODULES
+        from archscale.workflow.code_versions import STAGE_MODULES
         return "corpus_mc" if "corpus_mc" in STAGE_MODULES else "evaluate"
     return None
 
 
 def _imports_of(source: str, package: Path, current: Path | None) -> set[Path]:
     """archscale module files imported (anywhere, also inside functions) by a source text, and
-    modules named in strings such as `-m archscale.throughput.run`."""
+    modules named in strings such as `-m archscale.throughput.measure`."""
     found: set[Path] = set()
 
     def resolve(dotted: str) -> None:
@@ -688,7 +688,7 @@ def _imports_of(source: str, package: Path, current: Path | None) -> set[Path]:
 
 # Imports that feed bookkeeping only, not a result: model.py reads the GPU presets for the MFU
 # estimate that metrics.json reports beside the trained model.
-BOOKKEEPING_EDGES = {("model.py", "throughput_presets.py")}
+BOOKKEEPING_EDGES = {("training/model.py", "throughput/devices.py")}
 
 
 def _reexport_only(path: Path) -> bool:
@@ -760,7 +760,7 @@ AFTER_CHECKPOINT = {"validation_config": "architecture_config", "validation_trai
 def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     """rule -> the archscale modules it runs that neither its code param nor any upstream
     rule's code param hashes (an upstream rerun rewrites this rule's inputs, so it reruns)."""
-    from archscale.stages import PACKAGE_DIR, STAGE_MODULES
+    from archscale.workflow.code_versions import PACKAGE_DIR, STAGE_MODULES
 
     config = tiny_config()
     config["search"]["validation"] = {"enabled": True}   # its checkpoint is in the graph too
@@ -802,5 +802,5 @@ def test_rules_that_run_library_code_pass_a_code_version_param():
     for rule, body in blocks.items():
         stage = _stage_of(body)
         if stage:
-            from archscale.stages import STAGE_MODULES
+            from archscale.workflow.code_versions import STAGE_MODULES
             assert stage in STAGE_MODULES, f"rule {rule}: unknown stage {stage!r}"

@@ -1,7 +1,7 @@
 """The SGLang engine's arguments are real fields of the pinned SGLang release.
 
 SGLang cannot be imported beside the CPU torch, so its field names were read from the wheel
-with ast (archscale.throughput.sglang_fields) and stored in tests/data/sglang_server_args.json.
+with ast (tools/sglang_fields.py) and stored in tests/data/sglang_server_args.json.
 Set ARCHSCALE_SGLANG_WHEEL to a downloaded wheel (pip download --no-deps sglang==<version>) to
 re-read them and check the stored file is current.
 """
@@ -16,10 +16,21 @@ from pathlib import Path
 import pytest
 
 from archscale.throughput import MeasureSettings
-from archscale.throughput.sglang_engine import SGLANG_VERSION, engine_kwargs, sampling_params
-from archscale.throughput.sglang_fields import read_wheel
-
+from archscale.throughput.engines.sglang import SGLANG_VERSION, engine_kwargs, sampling_params
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_tool(name: str):
+    """A script of tools/ (a developer tool, not part of the installed package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+read_wheel = _load_tool("sglang_fields").read_wheel
 STORED = json.loads((REPO / "tests/data/sglang_server_args.json").read_text())
 
 SETTINGS = [

@@ -13,13 +13,13 @@ import yaml
 from archscale.architecture import Architecture
 from archscale.throughput import (EngineUnavailable, IncompleteGeneration, MeasureSettings,
                                   get_engine, make_prompts, measurement_settings)
-from archscale.throughput.base import Engine, Session, ThroughputResult, write_result
-from archscale.throughput.run import main as run_main
-from archscale.throughput.sglang_engine import engine_kwargs
-from archscale.throughput.table import build_table
-from archscale.throughput.vllm_engine import llm_kwargs, sampling_kwargs
-from archscale.throughput_model import DEFAULT_FACTORS, Measurement
-from archscale.throughput_presets import get_device
+from archscale.throughput.engines.base import Engine, Session, ThroughputResult, write_result
+from archscale.throughput.measure import main as run_main
+from archscale.throughput.engines.sglang import engine_kwargs
+from archscale.throughput.calibrate import build_table
+from archscale.throughput.engines.vllm import llm_kwargs, sampling_kwargs
+from archscale.throughput.model import DEFAULT_FACTORS, Measurement
+from archscale.throughput.devices import get_device
 from conftest import run_snakemake, tiny_config, write_workflow
 
 TINY_SETTINGS = MeasureSettings(batch=2, input_len=16, output_len=8, device="cpu", warmup=1,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.train import (DataOrder, Plan, TrainError, TrainJob, execute, learning_rate,
+from archscale.training.loop import (DataOrder, Plan, TrainError, TrainJob, execute, learning_rate,
                              lr_at, read_batch, result_settings, run)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ SEQ_LEN = 32
 
 def make_tiny_data(root: Path, vocab: int = 384) -> Path:
     """A small real corpus (stdlib sources) tokenized with the data stage's own functions."""
-    from archscale.data import merge_shards, tokenize_shard, train_tokenizer, write_meta
+    from archscale.data.corpus import merge_shards, tokenize_shard, train_tokenizer, write_meta
 
     source = {"kind": "python-stdlib", "max_bytes": 300_000}
     tok_cfg = {"kind": "bpe", "vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0,
@@ -92,8 +92,8 @@ def test_learning_rate_rules():
 
 
 def test_mup_keeps_embeddings_and_norms_at_the_base_lr(tmp_path):
-    from archscale.model import build_model
-    from archscale.train import _optimizer
+    from archscale.training.model import build_model
+    from archscale.training.loop import _optimizer
 
     model = build_model(write_arch(tmp_path / "config.json"), seed=0)
     settings = {**SETTINGS, "lr_rule": {"kind": "mup", "base_d_model": 20}}  # d_model 40
@@ -200,7 +200,7 @@ def test_checkpoint_is_a_loadable_hf_model_with_its_tokenizer(tiny_data, tmp_pat
     import torch
     from transformers import AutoTokenizer
 
-    from archscale.model import load_model
+    from archscale.training.model import load_model
 
     arch = write_arch(tmp_path / "arch" / "config.json", d_model=36)  # 2 x 32 heads != 36
     run(tiny_job(tiny_data, tmp_path, tokens=1000, arch=arch))

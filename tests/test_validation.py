@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.validation import (CostModel, ValidationError, choose_validations,
+from archscale.search.frontier_check import (CostModel, ValidationError, choose_validations,
                                   coverage_matrix, duration_s, frontier_weights,
                                   plan_validations, training_flops, validation_table)
 
@@ -289,7 +289,7 @@ def test_validation_artifacts_carry_provenance(validated):
 
 
 def test_a_budget_that_buys_nothing_says_so_and_compares_nothing():
-    from archscale.validation import TABLE_COLUMNS, plan_summary
+    from archscale.search.frontier_check import TABLE_COLUMNS, plan_summary
 
     pareto = frontier(3)
     plan = choose_validations(pareto, np.full(3, 2.0), budget_hours=1.0, max_architectures=2,

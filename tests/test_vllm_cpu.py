@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.throughput_model import Measurement, fit_factors
-from archscale.throughput_presets import get_device
+from archscale.throughput.model import Measurement, fit_factors
+from archscale.throughput.devices import get_device
 from conftest import REPO, run_snakemake, tiny_config, write_workflow
 
 pytestmark = pytest.mark.vllm
@@ -69,7 +69,7 @@ def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
     out = tmp_path / "vllm.json"
-    _run([vllm_python, "-m", "archscale.throughput.run", "--engine", "vllm",
+    _run([vllm_python, "-m", "archscale.throughput.measure", "--engine", "vllm",
           "--config", str(model_dir), "--out", str(out), "--batch", "4", "--input-len", "32",
           "--output-len", "16", "--warmup", "1", "--repeats", "2", "--device", "cpu",
           "--gpu-memory-utilization", "0.3", "--enforce-eager", "--threads", "1"])
@@ -125,7 +125,7 @@ def test_trained_checkpoint_loads_in_vllm_and_generates_text(vllm_python, traine
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from archscale.hf_compat import allow_decoupled_head_dim
+    from archscale.training.hf_compat import allow_decoupled_head_dim
 
     prompts = ["def main(self):", "import os"]
     script = tmp_path / "generate.py"

@@ -17,10 +17,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .architecture import Architecture, ArchitectureError, ShapeTargets, solve_shape
+from archscale.architecture import Architecture, ArchitectureError, ShapeTargets, solve_shape
 
 # The fit's loss columns the validation loop can observe on a run it trains (metrics.json,
-# eval.json); archscale.validation compares the prediction with one of them.
+# eval.json); archscale.search.frontier_check compares the prediction with one of them.
 VALIDATION_LOSS_COLUMNS = ("train_loss", "val_loss", "val_bpb")
 
 EXPLICIT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
@@ -228,7 +228,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if train["global_batch_tokens"] < data["seq_len"]:
         raise ConfigError(f"training.global_batch_tokens ({train['global_batch_tokens']}) is "
                           f"smaller than one sequence (data.seq_len {data['seq_len']})")
-    from .throughput_presets import known_devices  # local import: keeps module import light
+    from archscale.throughput.devices import known_devices  # local import: keeps module import light
     devices = known_devices(config["throughput"].get("gpus", {}))
     if config["throughput"]["gpu"] not in devices:
         raise ConfigError(f"throughput.gpu: unknown device preset {config['throughput']['gpu']!r};"

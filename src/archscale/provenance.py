@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
-from .io import sha256_file
+from archscale import __version__
+from archscale.io import sha256_file
 
 DEFAULT_PACKAGES = ("numpy", "torch", "transformers", "tokenizers", "scipy", "pandas")
 

@@ -7,13 +7,13 @@
 - quality:     progressive extrapolation over sizes (MSE, Spearman), without leakage.
 - plots:       report figures.  io: reading runs tables, writing JSON.  cli: `archscale fit`.
 """
-from .chinchilla import (EPOCH_PUBLISHED, ChinchillaFit, ChinchillaLaw, EmpiricalLopt,
+from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaFit, ChinchillaLaw, EmpiricalLopt,
                          FitError, empirical_l_opt_per_run, empirical_points, fit_chinchilla,
                          load_chinchilla)
-from .conditional import (PAPER_COEFFICIENTS, ConditionalFit, ConditionalLaw, fit_conditional,
+from archscale.fit.conditional import (PAPER_COEFFICIENTS, ConditionalFit, ConditionalLaw, fit_conditional,
                           law_from_dict, load_conditional, paper_law, predict_loss)
-from .io import RunsTableError, read_runs, size_groups
-from .quality import progressive_extrapolation
+from archscale.fit.io import RunsTableError, read_runs, size_groups
+from archscale.fit.quality import progressive_extrapolation
 
 __all__ = [
     "EPOCH_PUBLISHED", "ChinchillaFit", "ChinchillaLaw", "EmpiricalLopt", "FitError",

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from .io import provenance, size_groups
+from archscale.fit.io import provenance, size_groups
 
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 COEF_NAMES = ("E", "A", "B", "alpha", "beta")

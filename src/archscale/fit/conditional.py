@@ -58,9 +58,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from .chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
+from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
                          empirical_l_opt_per_run, empirical_points)
-from .io import provenance
+from archscale.fit.io import provenance
 
 FORMS = ("multiplicative", "additive")
 L_OPT_SOURCES = ("chinchilla", "empirical")

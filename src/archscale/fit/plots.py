@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .chinchilla import ChinchillaFit  # noqa: E402
-from .conditional import ConditionalFit  # noqa: E402
-from .io import size_groups  # noqa: E402
+from archscale.fit.chinchilla import ChinchillaFit  # noqa: E402
+from archscale.fit.conditional import ConditionalFit  # noqa: E402
+from archscale.fit.io import size_groups  # noqa: E402
 
 
 def _tick(value: float, _pos: object) -> str:

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .chinchilla import FitError, fit_chinchilla
-from .conditional import fit_conditional
-from .io import size_groups
+from archscale.fit.chinchilla import FitError, fit_chinchilla
+from archscale.fit.conditional import fit_conditional
+from archscale.fit.io import size_groups
 
 COLUMNS = ["fold", "train_sizes", "heldout_size", "heldout_n_params", "n_train", "n_heldout",
            "status", "reason", "mse", "rmse", "spearman", "mean_abs_rel_error", "form",

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from .architecture import Architecture
-from .config import load_study, schema
+from archscale.architecture import Architecture
+from archscale.config import load_study, schema
 
 
 def _search_defaults() -> dict[str, Any]:
@@ -29,11 +29,11 @@ def _search_defaults() -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .fit.conditional import load_conditional, paper_law
-    from .io import write_csv, write_json
-    from .search_run import SearchInputs, pareto_columns, search_study
-    from .throughput_model import Workload, load_calibration
-    from .throughput_presets import get_device
+    from archscale.fit.conditional import load_conditional, paper_law
+    from archscale.io import write_csv, write_json
+    from archscale.search.study import SearchInputs, pareto_columns, search_study
+    from archscale.throughput.model import Workload, load_calibration
+    from archscale.throughput.devices import get_device
 
     settings, throughput, archs, r_range = _search_defaults(), {}, [], (0.5, 5.0)
     tokens = args.tokens

@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pandas as pd
 
-from .architecture import (attention_params_per_layer, kv_bytes_per_token,
+from archscale.architecture import (attention_params_per_layer, kv_bytes_per_token,
                            mlp_params_per_layer)
 
 SHAPE_COLUMNS = ["d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim"]

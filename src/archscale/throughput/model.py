@@ -26,7 +26,6 @@ device) the defaults are used and the result is flagged "uncalibrated".
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -35,9 +34,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .architecture import (DTYPE_BYTES, Architecture, forward_flops_per_token,
+from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per_token,
                            kv_bytes_per_token, non_embedding_params, prefill_flops)
-from .throughput_presets import Device
+from archscale.throughput.devices import Device
 
 MODEL_ID = "roofline-prefill-decode/1"
 CALIBRATION_FORMAT = "archscale-throughput-calibration/1"
@@ -263,7 +262,7 @@ class Measurement:
     @classmethod
     def from_result(cls, result: Mapping[str, Any], device: Device,
                     name: str | None = None) -> "Measurement":
-        """From a results/throughput/{arch}/{engine}.json record (archscale.throughput.base)."""
+        """From a results/throughput/{arch}/{engine}.json record (archscale.throughput.engines.base)."""
         settings = result.get("settings", {})
         workload = Workload(batch=int(result["batch"]), input_len=int(result["input_len"]),
                             output_len=int(result["output_len"]), dtype=result["dtype"],
@@ -351,7 +350,7 @@ def load_calibration(path: str | Path | None) -> Calibration:
 def save_calibration(calibration: Calibration, path: str | Path,
                      extra: Mapping[str, Any] | None = None) -> None:
     """Write atomically; `extra` (e.g. provenance) is stored beside the fitted entries."""
-    from .io import write_json
+    from archscale.io import write_json
     write_json(path, {**calibration.to_dict(), **(extra or {})})
 
 
@@ -414,12 +413,3 @@ def leave_one_out(measurements: Sequence[Measurement],
         factors, calibrated = fit_factors(rest, defaults).lookup(m.engine, m.device.name)
         out.append((m.predicted_time(factors), calibrated))
     return out
-
-
-def model_code_version() -> str:
-    """Hash of the modules the model's predictions depend on (reruns the table when edited)."""
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in ("architecture.py", "throughput_model.py", "throughput_presets.py"):
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return digest.hexdigest()[:16]

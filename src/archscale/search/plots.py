@@ -15,7 +15,7 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from archscale.io import atomic_path
 
     budgets = sorted(candidates.budget.unique())
     fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4.2), squeeze=False)

@@ -9,23 +9,25 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/archscale
 
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "architecture": ("architecture.py",),
-    "data": ("data.py",),
-    "train": ("architecture.py", "hf_compat.py", "model.py", "train.py"),
-    "evaluate": ("hf_compat.py", "model.py", "evaluate.py", "corpus_task.py"),
-    "throughput": ("architecture.py", "hf_compat.py", "throughput/base.py", "throughput/run.py",
-                   "throughput/torch_engine.py", "throughput/vllm_engine.py",
-                   "throughput/sglang_engine.py"),
-    "throughput_model": ("architecture.py", "throughput_model.py", "throughput_presets.py",
-                         "throughput/table.py"),
+    "data": ("data/corpus.py",),
+    "train": ("architecture.py", "training/hf_compat.py", "training/model.py",
+              "training/loop.py", "training/state.py", "training/launch.py"),
+    "evaluate": ("training/hf_compat.py", "training/model.py", "training/evaluate.py",
+                 "data/mc_task.py"),
+    "throughput": ("architecture.py", "training/hf_compat.py", "throughput/engines",
+                   "throughput/measure.py"),
+    "throughput_model": ("architecture.py", "throughput/model.py", "throughput/devices.py",
+                         "throughput/calibrate.py"),
     "fit": ("fit",),
-    "search": ("architecture.py", "search.py", "search_run.py", "search_plots.py",
-               "throughput_model.py", "throughput_presets.py", "fit"),
-    "plan": ("architecture.py", "config.py", "data.py", "plan.py", "throughput_presets.py"),
-    "validation": ("architecture.py", "validation.py"),
+    "search": ("architecture.py", "search/frontier.py", "search/study.py", "search/plots.py",
+               "throughput/model.py", "throughput/devices.py", "fit"),
+    "plan": ("architecture.py", "config.py", "data/corpus.py", "costs.py",
+             "throughput/devices.py"),
+    "validation": ("architecture.py", "search/frontier_check.py"),
 }
 
 

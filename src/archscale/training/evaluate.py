@@ -99,7 +99,7 @@ def task_metric(task: str, available: Iterable[str]) -> str:
         if metric in names:
             return metric
     raise EvalError(f"task {task!r}: none of {FALLBACK_METRICS} among its metrics "
-                    f"{sorted(names)}; add it to archscale.evaluate.TASK_METRICS")
+                    f"{sorted(names)}; add it to archscale.training.evaluate.TASK_METRICS")
 
 
 def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
@@ -121,8 +121,8 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from .corpus_task import data_file_of
-    from .hf_compat import allow_decoupled_head_dim
+    from archscale.data.mc_task import data_file_of
+    from archscale.training.hf_compat import allow_decoupled_head_dim
 
     allow_decoupled_head_dim()  # HFLM loads the config through transformers' strict validator
     local: set[str] = set()
@@ -183,7 +183,7 @@ def runs_table(architectures_csv: str | os.PathLike,
     """
     import pandas as pd
 
-    from .io import read_json
+    from archscale.io import read_json
 
     accounting = pd.read_csv(architectures_csv).set_index("name", drop=False)
     rows = []
@@ -234,10 +234,10 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
     import torch
     from transformers import AutoTokenizer
 
-    from .data import load_tokens
-    from .io import write_json
-    from .model import load_model
-    from .provenance import now, provenance
+    from archscale.data.corpus import load_tokens
+    from archscale.io import write_json
+    from archscale.training.model import load_model
+    from archscale.provenance import now, provenance
 
     started = now()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("archscale.train")
+log = logging.getLogger("archscale.training.loop")
 
 # Training settings that change speed or bookkeeping but not the trained model: they are not
 # Snakemake params, so changing them never reruns training (see rules/train.smk).
@@ -343,7 +343,7 @@ def _load_state(job: TrainJob, fingerprint: str, device: "torch.device") -> dict
 def _save_state(job: TrainJob, state: dict[str, Any]) -> None:
     import torch
 
-    from .io import atomic_path
+    from archscale.io import atomic_path
 
     with atomic_path(Path(job.resume_dir) / STATE_FILE) as tmp:
         torch.save(state, tmp)
@@ -357,7 +357,7 @@ def write_log_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     import csv
     import io as _io
 
-    from .io import write_text
+    from archscale.io import write_text
 
     buffer = _io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
@@ -412,10 +412,10 @@ def run(job: TrainJob) -> dict[str, Any] | None:
     import torch.distributed as td
     import torch.nn.functional as F
 
-    from .data import load_tokens
-    from .model import build_model, gpu_peak_tflops, mfu, save_checkpoint, \
+    from archscale.data.corpus import load_tokens
+    from archscale.training.model import build_model, gpu_peak_tflops, mfu, save_checkpoint, \
         training_flops_per_token, unwrap
-    from .provenance import now, provenance
+    from archscale.provenance import now, provenance
 
     wall0 = time.perf_counter()
     started = now()
@@ -573,7 +573,7 @@ def run(job: TrainJob) -> dict[str, Any] | None:
     metrics = None
     if dist.main:
         save_checkpoint(model, job.model_dir, job.tokenizer_dir)
-        from .io import write_json
+        from archscale.io import write_json
 
         write_log_csv(job.log_csv, rows)
         all_losses = losses.cpu().numpy()
@@ -630,15 +630,15 @@ def run(job: TrainJob) -> dict[str, Any] | None:
 def launch_torchrun(job: TrainJob, nproc: int, timeout: float | None = None) -> None:
     """Run the job as `nproc` DDP processes through torchrun (one node, free port)."""
     spec = Path(job.resume_dir) / "job.json"
-    from .io import write_text
+    from archscale.io import write_text
 
     write_text(spec, job.to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "archscale.train", "--job", str(spec)]
+           f"--nproc_per_node={nproc}", "-m", "archscale.training.loop", "--job", str(spec)]
     log.info("launching: %s", " ".join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()
-    package_root = str(Path(__file__).resolve().parents[1])  # ranks import this very package
+    package_root = str(Path(__file__).resolve().parents[2])  # ranks import this very package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr, timeout=timeout, env=env)
@@ -657,7 +657,7 @@ def execute(job: TrainJob, gpus: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m archscale.train --job job.json` (what torchrun runs on every rank)."""
+    """`python -m archscale.training.loop --job job.json` (what torchrun runs on every rank)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--job", required=True, help="a TrainJob as JSON (TrainJob.to_json)")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@
     archscale throughput predict --d-model 2048 --n-layers 16 --n-heads 32 --n-kv-heads 8 \
         --head-dim 64 --ffn-dim 8192 --vocab-size 128256 --tie-word-embeddings --gpu H100
 
-The lead's main CLI calls `register(subparsers)`; `python -m archscale.throughput.cli` works too.
+The lead's main CLI calls `register(subparsers)`; `python -m archscale.cli.throughput` works too.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import json
 import sys
 from typing import Any
 
-from ..architecture import SHAPE_FIELDS, Architecture
-from ..throughput_model import (ENGINE_TRAITS, Workload, load_calibration,
+from archscale.architecture import SHAPE_FIELDS, Architecture
+from archscale.throughput.model import (ENGINE_TRAITS, Workload, load_calibration,
                                 predict_architecture)
-from ..throughput_presets import get_device, known_devices
+from archscale.throughput.devices import get_device, known_devices
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from .architecture import Architecture
-from .config import Study
-from .data import token_dtype
-from .throughput_presets import get_device
+from archscale.architecture import Architecture
+from archscale.config import Study
+from archscale.data.corpus import token_dtype
+from archscale.throughput.devices import get_device
 
 
 def plan_inputs(study: Study) -> dict[str, Any]:

@@ -183,7 +183,7 @@ class ThroughputResult:
 
 def read_architecture(model_dir: str | Path) -> dict[str, Any]:
     """Name and shape of the HF config.json in `model_dir` (the directory is the name)."""
-    from ..architecture import Architecture
+    from archscale.architecture import Architecture
     model_dir = Path(model_dir)
     arch = Architecture.from_hf_config(model_dir / "config.json", name=model_dir.name)
     return {"name": arch.name, **arch.shape(), "vocab_size": arch.vocab_size,
@@ -302,18 +302,18 @@ class Engine(abc.ABC):
 def get_engine(name: str) -> Engine:
     """The engine named `name` (imports nothing heavy until it is used)."""
     if name == "torch":
-        from .torch_engine import TorchEngine
+        from archscale.throughput.engines.torch import TorchEngine
         return TorchEngine()
     if name == "vllm":
-        from .vllm_engine import VllmEngine
+        from archscale.throughput.engines.vllm import VllmEngine
         return VllmEngine()
     if name == "sglang":
-        from .sglang_engine import SglangEngine
+        from archscale.throughput.engines.sglang import SglangEngine
         return SglangEngine()
     raise ValueError(f"unknown throughput engine {name!r}; known: {list(ENGINES)}")
 
 
 def write_result(result: ThroughputResult, path: str | Path) -> None:
-    from ..io import write_json
+    from archscale.io import write_json
     write_json(path, result.to_dict())
 

@@ -15,11 +15,11 @@ import json
 import sys
 from typing import Any, Sequence
 
-from . import __version__
-from .architecture import Architecture, ArchitectureError
+from archscale import __version__
+from archscale.architecture import Architecture, ArchitectureError
 
 # Sub-command groups that live beside their stage; each module exposes register(subparsers).
-STAGE_CLIS = ("archscale.fit.cli", "archscale.throughput.cli", "archscale.search_cli")
+STAGE_CLIS = ("archscale.cli.fit", "archscale.cli.throughput", "archscale.cli.search")
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -40,11 +40,11 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from .plan import plan_study
-    from .config import load_study
+    from archscale.costs import plan_study
+    from archscale.config import load_study
     table = plan_study(load_study(args.configfile), mfu=args.mfu, gpu=args.gpu)
     if args.out:
-        from .io import write_csv
+        from archscale.io import write_csv
         write_csv(args.out, table)
     print(table.to_csv(index=False), end="")
     return 0

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .io import sha256_file, write_array, write_json
+from archscale.io import sha256_file, write_array, write_json
 
 EOS_TOKEN = "<|endoftext|>"
 

@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .chinchilla import FitError, fit_chinchilla, load_chinchilla
-from .conditional import fit_conditional
+from archscale.fit.chinchilla import FitError, fit_chinchilla, load_chinchilla
+from archscale.fit.conditional import fit_conditional
 from archscale.provenance import now
 
-from .io import read_runs, to_jsonable, write_json
+from archscale.fit.io import read_runs, to_jsonable, write_json
 
 
 
@@ -68,7 +68,7 @@ def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] |
     _complete_provenance(doc, started, [runs])
     write_json(out, doc)
     if plot:
-        from .plots import plot_chinchilla
+        from archscale.fit.plots import plot_chinchilla
 
         plot_chinchilla(result, plot)
     return doc
@@ -112,7 +112,7 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
     _complete_provenance(doc, started, [runs] + ([chinchilla] if chinchilla else []))
     write_json(out, doc)
     if plots:
-        from .plots import plot_predicted_vs_observed, plot_u_curves
+        from archscale.fit.plots import plot_predicted_vs_observed, plot_u_curves
 
         if plots.get("u_curves"):
             plot_u_curves(result, plots["u_curves"])
@@ -125,7 +125,7 @@ def quality_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | No
     """Progressive extrapolation over sizes, written as quality.csv; returns the table."""
     from archscale.io import write_csv
 
-    from .quality import progressive_extrapolation
+    from archscale.fit.quality import progressive_extrapolation
 
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
@@ -229,7 +229,7 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the fit commands on their own: python -m archscale.fit.cli fit chinchilla ..."""
+    """Run the fit commands on their own: python -m archscale.cli.fit fit chinchilla ..."""
     parser = argparse.ArgumentParser(prog="archscale")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -11,12 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..architecture import Architecture
-from ..io import read_json, write_csv
-from ..provenance import now, provenance
-from ..throughput_model import (Measurement, fit_factors, leave_one_out, model_code_version,
+from archscale.architecture import Architecture
+from archscale.io import read_json, write_csv
+from archscale.provenance import now, provenance
+from archscale.throughput.model import (Measurement, fit_factors, leave_one_out,
                                 save_calibration)
-from ..throughput_presets import get_device, preset_for_device_name
+from archscale.throughput.devices import get_device, preset_for_device_name
+from archscale.workflow.code_versions import code_version
 
 
 def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any] | None,
@@ -80,7 +81,7 @@ def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any]
                  "|error| %.1f %% over %d measurements", engine, dev, entry.factors.to_dict(),
                  entry.rms_log_error, 100 * sub.loo_relative_error.abs().mean(), len(sub))
     save_calibration(calibration, calibration_path, extra={
-        "model_code_version": model_code_version(),
+        "model_code_version": code_version("throughput_model"),
         "provenance": provenance(settings={"gpu": gpu, "gpus": dict(gpus or {})},
                                  inputs=results, started=started,
                                  packages=("numpy", "scipy", "pandas"))})

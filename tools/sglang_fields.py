@@ -6,7 +6,7 @@ sources with `ast`: ServerArgs is assembled from the namespace classes listed in
 `_INPUT_NAMESPACES` (sglang >= 0.5.2x) or declared in its own class body (older releases).
 
     pip download --no-deps sglang==0.5.23 -d /tmp/sgl
-    python -m archscale.throughput.sglang_fields /tmp/sgl/sglang-0.5.23-*.whl \
+    python tools/sglang_fields.py /tmp/sgl/sglang-0.5.23-*.whl \
         -o tests/data/sglang_server_args.json
 """
 from __future__ import annotations

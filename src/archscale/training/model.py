@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .architecture import Architecture
-from .io import write_json
+from archscale.architecture import Architecture
+from archscale.io import write_json
 
 
 class ModelError(ValueError):
@@ -40,10 +40,10 @@ def read_hf_config(config: dict[str, Any] | str | os.PathLike) -> dict[str, Any]
 
 def llama_config(config: dict[str, Any] | str | os.PathLike, init_std: float | None = None):
     """A transformers LlamaConfig for an architecture (head_dim may be decoupled from d_model:
-    see archscale.hf_compat)."""
+    see archscale.training.hf_compat)."""
     from transformers import LlamaConfig
 
-    from .hf_compat import allow_decoupled_head_dim
+    from archscale.training.hf_compat import allow_decoupled_head_dim
 
     allow_decoupled_head_dim()
     cfg = read_hf_config(config)
@@ -140,7 +140,7 @@ def load_model(model_dir: str | os.PathLike, device: str = "cpu",
     """Load a saved checkpoint in eval mode (the same path lm-eval's HFLM takes)."""
     from transformers import AutoModelForCausalLM
 
-    from .hf_compat import allow_decoupled_head_dim
+    from archscale.training.hf_compat import allow_decoupled_head_dim
 
     allow_decoupled_head_dim()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
@@ -163,7 +163,7 @@ def gpu_peak_tflops(device_name: str) -> float | None:
     Matched on the preset family in the CUDA device name (e.g. "NVIDIA H100 80GB HBM3" -> H100);
     A100 40 and 80 GB share one peak, so either preset gives the same figure.
     """
-    from .throughput_presets import PRESETS
+    from archscale.throughput.devices import PRESETS
 
     name = device_name.upper().replace(" ", "")
     for key, preset in PRESETS.items():

@@ -12,10 +12,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .architecture import Architecture, DTYPE_BYTES
-from .search import SHAPE_COLUMNS, SearchError, SizeSpec, add_accounting, run_search
-from .throughput_model import Calibration, Workload, predict_tokens_per_s
-from .throughput_presets import Device
+from archscale.architecture import Architecture, DTYPE_BYTES
+from archscale.search.frontier import SHAPE_COLUMNS, SearchError, SizeSpec, add_accounting, run_search
+from archscale.throughput.model import Calibration, Workload, predict_tokens_per_s
+from archscale.throughput.devices import Device
 
 
 @dataclass(frozen=True)

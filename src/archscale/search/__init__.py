@@ -1,0 +1,8 @@
+"""The frontier search (the paper's Eq. 4) and the check of its frontier.
+
+- frontier:       candidate shapes, scoring, Eq. 4 and the Pareto frontier, the GQA step.
+- study:          the search of one study: its inputs, predictors, baselines, one entry point.
+- plots:          the frontier figure.
+- frontier_check: the validation loop (search.validation): train and measure a few frontier
+                  shapes the study never trained, and compare with the predictions.
+"""
