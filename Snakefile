@@ -2,6 +2,7 @@
 # This file only loads and validates the config, includes the stages, and names the targets.
 # Run: snakemake --cores 2 results/pareto.csv            (laptop, the default study)
 #      snakemake --profile slurm results/pareto.csv      (a SLURM cluster, see docs/slurm.md)
+# Rules that run on the submit host, never as cluster jobs, say so with `localrule: True`.
 
 from snakemake.utils import min_version
 
@@ -11,7 +12,8 @@ min_version("9.0")
 import os
 import sys
 
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # this checkout's src/ wins
+# this checkout's src/ wins over an installed archscale (the one sys.path insert of the workflow)
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from archscale.config import check_yaml_file
 
 check_yaml_file("config.yaml")  # a clear line/column message before Snakemake's own loader
@@ -29,22 +31,6 @@ include: "rules/throughput.smk"
 include: "rules/fit.smk"
 include: "rules/search.smk"
 include: "rules/validation.smk"
-
-
-# Small aggregate steps run on the submit host, never as cluster jobs.
-localrules:
-    architecture_config,
-    architectures_table,
-    collect_runs,
-    throughput_table,
-    fit_chinchilla,
-    fit_conditional,
-    fit_quality,
-    search,
-    plan,
-    validation_plan,
-    validation_config,
-    validation,
 
 
 rule all:

@@ -17,8 +17,8 @@ import numpy as np
 from archscale.fit.conditional import paper_law
 from archscale.search.frontier import SizeSpec, candidate_grid, score_candidates
 from archscale.search.study import SearchInputs, loss_predictor, throughput_predictor
-from archscale.throughput.model import Calibration, Workload
 from archscale.throughput.devices import get_device
+from archscale.throughput.model import Calibration, Workload
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ def bare_loop(arch_config: Path, settings: dict, seq_len: int, batch_seqs: int, 
     import torch
     import torch.nn.functional as F
 
-    from archscale.training.model import build_model
     from archscale.training.loop import learning_rate
+    from archscale.training.model import build_model
 
     model = build_model(arch_config, seed=seed, init_std=settings["init_std"])
     model.train()

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from archscale.paper import PAPER_1B_SHAPES as PAPER_SHAPES, PAPER_1B_VOCAB  # noqa: E402
+from archscale.paper import PAPER_1B_SHAPES as PAPER_SHAPES  # noqa: E402
+from archscale.paper import PAPER_1B_VOCAB
 
 # (batch, input_len, output_len): prefill-heavy, then decode-heavy
 WORKLOADS = [(64, 1024, 128), (32, 256, 384)]
@@ -48,17 +49,16 @@ def main(argv: list[str] | None = None) -> int:
                  "workflow's own torch engine (snakemake results/throughput.csv) measures.")
 
     from archscale.architecture import Architecture
+    from archscale.throughput.devices import get_device, preset_for_device_name
     from archscale.throughput.engines.base import MeasureSettings
     from archscale.throughput.engines.torch import TorchEngine
-    from archscale.throughput.model import (DEFAULT_FACTORS, Measurement, Workload,
-                                            fit_factors, leave_one_out,
-                                            predict_tokens_per_s)
-    from archscale.throughput.devices import get_device, preset_for_device_name
+    from archscale.throughput.model import (DEFAULT_FACTORS, Measurement, Workload, fit_factors,
+                                            leave_one_out, predict_tokens_per_s)
 
     gpu_name = torch.cuda.get_device_name(0)
     preset = preset_for_device_name(gpu_name)
     if preset in (None, "cpu"):
-        sys.exit(f"no device preset for {gpu_name!r}; add one to throughput_presets.PRESETS")
+        sys.exit(f"no device preset for {gpu_name!r}; add one to archscale.throughput.devices.PRESETS")
     device = get_device(preset)
     print(f"device: {gpu_name} -> preset {preset}; torch {torch.__version__}", flush=True)
 

@@ -11,7 +11,7 @@ rule tokenizer:
     log:
         f"logs/data/{CORPUS}/tokenizer.log",
     benchmark:
-        f"benchmarks/data/{CORPUS}/tokenizer.tsv"
+        f"logs/benchmarks/data/{CORPUS}/tokenizer.tsv"
     threads: 2
     conda:
         "../envs/training.yaml"
@@ -32,7 +32,7 @@ rule tokenize_shard:
     log:
         f"logs/data/{CORPUS}/shard_{{shard}}.log",
     benchmark:
-        f"benchmarks/data/{CORPUS}/shard_{{shard}}.tsv"
+        f"logs/benchmarks/data/{CORPUS}/shard_{{shard}}.tsv"
     threads: 2
     conda:
         "../envs/training.yaml"

@@ -13,7 +13,7 @@ rule corpus_mc_task:
         summary=f"{MC_DIR}/summary.json",
     params:
         settings=config["evaluation"]["corpus_mc"],
-        code=code_version("evaluate"),  # the evaluate stage's modules include corpus_task.py
+        code=code_version("evaluate"),  # the evaluate stage's modules include data/mc_task.py
     log:
         f"logs/data/{CORPUS}/corpus_mc.log",
     localrule: True
@@ -36,7 +36,9 @@ rule evaluate:
         f"{RUN}/eval.json",
     params:
         evaluation=evaluation_params(),
-        seq_len=config["data"]["seq_len"],
+        seq_len=SEQ_LEN,
+        label=lambda wildcards: {"arch": wildcards.arch, "tokens": run_tokens(wildcards),
+                                 "seed": run_seed(wildcards)},
         code=code_version("evaluate"),
     threads: config["evaluation"]["threads"]
     resources:
@@ -45,7 +47,7 @@ rule evaluate:
     log:
         "logs/evaluate/{arch}/{tokens}/seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate/{arch}/{tokens}/seed{seed}.tsv"
+        "logs/benchmarks/evaluate/{arch}/{tokens}/seed{seed}.tsv"
     conda:
         "../envs/training.yaml"
     script:

@@ -14,7 +14,7 @@ rule search:
         plot=report("results/plots/frontier.png", category="Search",
                     caption="../report/frontier.rst"),
     params:
-        settings=search_params(),
+        settings=search_rule_params(STUDY),
         code=code_version("search"),
     log:
         "logs/search.log",
@@ -29,7 +29,7 @@ rule plan:
     output:
         "results/plan.csv",
     params:
-        inputs=plan_inputs(STUDY),
+        inputs=study_plan_inputs(STUDY),
         code=code_version("plan"),
     log:
         "logs/plan.log",

@@ -18,7 +18,7 @@ rule throughput:
     log:
         "logs/throughput/{arch}/{engine}.log",
     benchmark:
-        "benchmarks/throughput/{arch}/{engine}.tsv"
+        "logs/benchmarks/throughput/{arch}/{engine}.tsv"
     threads: config["throughput"]["threads"]
     resources:
         gpu=throughput_gpus,

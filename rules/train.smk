@@ -20,7 +20,11 @@ rule train:
     params:
         arch=arch_params,
         training=training_params,
-        seq_len=config["data"]["seq_len"],
+        tokens=run_tokens,
+        seed=run_seed,
+        seq_len=SEQ_LEN,
+        label=lambda wildcards: {"arch": wildcards.arch},
+        resume=lambda wildcards: resume_dir(wildcards.arch, wildcards.tokens, wildcards.seed),
         code=code_version("train"),
     threads: training_threads
     resources:
@@ -30,7 +34,7 @@ rule train:
     log:
         "logs/train/{arch}/{tokens}/seed{seed}.log",
     benchmark:
-        "benchmarks/train/{arch}/{tokens}/seed{seed}.tsv"
+        "logs/benchmarks/train/{arch}/{tokens}/seed{seed}.tsv"
     conda:
         "../envs/training.yaml"
     script:

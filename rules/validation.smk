@@ -1,16 +1,13 @@
-# The validation loop (search.validation.enabled; off by default). A checkpoint chooses which
-# frontier shapes to train and measure under a device-hour budget (archscale.search.frontier_check); once
-# it has run, Snakemake re-evaluates the DAG and schedules each chosen shape's config.json,
-# training, evaluation and measurement; results/validation.csv compares predicted with observed
-# loss and throughput.
+# The frontier check, the "validation loop" of the config (search.validation.enabled; off by
+# default). A checkpoint chooses which frontier shapes to train and measure under a
+# device-hour budget (archscale.search.frontier_check); once it has run, Snakemake re-evaluates
+# the DAG and schedules each chosen shape's config.json, training, evaluation and measurement,
+# which are the study's own rules (`use rule ... with:`) on the shape's paths; then
+# results/validation.csv compares predicted with observed loss and throughput.
 # Everything lives under results/validation/: nothing here feeds runs.csv or the fits.
 
 VAL = "results/validation"
 VRUN = f"{VAL}/runs/{{varch}}"
-
-
-wildcard_constraints:
-    varch=r"d\d+-L\d+-h\d+-kv\d+-dh\d+-f\d+",
 
 
 checkpoint validation_plan:
@@ -24,7 +21,7 @@ checkpoint validation_plan:
         plan=f"{VAL}/plan.csv",
         summary=f"{VAL}/plan.json",
     params:
-        settings=validation_params(),
+        settings=selection_params(STUDY),
         code=code_version("validation"),
     log:
         "logs/validation/plan.log",
@@ -37,22 +34,16 @@ checkpoint validation_plan:
 
 # A chosen shape's config.json follows from its name (the shape) and the study's defaults alone,
 # not from the plan: a new plan that picks the same shape again reuses its training.
-rule validation_config:
+use rule architecture_config as validation_config with:
     output:
         f"{VAL}/architectures/{{varch}}/config.json",
-    params:
-        arch=validation_arch_params,
-        code=code_version("architecture"),
     log:
         "logs/validation/architectures/{varch}.log",
-    localrule: True
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../scripts/architecture_config.py"
 
 
-rule validation_train:
+# Trained at the search's token budget (SEARCH_TOKENS) with the first seed and the study's
+# training section (run_tokens, run_seed and training_settings in common.smk read {varch}).
+use rule train as validation_train with:
     input:
         arch=f"{VAL}/architectures/{{varch}}/config.json",
         train=f"{DATA}/train.bin",
@@ -67,27 +58,21 @@ rule validation_train:
         log_csv=f"{VRUN}/train_log.csv",
         metrics=f"{VRUN}/metrics.json",
     params:
-        training=result_settings(config["training"]),
-        tokens=VALIDATION_TOKENS,
-        seed=VALIDATION_SEED,
-        seq_len=config["data"]["seq_len"],
+        arch=arch_params,
+        training=training_params,
+        tokens=run_tokens,
+        seed=run_seed,
+        seq_len=SEQ_LEN,
+        label=lambda wildcards: {"arch": wildcards.varch, "validation": True},
+        resume=lambda wildcards: f"{VAL}/resume/{wildcards.varch}",
         code=code_version("train"),
-    threads: config["training"]["threads"]
-    resources:
-        mem_mb=validation_training_mem_mb,
-        runtime=validation_training_runtime,
-        gpu=config["training"]["gpus"],
     log:
         "logs/validation/train/{varch}.log",
     benchmark:
-        "benchmarks/validation/train/{varch}.tsv"
-    conda:
-        "../envs/training.yaml"
-    script:
-        "../scripts/validation_train.py"
+        "logs/benchmarks/validation/train/{varch}.tsv"
 
 
-rule validation_evaluate:
+use rule evaluate as validation_evaluate with:
     input:
         model=f"{VRUN}/model/model.safetensors",
         config=f"{VRUN}/model/config.json",
@@ -100,42 +85,25 @@ rule validation_evaluate:
         f"{VRUN}/eval.json",
     params:
         evaluation=evaluation_params(),
-        seq_len=config["data"]["seq_len"],
-        label=lambda wildcards: {"arch": wildcards.varch, "tokens": VALIDATION_TOKENS,
-                                 "seed": VALIDATION_SEED},
+        seq_len=SEQ_LEN,
+        label=lambda wildcards: {"arch": wildcards.varch, "tokens": run_tokens(wildcards),
+                                 "seed": run_seed(wildcards)},
         code=code_version("evaluate"),
-    threads: config["evaluation"]["threads"]
-    resources:
-        gpu=1 if config["training"]["gpus"] > 0 else 0,
     log:
         "logs/validation/evaluate/{varch}.log",
     benchmark:
-        "benchmarks/validation/evaluate/{varch}.tsv"
-    conda:
-        "../envs/training.yaml"
-    script:
-        "../scripts/evaluate.py"
+        "logs/benchmarks/validation/evaluate/{varch}.tsv"
 
 
-rule validation_throughput:
+use rule throughput as validation_throughput with:
     input:
         config=f"{VAL}/architectures/{{varch}}/config.json",
     output:
         f"{VAL}/throughput/{{varch}}/{{engine}}.json",
-    params:
-        settings=throughput_settings,
-        code=code_version("throughput"),
     log:
         "logs/validation/throughput/{varch}/{engine}.log",
     benchmark:
-        "benchmarks/validation/throughput/{varch}/{engine}.tsv"
-    threads: config["throughput"]["threads"]
-    resources:
-        gpu=throughput_gpus,
-    conda:
-        throughput_conda
-    script:
-        "../scripts/throughput.py"
+        "logs/benchmarks/validation/throughput/{varch}/{engine}.tsv"
 
 
 rule validation:

@@ -1,6 +1,6 @@
 """Collect every run's metrics and evaluation into results/runs.csv (rule collect_runs)."""
-from archscale.training.evaluate import runs_table
 from archscale.io import write_csv
+from archscale.training.evaluate import runs_table
 from archscale.workflow.snakemake import log_to
 
 with log_to(snakemake.log[0]) as log:  # noqa: F821

@@ -9,7 +9,7 @@ Expects:
     threads         bootstrap worker processes (default 2)
     log[0]          (optional) the rule's log file
 """
-from archscale.cli.fit import chinchilla_stage
+from archscale.fit.stages import chinchilla_stage
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821

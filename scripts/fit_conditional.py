@@ -11,7 +11,7 @@ Expects:
     params.fit        the config's `fit` section (form, l_opt, r_range, bootstrap, seed, ...)
     log[0]            (optional) the rule's log file
 """
-from archscale.cli.fit import conditional_stage
+from archscale.fit.stages import conditional_stage
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821

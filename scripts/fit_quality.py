@@ -7,7 +7,7 @@ Expects:
     params.fit    the config's `fit` section (form, r_range, huber_delta, loss_column)
     log[0]        (optional) the rule's log file
 """
-from archscale.cli.fit import quality_stage
+from archscale.fit.stages import quality_stage
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821

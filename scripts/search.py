@@ -1,4 +1,5 @@
-"""Snakemake `script:` for the frontier search; logic in archscale.search.frontier and search_run."""
+"""Snakemake `script:` for the frontier search (rule search); the logic is
+archscale.search.study.run_study_search, which `archscale search` runs too."""
 import pandas as pd
 
 from archscale.architecture import Architecture
@@ -6,30 +7,21 @@ from archscale.fit.conditional import load_conditional
 from archscale.io import write_csv, write_json
 from archscale.provenance import now, provenance
 from archscale.search.plots import plot_frontier
-from archscale.search.study import SearchInputs, pareto_columns, score_rows, search_study
-from archscale.throughput.model import Workload, load_calibration
-from archscale.throughput.devices import get_device
+from archscale.search.study import SearchSettings, pareto_columns, run_study_search, score_rows
+from archscale.throughput.model import load_calibration
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:
     started = now()
     p = sm.params.settings
-    tp, search = p["throughput"], p["search"]
     archs = [Architecture(**spec) for spec in p["architectures"].values()]
-    engine = search["engine"] or tp["engines"][0]
-    device = get_device(tp["gpu"], tp["gpus"])
-    on_gpu = tp["device"] != "cpu"
-    inputs = SearchInputs(law=load_conditional(sm.input.conditional),
-                          calibration=load_calibration(sm.input.calibration), device=device,
-                          engine=engine, workload=Workload.from_settings(tp, engine, on_gpu),
-                          tokens=float(p["tokens"]), vocab_size=archs[0].vocab_size,
-                          tied=archs[0].tie_word_embeddings)
-    runs = pd.read_csv(sm.input.runs)
-    measured = pd.read_csv(sm.input.throughput)
-    base_name = search["baseline"].get("architecture")
-    baseline = next((a for a in archs if a.name == base_name), None)
-    result = search_study(search, inputs, archs, tuple(p["r_range"]), runs, measured, baseline)
+    settings = SearchSettings(search=p["search"], throughput=p["throughput"], architectures=archs,
+                              r_range=tuple(p["r_range"]), tokens=float(p["tokens"]),
+                              law=load_conditional(sm.input.conditional),
+                              calibration=load_calibration(sm.input.calibration))
+    result, inputs = run_study_search(settings, runs=pd.read_csv(sm.input.runs),
+                                      measured=pd.read_csv(sm.input.throughput))
     write_csv(sm.output.candidates, result["candidates"])
     write_csv(sm.output.pareto, pareto_columns(result["pareto"]))
     write_json(sm.output.recommendations, {
@@ -38,8 +30,7 @@ with log_to(sm.log[0]) as log:
                 "(Surefire-like), before and after the GQA local search",
         "recommendations": result["recommendations"],
         "law": {"x_star": inputs.law.x_star, "r_star": inputs.law.r_star,
-                "fit_quality": pd.read_csv(sm.input.quality).astype(object).pipe(
-                    lambda q: q.where(q.notna(), None)).to_dict(orient="records"),
+                "fit_quality": pd.read_csv(sm.input.quality).to_dict(orient="records"),
                 "note": "how well the law extrapolated to a held-out larger size "
                         "(results/fits/quality.csv); check it before trusting a recommendation"},
         "provenance": provenance(settings=p, inputs=list(sm.input), started=started,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from archscale.io import read_json, write_csv
-from archscale.search.frontier_check import validation_table
+from archscale.search.frontier_check import comparison_table
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
@@ -17,7 +17,7 @@ with log_to(sm.log[0]) as log:
         name = Path(metrics).parent.name
         observed[name] = {"metrics": read_json(metrics), "eval": read_json(evaluation),
                           "throughput": read_json(measured)}
-    table = validation_table(plan, observed, sm.params.loss_column)
+    table = comparison_table(plan, observed, sm.params.loss_column)
     write_csv(sm.output[0], table)
     for _, row in table.iterrows():
         log.info("%s: loss %.4f predicted %.4f (%+.1f %%), %.1f tok/s predicted %.1f (%+.1f %%)",

@@ -1,10 +1,12 @@
-"""Choose the frontier shapes to validate (checkpoint validation_plan); the logic is
-archscale.search.frontier_check, each chosen shape's config.json is rule validation_config's."""
+"""Choose the frontier shapes to check (checkpoint validation_plan); the logic is
+archscale.search.frontier_check and archscale.costs, each chosen shape's config.json is rule
+validation_config's."""
 import pandas as pd
 
+from archscale.costs import FittedJobCosts, duration_s
 from archscale.io import read_json, write_csv, write_json
 from archscale.provenance import now, provenance
-from archscale.search.frontier_check import CostModel, duration_s, plan_summary, plan_validations
+from archscale.search.frontier_check import select_frontier_checks, selection_summary
 from archscale.workflow.snakemake import log_to
 
 sm = snakemake  # noqa: F821
@@ -12,17 +14,17 @@ with log_to(sm.log[0]) as log:
     started = now()
     p = sm.params.settings
     runs = pd.read_csv(sm.input.runs)
-    cost = CostModel.fit(
+    cost = FittedJobCosts.fit(
         runs, p["seq_len"],
         eval_seconds=[duration_s(read_json(f)) for f in sm.input.evals],
         measure_seconds=[duration_s(read_json(f)) for f in sm.input.measurements],
         train_devices=p["train_devices"], eval_devices=p["eval_devices"],
         measure_devices=p["measure_devices"])
     log.info("cost model: %s", cost)
-    plan = plan_validations(pd.read_csv(sm.input.pareto), runs, cost, p["seq_len"],
+    plan = select_frontier_checks(pd.read_csv(sm.input.pareto), runs, cost, p["seq_len"],
                             p["tokens"], int(runs["vocab_size"].iloc[0]), p["validation"])
     write_csv(sm.output.plan, plan)
-    summary = plan_summary(plan)
+    summary = selection_summary(plan)
     write_json(sm.output.summary, {
         "what": "the validation loop's choice: frontier shapes (plan.csv, status 'validate') "
                 "that cover the frontier best within search.validation.budget_hours device-hours",

@@ -1,7 +1,7 @@
 """config.yaml validation: every bad input fails at load time naming the architecture and field."""
 import pytest
 
-from archscale.config import ConfigError, load_study, validate
+from archscale.config import ConfigError, check_schema, load_study
 from conftest import REPO, tiny_config
 
 
@@ -19,7 +19,7 @@ def test_default_config_loads_and_resolves_targets():
 
 
 def test_defaults_are_filled():
-    cfg = validate(tiny_config())
+    cfg = check_schema(tiny_config())
     assert cfg["fit"]["form"] == "multiplicative"
     assert cfg["training"]["lr_rule"]["kind"] == "inverse_width"
     assert cfg["search"]["baseline"]["r_mlp_attn"] == 4.8

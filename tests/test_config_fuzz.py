@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from test_reruns import copy_study, parallel, read_config, snapshot, snapshot_diff, write_config
 
 from conftest import run_snakemake
-from test_reruns import copy_study, parallel, read_config, snapshot, snapshot_diff, write_config
 
 pytestmark = pytest.mark.workflow
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from archscale.data.corpus import (DataError, iter_documents, merge_shards, tokenize_shard,
-                            train_tokenizer)
+                                   train_tokenizer)
 
 TEXTS = [f"def function_{i}(x):\n    return x * {i} + {i * i}  # document {i}\n" * 20
          for i in range(60)]

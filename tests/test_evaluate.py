@@ -8,25 +8,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_train import SEQ_LEN, tiny_data, tiny_job  # noqa: F401 (session fixture by name)
 
 from archscale.data.mc_task import TaskBuildError, build_examples, build_task
-from archscale.training.evaluate import (EvalError, accuracy_summary, evaluate_run, runs_table,
-                                task_metric, validation_windows)
+from archscale.training.evaluate import (EvalError, accuracy_summary, evaluate_run, heldout_windows,
+                                         runs_table, task_metric)
 from archscale.training.loop import run
-from test_train import SEQ_LEN, tiny_data, tiny_job  # noqa: F401 (session fixture by name)
 
 MC = {"n_examples": 24, "n_choices": 4, "context_tokens": 24, "continuation_tokens": 8,
       "seed": 7}
 
 
 def test_validation_windows_are_fixed_spread_and_disjoint():
-    starts = validation_windows(n_tokens=10_001, seq_len=100, val_tokens=1_000)
-    assert list(starts) == list(validation_windows(10_001, 100, 1_000))
+    starts = heldout_windows(n_tokens=10_001, seq_len=100, val_tokens=1_000)
+    assert list(starts) == list(heldout_windows(10_001, 100, 1_000))
     assert len(starts) == 10 and starts[0] == 0 and starts[-1] == 9_900
     assert np.all(np.diff(starts) >= 100)
-    assert len(validation_windows(1_001, 100, 10**6)) == 10  # capped at the split
+    assert len(heldout_windows(1_001, 100, 10**6)) == 10  # capped at the split
     with pytest.raises(EvalError, match="val_fraction"):
-        validation_windows(50, 100, 1_000)
+        heldout_windows(50, 100, 1_000)
 
 
 def test_task_metrics_follow_the_paper():

@@ -99,7 +99,7 @@ class Job:
 
 SHARD = Job(
     target="results/data/tiny/shards/0.train.bin", script="tokenize_shard.py",
-    benchmark="benchmarks/data/tiny/shard_0.tsv",
+    benchmark="logs/benchmarks/data/tiny/shard_0.tsv",
     outputs={"results/data/tiny/shards/0.train.bin": valid_tokens,
              "results/data/tiny/shards/0.val.bin": valid_tokens,
              "results/data/tiny/shards/0.json": valid_json})
@@ -107,7 +107,7 @@ SHARD = Job(
 RUN = "results/runs/a1/16384/seed0"
 TRAIN = Job(
     target=f"{RUN}/metrics.json", script="train.py",
-    benchmark="benchmarks/train/a1/16384/seed0.tsv",
+    benchmark="logs/benchmarks/train/a1/16384/seed0.tsv",
     outputs={f"{RUN}/model/model.safetensors": valid_safetensors,
              f"{RUN}/model/config.json": valid_json,
              f"{RUN}/model/tokenizer.json": valid_json,
@@ -331,7 +331,7 @@ def test_checkpoint_and_training_log_are_renamed_into_place(tmp_path, renamed,
 
 
 def test_fit_plots_are_renamed_into_place(tmp_path, renamed, tiny_study_done):
-    from archscale.cli.fit import chinchilla_stage
+    from archscale.fit.stages import chinchilla_stage
 
     runs = tiny_study_done / "results/runs.csv"
     chinchilla_stage(runs, tmp_path / "chinchilla.json", {"bootstrap": 0, "n_starts": 4},
@@ -341,7 +341,7 @@ def test_fit_plots_are_renamed_into_place(tmp_path, renamed, tiny_study_done):
 
 
 def test_fit_json_is_renamed_into_place(tmp_path, renamed, tiny_study_done):
-    from archscale.cli.fit import chinchilla_stage
+    from archscale.fit.stages import chinchilla_stage
 
     runs = tiny_study_done / "results/runs.csv"
     chinchilla_stage(runs, tmp_path / "chinchilla.json", {"bootstrap": 0, "n_starts": 4},

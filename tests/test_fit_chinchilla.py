@@ -18,9 +18,10 @@ from scipy.special import huber, logsumexp
 from archscale.fit import (ChinchillaLaw, EmpiricalLopt, FitError, RunsTableError,
                            empirical_l_opt_per_run, empirical_points, fit_chinchilla,
                            load_chinchilla, read_runs, size_groups)
-from archscale.fit.chinchilla import (ChinchillaFit, _fit_warnings, default_grid,
-                                     huber_objective, huber_objective_batch)
-from archscale.fit.io import read_epoch_chinchilla, to_jsonable
+from archscale.fit.chinchilla import (ChinchillaFit, _fit_warnings, default_grid, huber_objective,
+                                      huber_objective_batch)
+from archscale.fit.io import read_epoch_chinchilla
+from archscale.io import to_jsonable
 
 DATA = Path(__file__).parent / "data"
 EPOCH_CSV = DATA / "chinchilla" / "svg_extracted_data.csv"

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.fit import (ChinchillaLaw, ConditionalLaw, FitError, fit_chinchilla,
-                           fit_conditional, load_conditional, paper_law, predict_loss)
 from archscale.cli.fit import main as fit_cli
+from archscale.fit import (ChinchillaLaw, ConditionalLaw, FitError, fit_chinchilla, fit_conditional,
+                           load_conditional, paper_law, predict_loss)
 
 TRUE_CHIN = ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37)
 # Additive coefficients with the optimum at x* = 0.08, r* = 1.25 and curvature like the paper's.

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from archscale.fit import ChinchillaLaw, fit_chinchilla, fit_conditional, paper_law
-from archscale.cli.fit import quality_stage
 from archscale.fit.quality import COLUMNS, progressive_extrapolation
+from archscale.fit.stages import quality_stage
 
 TRUE_CHIN = ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37)
 SIZES = (5e7, 1e8, 2e8, 4e8, 8e8)

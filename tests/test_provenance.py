@@ -18,9 +18,9 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from test_reruns import complete_study, sha256
 
 from conftest import REPO, tiny_config
-from test_reruns import complete_study, sha256
 
 pytestmark = pytest.mark.workflow
 
@@ -164,7 +164,7 @@ def test_every_result_file_is_in_the_provenance_table(study):
     assert len(files) > 100
     missing = sorted(f for f in files if row_of(f, rows) is None)
     assert not missing, f"add these to docs/reruns.md's provenance table: {missing}"
-    # the validation loop is off in the tiny study; tests/test_validation.py checks its rows
+    # the validation loop is off in the tiny study; tests/test_frontier_check.py checks its rows
     unused = [g for g, _ in rows if not g.startswith(VALIDATION_ARTIFACTS)
               and not any(fnmatch.fnmatchcase(f, g) for f in files)]
     assert not unused, f"rows matching no file of the tiny study: {unused}"

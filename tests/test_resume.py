@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from archscale.training.loop import STATE_FILE, run
+from archscale.training.loop import run
+from archscale.training.state import STATE_FILE
 from test_train import tiny_data, tiny_job  # noqa: F401 (the session fixture is used by name)
 
 TOKENS = 32_000  # 63 steps of 512 tokens: the kill lands after step 10 of 63
@@ -25,7 +26,7 @@ TOKENS = 32_000  # 63 steps of 512 tokens: the kill lands after step 10 of 63
 def _start(job, tmp_path: Path) -> subprocess.Popen:
     spec = tmp_path / f"job-{time.monotonic_ns()}.json"
     spec.write_text(job.to_json())
-    return subprocess.Popen([sys.executable, "-m", "archscale.training.loop", "--job", str(spec)],
+    return subprocess.Popen([sys.executable, "-m", "archscale.training.launch", "--job", str(spec)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
 
@@ -97,7 +98,7 @@ def test_state_from_other_settings_is_ignored(tiny_data, tmp_path, caplog):
     Path(job.resume_dir).mkdir(parents=True)
     torch.save({"version": 1, "fingerprint": other.fingerprint(), "step": 2},
                Path(job.resume_dir) / STATE_FILE)
-    with caplog.at_level(logging.WARNING, logger="archscale.training.loop"):
+    with caplog.at_level(logging.WARNING, logger="archscale.training.state"):
         metrics = run(job)
     assert metrics["resumed_from_steps"] == []
     assert "belongs to other settings" in caplog.text

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from archscale.search.frontier import (SizeSpec, candidate_grid, gqa_local_search, pareto_mask,
-                              score_candidates, solve_eq4, trace_frontier)
+                                       score_candidates, solve_eq4, trace_frontier)
 
 PAPER = dict(a=(2.697, 0.0974, 0.0078), b=(0.3870, 0.0063, 0.0065))
 

@@ -18,9 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
-
 import snakemake_executor_plugin_slurm as slurm_plugin
+import yaml
 from snakemake.cli import get_profile_dir, parse_set_resources
 from snakemake.iocontainers import ResourceList
 from snakemake.profiles import ProfileConfigFileParser
@@ -221,6 +220,7 @@ def test_set_resources_name_real_rules():
     text = "\n".join(p.read_text() for p in sources if p.exists())
     rules = set(re.findall(r"^\s*(?:local)?(?:rule|checkpoint)\s+(\w+)\s*:", text,
                            flags=re.M))
+    rules |= set(re.findall(r"^use rule \w+ as (\w+) with:", text, flags=re.M))
     assert rules, f"no rules found in {REPO / 'Snakefile'} or {REPO / 'rules'}/*.smk"
     for path in (PROFILE, CPU_PROFILE):
         named = {entry.split(":", 1)[0] for entry in profile_args(path)["set-resources"]}

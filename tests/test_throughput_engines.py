@@ -13,13 +13,13 @@ import yaml
 from archscale.architecture import Architecture
 from archscale.throughput import (EngineUnavailable, IncompleteGeneration, MeasureSettings,
                                   get_engine, make_prompts, measurement_settings)
-from archscale.throughput.engines.base import Engine, Session, ThroughputResult, write_result
-from archscale.throughput.measure import main as run_main
-from archscale.throughput.engines.sglang import engine_kwargs
 from archscale.throughput.calibrate import build_table
-from archscale.throughput.engines.vllm import llm_kwargs, sampling_kwargs
-from archscale.throughput.model import DEFAULT_FACTORS, Measurement
 from archscale.throughput.devices import get_device
+from archscale.throughput.engines.base import Engine, Session, ThroughputResult, write_result
+from archscale.throughput.engines.sglang import engine_kwargs
+from archscale.throughput.engines.vllm import llm_kwargs, sampling_kwargs
+from archscale.throughput.measure import main as run_main
+from archscale.throughput.model import DEFAULT_FACTORS, Measurement
 from conftest import run_snakemake, tiny_config, write_workflow
 
 TINY_SETTINGS = MeasureSettings(batch=2, input_len=16, output_len=8, device="cpu", warmup=1,
@@ -266,7 +266,7 @@ def test_workflow_measures_every_architecture_and_fits_the_model(throughput_stud
         assert record["engine"] == "torch" and record["architecture"]["name"] == name
         assert record["batch"] == 2 and record["output_tokens_per_s"] > 0
         assert (throughput_study / f"logs/throughput/{name}/torch.log").exists()
-        assert (throughput_study / f"benchmarks/throughput/{name}/torch.tsv").exists()
+        assert (throughput_study / f"logs/benchmarks/throughput/{name}/torch.tsv").exists()
     table = pd.read_csv(throughput_study / "results/throughput.csv")
     assert sorted(table.architecture) == sorted(names) and set(table.engine) == {"torch"}
     assert (table.model_status == "calibrated").all()

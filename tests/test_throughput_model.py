@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.paper import PAPER_1B_SHAPES
 from archscale.cli.throughput import main as cli_main
-from archscale.throughput.model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, Calibration,
-                                        Factors, Measurement, Workload, fit_factors,
-                                        leave_one_out, load_calibration, predict,
-                                        predict_architecture, predict_tokens_per_s,
-                                        save_calibration)
+from archscale.paper import PAPER_1B_SHAPES
 from archscale.throughput.devices import Device, get_device, preset_for_device_name
+from archscale.throughput.model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, Calibration, Factors,
+                                        Measurement, Workload, fit_factors, leave_one_out,
+                                        load_calibration, predict, predict_architecture,
+                                        predict_tokens_per_s, save_calibration)
 
 # d 4, L 1, h 1, h_kv 1, d_h 4, f 8, V 10: N = 2*4*4 + 2*4*4 + 3*4*8 = 160, LM head d*V = 40,
 # bf16 KV per token = 2*L*h_kv*d_h*2 = 16 bytes; weights streamed per step = (160+40)*2 = 400 B.

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.training.loop import (DataOrder, Plan, TrainError, TrainJob, execute, learning_rate,
-                             lr_at, read_batch, result_settings, run)
+from archscale.training.launch import execute
+from archscale.training.loop import (DataOrder, Schedule, TrainError, TrainJob, learning_rate,
+                                     lr_at, read_batch, result_settings, run)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARCH = {"name": "t", "d_model": 40, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
@@ -117,19 +118,21 @@ def test_schedules_warm_up_then_decay_to_the_floor():
     assert lr_at(0, 1, peak, {**SETTINGS, "warmup_fraction": 0.0}) == pytest.approx(0.1)
 
 
-def test_plan_meets_the_budget_exactly():
-    plan = Plan.make(1000, SEQ_LEN, SETTINGS, train_tokens=10_000)
-    assert plan.total_seqs == 32 and plan.batch_seqs == 16 and plan.steps == 2
-    assert sum(plan.targets_in(plan.step_sequences(s)) for s in range(plan.steps)) == 1000
-    order = DataOrder(plan.n_windows, SEQ_LEN, seed=0)
+def test_schedule_meets_the_budget_exactly():
+    schedule = Schedule.make(1000, SEQ_LEN, SETTINGS, train_tokens=10_000)
+    assert schedule.total_seqs == 32 and schedule.batch_seqs == 16 and schedule.steps == 2
+    assert sum(schedule.targets_in(schedule.step_sequences(s))
+               for s in range(schedule.steps)) == 1000
+    order = DataOrder(schedule.n_windows, SEQ_LEN, seed=0)
     tokens = np.arange(10_000, dtype=np.uint16)
-    x, y = read_batch(tokens, order, plan, np.arange(16, 32))
+    x, y = read_batch(tokens, order, schedule, np.arange(16, 32))
     assert x.shape == (16, SEQ_LEN) and (y != -100).sum() == 1000 - 16 * SEQ_LEN
     assert (y[-1, 1000 - 31 * SEQ_LEN:] == -100).all() and (y[-1, :1000 - 31 * SEQ_LEN] >= 0).all()
     assert bool((y[:, :-1][y[:, :-1] >= 0] == x[:, 1:][y[:, :-1] >= 0]).all())  # shifted by one
     with pytest.raises(TrainError, match="allow_repeats"):
-        Plan.make(20_000, SEQ_LEN, {**SETTINGS, "allow_repeats": False}, train_tokens=10_000)
-    assert Plan.make(20_000, SEQ_LEN, SETTINGS, train_tokens=10_000).epochs == pytest.approx(2.0)
+        Schedule.make(20_000, SEQ_LEN, {**SETTINGS, "allow_repeats": False}, train_tokens=10_000)
+    assert Schedule.make(20_000, SEQ_LEN, SETTINGS,
+                         train_tokens=10_000).epochs == pytest.approx(2.0)
 
 
 def test_data_order_is_a_fresh_permutation_each_epoch():

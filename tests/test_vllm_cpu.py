@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.throughput.model import Measurement, fit_factors
 from archscale.throughput.devices import get_device
+from archscale.throughput.model import Measurement, fit_factors
 from conftest import REPO, run_snakemake, tiny_config, write_workflow
 
 pytestmark = pytest.mark.vllm

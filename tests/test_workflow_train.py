@@ -59,7 +59,7 @@ def test_train_evaluate_collect_and_rerun_rules(tmp_path):
     assert list(log.columns) == ["step", "tokens", "loss", "lr", "tokens_per_s"]
     assert not (workdir / "results/resume").exists() or \
         not any((workdir / "results/resume").rglob("state.pt"))
-    assert (workdir / "benchmarks/train/a1/16384/seed0.tsv").is_file()
+    assert (workdir / "logs/benchmarks/train/a1/16384/seed0.tsv").is_file()
     assert (workdir / "logs/train/a1/16384/seed0.log").is_file()
 
     # up to date

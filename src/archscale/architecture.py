@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -88,6 +89,25 @@ def training_flops_per_token(n_params_non_embedding, d_model, vocab_size, n_laye
 # ---------------------------------------------------------------------------------------------
 
 SHAPE_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+
+# A shape's name, as the search writes it and the validation loop's rules match it:
+# d<d_model>-L<n_layers>-h<n_heads>-kv<n_kv_heads>-dh<head_dim>-f<ffn_dim>.
+SHAPE_NAME_PATTERN = r"d\d+-L\d+-h\d+-kv\d+-dh\d+-f\d+"
+_SHAPE_NAME_PREFIXES = ("d", "L", "h", "kv", "dh", "f")
+
+
+def shape_name(shape: Mapping[str, Any]) -> str:
+    """The name of a shape (any mapping with the SHAPE_FIELDS, such as a table row)."""
+    return "-".join(f"{prefix}{int(shape[field])}"
+                    for prefix, field in zip(_SHAPE_NAME_PREFIXES, SHAPE_FIELDS))
+
+
+def shape_from_name(name: str) -> dict[str, int]:
+    """The shape a name spells (the inverse of `shape_name`), so a shape's config.json can
+    depend on its name alone."""
+    if not re.fullmatch(SHAPE_NAME_PATTERN, name):
+        raise ArchitectureError(f"{name!r} is not a shape name like d64-L2-h2-kv1-dh32-f128")
+    return dict(zip(SHAPE_FIELDS, map(int, re.findall(r"\d+", name))))
 
 
 @dataclass(frozen=True)

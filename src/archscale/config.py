@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jsonschema
 import yaml
 
-from archscale.architecture import Architecture, ArchitectureError, ShapeTargets, solve_shape
+from archscale.architecture import (Architecture, ArchitectureError, ShapeTargets, shape_from_name,
+                                    solve_shape)
+from archscale.throughput.devices import known_devices
 
 # The fit's loss columns the validation loop can observe on a run it trains (metrics.json,
 # eval.json); archscale.search.frontier_check compares the prediction with one of them.
@@ -76,6 +78,20 @@ def _fill_defaults(node: Any, node_schema: dict[str, Any]) -> None:
                     _fill_defaults(item, sub["items"])
 
 
+def section_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults for one top-level section (e.g. "fit", "search"): what a config
+    silent on that section gets, also for users of the library outside a study."""
+    defaults: dict[str, Any] = {}
+    _fill_defaults(defaults, schema()["properties"][section])
+    return defaults
+
+
+def search_engine(search: Mapping[str, Any], throughput: Mapping[str, Any]) -> str:
+    """The engine the search predicts throughput for (and the frontier check measures with):
+    search.engine when set, else the first of throughput.engines."""
+    return search.get("engine") or throughput["engines"][0]
+
+
 def _looks_numeric(text: str) -> bool:
     try:
         float(text)
@@ -84,7 +100,7 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
+def check_schema(config: dict[str, Any]) -> dict[str, Any]:
     """Validate against the schema and fill defaults; returns a new dict.
 
     Raises ConfigError with every problem found, each naming its field.
@@ -138,6 +154,21 @@ class Study:
         """Every (architecture, token budget, seed) the study trains."""
         return [(a, t, s) for a in self.architectures for t in self.token_budgets(a)
                 for s in self.training_settings(a)["seeds"]]
+
+    def search_tokens(self) -> int:
+        """The token budget D the search predicts the loss at (and the frontier check trains
+        at): search.tokens, else the study's largest token budget."""
+        return int(self.config["search"]["tokens"]
+                   or max(t for a in self.architectures for t in self.token_budgets(a)))
+
+    def shape_architecture(self, name: str) -> Architecture:
+        """A shape the search named (d64-L2-...), resolved as a configured architecture of that
+        shape would be: its config.json depends on the name and the study's defaults only."""
+        return resolve_architecture({"name": name, **shape_from_name(name)}, self.config)
+
+    def search_engine(self) -> str:
+        """The engine the search predicts throughput for (see `search_engine`)."""
+        return search_engine(self.config["search"], self.config["throughput"])
 
 
 def max_position_embeddings(spec: dict[str, Any], config: dict[str, Any]) -> int:
@@ -228,7 +259,6 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if train["global_batch_tokens"] < data["seq_len"]:
         raise ConfigError(f"training.global_batch_tokens ({train['global_batch_tokens']}) is "
                           f"smaller than one sequence (data.seq_len {data['seq_len']})")
-    from archscale.throughput.devices import known_devices  # local import: keeps module import light
     devices = known_devices(config["throughput"].get("gpus", {}))
     if config["throughput"]["gpu"] not in devices:
         raise ConfigError(f"throughput.gpu: unknown device preset {config['throughput']['gpu']!r};"
@@ -288,7 +318,7 @@ def load_study(config: dict[str, Any] | str | Path) -> Study:
             config = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    config = validate(config)
+    config = check_schema(config)
     _check_semantics(config)
     archs: dict[str, Architecture] = {}
     for spec in config["architectures"]:

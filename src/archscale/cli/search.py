@@ -15,27 +15,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from archscale.architecture import Architecture
-from archscale.config import load_study, schema
+from archscale.config import load_study, section_defaults
 
 
-def _search_defaults() -> dict[str, Any]:
-    props = schema()["properties"]["search"]["properties"]
-    out = {k: v.get("default") for k, v in props.items()}
-    out["baseline"] = {k: v.get("default") for k, v in props["baseline"]["properties"].items()}
-    return out
-
-
-def _run(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Any:
+    """The search described by --configfile (or the schema's defaults) and the flags."""
     from archscale.fit.conditional import load_conditional, paper_law
-    from archscale.io import write_csv, write_json
-    from archscale.search.study import SearchInputs, pareto_columns, search_study
-    from archscale.throughput.model import Workload, load_calibration
-    from archscale.throughput.devices import get_device
+    from archscale.search.study import SearchSettings
+    from archscale.throughput.model import load_calibration
 
-    settings, throughput, archs, r_range = _search_defaults(), {}, [], (0.5, 5.0)
+    settings, throughput, archs, r_range = section_defaults("search"), {}, [], (0.5, 5.0)
     tokens = args.tokens
     if args.configfile:
         study = load_study(args.configfile)
@@ -65,20 +55,21 @@ def _run(args: argparse.Namespace) -> int:
         archs = [Architecture(**{**a.to_dict(), "n_layers": args.n_layers or a.n_layers,
                                  "head_dim": args.head_dim or a.head_dim}) for a in archs]
     law = paper_law() if args.coefficients == "paper" else load_conditional(args.coefficients)
-    engine = args.engine or settings.get("engine") or (throughput.get("engines") or ["vllm"])[0]
-    gpu = args.gpu or throughput.get("gpu", "H100")
-    device = get_device(gpu, throughput.get("gpus"))
-    workload_settings = {**throughput, **{k: v for k, v in (("batch_size", args.batch),
-                                                             ("input_len", args.input_len),
-                                                             ("output_len", args.output_len))
-                                          if v is not None}}
-    workload = Workload.from_settings(workload_settings, engine, on_gpu=gpu != "cpu")
-    inputs = SearchInputs(law=law, calibration=load_calibration(args.calibration),
-                          device=device, engine=engine, workload=workload, tokens=float(tokens),
-                          vocab_size=archs[0].vocab_size, tied=archs[0].tie_word_embeddings)
-    base_name = settings["baseline"].get("architecture")
-    baseline = next((a for a in archs if a.name == base_name), None)
-    result = search_study(settings, inputs, archs, r_range, baseline_arch=baseline)
+    workload = {k: v for k, v in (("batch_size", args.batch), ("input_len", args.input_len),
+                                  ("output_len", args.output_len)) if v is not None}
+    return SearchSettings(
+        search=settings, throughput={**throughput, **workload}, architectures=archs,
+        r_range=r_range, tokens=float(tokens), law=law,
+        calibration=load_calibration(args.calibration),
+        engine=args.engine or settings.get("engine") or (throughput.get("engines") or ["vllm"])[0],
+        gpu=args.gpu or throughput.get("gpu", "H100"))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from archscale.io import write_csv, write_json
+    from archscale.search.study import pareto_columns, run_study_search
+
+    result, _ = run_study_search(_settings(args))
     if args.out_dir:
         out = Path(args.out_dir)
         write_csv(out / "candidates.csv", result["candidates"])

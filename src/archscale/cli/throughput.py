@@ -15,9 +15,9 @@ import sys
 from typing import Any
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
-from archscale.throughput.model import (ENGINE_TRAITS, Workload, load_calibration,
-                                predict_architecture)
 from archscale.throughput.devices import get_device, known_devices
+from archscale.throughput.model import (ENGINE_TRAITS, Workload, load_calibration,
+                                        predict_architecture)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -149,7 +149,7 @@ def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1
         yield doc
 
 
-def is_validation(doc: Document, val_fraction: float) -> bool:
+def is_heldout(doc: Document, val_fraction: float) -> bool:
     """Salted, so the split is independent of the stdlib reading order (also a sha1 of the id)."""
     return _stable_fraction("validation-split:" + doc.doc_id) < val_fraction
 
@@ -273,7 +273,7 @@ def tokenize_shard(source: dict[str, Any], tokenizer_dir: str | os.PathLike, sha
     def flush() -> None:
         encodings = tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
         for doc, enc in zip(batch, encodings):
-            split = "val" if is_validation(doc, val_fraction) else "train"
+            split = "val" if is_heldout(doc, val_fraction) else "train"
             ids = np.empty(len(enc.ids) + 1, dtype=dtype)
             ids[:-1] = enc.ids
             ids[-1] = eos_id

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from archscale.data.corpus import load_tokens
 from archscale.io import write_text
 
 TASK_NAME = "corpus_mc"
@@ -131,8 +132,6 @@ def build_task(val_bin: str | os.PathLike, meta: str | os.PathLike,
     will run from (the workflow directory), or absolute.
     """
     from transformers import AutoTokenizer
-
-    from archscale.data.corpus import load_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     eos_id = tokenizer.eos_token_id

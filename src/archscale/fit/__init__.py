@@ -8,10 +8,11 @@
 - plots:       report figures.  io: reading runs tables, writing JSON.  cli: `archscale fit`.
 """
 from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaFit, ChinchillaLaw, EmpiricalLopt,
-                         FitError, empirical_l_opt_per_run, empirical_points, fit_chinchilla,
-                         load_chinchilla)
-from archscale.fit.conditional import (PAPER_COEFFICIENTS, ConditionalFit, ConditionalLaw, fit_conditional,
-                          law_from_dict, load_conditional, paper_law, predict_loss)
+                                      FitError, empirical_l_opt_per_run, empirical_points,
+                                      fit_chinchilla, load_chinchilla)
+from archscale.fit.conditional import (PAPER_COEFFICIENTS, ConditionalFit, ConditionalLaw,
+                                       fit_conditional, law_from_dict, load_conditional, paper_law,
+                                       predict_loss)
 from archscale.fit.io import RunsTableError, read_runs, size_groups
 from archscale.fit.quality import progressive_extrapolation
 

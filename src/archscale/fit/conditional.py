@@ -59,7 +59,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
-                         empirical_l_opt_per_run, empirical_points)
+                                      empirical_l_opt_per_run, empirical_points)
 from archscale.fit.io import provenance
 
 FORMS = ("multiplicative", "additive")

@@ -1,4 +1,4 @@
-"""Reading run tables and writing fit results.
+"""Reading run tables (results are written with archscale.io.write_json).
 
 The fitting stages accept two spellings of the same table, so users who bring their own
 measurements need not rename anything: results/runs.csv's own columns and short names.
@@ -11,19 +11,17 @@ measurements need not rename anything: results/runs.csv's own columns and short 
     r          r_mlp_attn                 r
 
 Rows of the same architecture and token budget trained with several seeds are averaged (the
-fits model the expected loss; the seed spread is kept in `loss_sd`). Results are written as
-indented JSON with NaN/inf turned into null, so a person can read them and any JSON parser
-can load them.
+fits model the expected loss; the seed spread is kept in `loss_sd`).
 """
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from archscale.provenance import provenance as project_provenance
 
 CANONICAL = ("N", "D", "loss", "x", "r")
 LONG_NAMES = {"N": "n_params_non_embedding", "D": "tokens", "loss": "val_loss",
@@ -147,35 +145,7 @@ def provenance(extra: Mapping[str, Any] | None = None, settings: Mapping[str, An
                inputs: Iterable[str | Path] = ()) -> dict[str, Any]:
     """The project's provenance record (archscale version, commit, packages, host, inputs)
     with the fitting settings, plus any keys the caller adds in `extra`."""
-    from archscale.provenance import provenance as project_provenance
 
     prov = project_provenance(settings=dict(settings or {}), inputs=list(inputs))
     prov.update(dict(extra or {}))
     return prov
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain Python types for json: numpy scalars/arrays converted, NaN and inf to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented JSON atomically (a killed job leaves no half-written file)."""
-    from archscale.io import write_text
-
-    write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")

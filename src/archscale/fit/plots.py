@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from archscale.fit.chinchilla import ChinchillaFit  # noqa: E402
 from archscale.fit.conditional import ConditionalFit  # noqa: E402
 from archscale.fit.io import size_groups  # noqa: E402
+from archscale.io import atomic_path  # noqa: E402
 
 
 def _tick(value: float, _pos: object) -> str:
@@ -46,7 +47,6 @@ def _save(fig, path: str | Path, notes: list[str] | None = None) -> None:
         fig.set_figheight(height + extra)
         fig.subplots_adjust(bottom=(extra + 0.5) / (height + extra))
         fig.text(0.01, 0.01, text, fontsize=7, color="darkred", va="bottom", ha="left")
-    from archscale.io import atomic_path
 
     with atomic_path(path, suffix=path.suffix) as tmp:  # a kill never leaves a truncated PNG
         fig.savefig(tmp, dpi=120)

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
 
-from archscale.architecture import (attention_params_per_layer, kv_bytes_per_token,
-                           mlp_params_per_layer)
-
-SHAPE_COLUMNS = ["d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim"]
+from archscale.architecture import (SHAPE_FIELDS, attention_params_per_layer, kv_bytes_per_token,
+                                    mlp_params_per_layer, shape_name)
 
 
 class SearchError(ValueError):
@@ -125,7 +123,7 @@ def score_candidates(frame: pd.DataFrame, loss: LossPredictor, tokens: float,
     out = add_accounting(frame, dtype_bytes)
     out["predicted_loss"] = loss(out.n_params_non_embedding.to_numpy(float), tokens,
                                  out.d_over_sqrt_n.to_numpy(float), out.r_mlp_attn.to_numpy(float))
-    shapes = {c: out[c].to_numpy() for c in SHAPE_COLUMNS + ["vocab_size"]}
+    shapes = {c: out[c].to_numpy() for c in list(SHAPE_FIELDS) + ["vocab_size"]}
     out["predicted_tokens_per_s"] = throughput(shapes)
     embed = (1 if tied else 2) * out.vocab_size * out.d_model
     weight_bytes = (out.n_params_non_embedding + embed) * dtype_bytes
@@ -240,11 +238,6 @@ def gqa_local_search(row: pd.Series, loss: LossPredictor, tokens: float,
     return scored[ok].sort_values("predicted_tokens_per_s", ascending=False).iloc[0]
 
 
-def shape_name(row: pd.Series) -> str:
-    return (f"d{int(row.d_model)}-L{int(row.n_layers)}-h{int(row.n_heads)}-kv{int(row.n_kv_heads)}"
-            f"-dh{int(row.head_dim)}-f{int(row.ffn_dim)}")
-
-
 def nearest_architecture(row: pd.Series, known: pd.DataFrame) -> tuple[str, float]:
     """The configured architecture closest in (log N, log d/sqrt(N), log r, log GQA)."""
     if known.empty:
@@ -264,15 +257,38 @@ def frontier_table(scored: pd.DataFrame, loss_thresholds: dict[int, float]) -> p
     return rows.sort_values("predicted_loss")
 
 
-def run_search(sizes: list[SizeSpec], vocab_size: int, tokens: float, loss: LossPredictor,
-               throughput: ThroughputPredictor, settings: dict[str, Any], r_range: tuple,
-               memory_bytes: float | None, workload_tokens_per_seq: int, batch: int,
-               tied: bool, baseline_for: Callable[[SizeSpec, pd.DataFrame], pd.Series],
-               known: pd.DataFrame, dtype_bytes: int = 2) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SearchProblem:
+    """One search over parameter budgets: the candidate space, the two predictors, the
+    workload's memory limit and how to pick each size's baseline."""
+
+    sizes: list[SizeSpec]
+    vocab_size: int
+    tokens: float                     # training tokens D the loss is predicted at
+    loss: LossPredictor
+    throughput: ThroughputPredictor
+    settings: Mapping[str, Any]       # the config's search section (grid, GQA groups, tolerance)
+    r_range: tuple[float, float]      # candidates' r_mlp/attn limits (the fit's range)
+    memory_bytes: float | None        # device memory the weights and KV cache must fit in
+    workload_tokens_per_seq: int      # input + output tokens of one sequence
+    batch: int
+    tied: bool                        # tied embeddings (the weight bytes count them once)
+    baseline_for: Callable[[SizeSpec, pd.DataFrame], pd.Series]
+    known: pd.DataFrame               # configured architectures, for the nearest-trained column
+    dtype_bytes: int = 2
+
+
+def run_search(problem: SearchProblem) -> dict[str, Any]:
     """Score, trace the frontier and pick the two families for every size.
 
     Returns {"candidates": DataFrame, "pareto": DataFrame, "recommendations": list[dict]}.
     """
+    p = problem
+    sizes, vocab_size, tokens, loss, throughput = (p.sizes, p.vocab_size, p.tokens, p.loss,
+                                                   p.throughput)
+    settings, r_range, memory_bytes, batch, tied = (p.settings, tuple(p.r_range),
+                                                    p.memory_bytes, p.batch, p.tied)
+    workload_tokens_per_seq, dtype_bytes = p.workload_tokens_per_seq, p.dtype_bytes
     all_scored, all_frontier, recs = [], [], []
     for size in sizes:
         grid = candidate_grid(size, vocab_size, tuple(settings["d_model_range"]),
@@ -297,7 +313,7 @@ def run_search(sizes: list[SizeSpec], vocab_size: int, tokens: float, loss: Loss
         traced = trace_frontier(lossv, speed, feasible)
         frontier = frontier_table(scored, dict(traced))
         scored["on_frontier"] = scored.index.isin(frontier.index)
-        baseline = baseline_for(size, scored)
+        baseline = p.baseline_for(size, scored)
         l_t = float(baseline.predicted_loss)
         surefire_i = solve_eq4(lossv, speed, l_t, feasible)
         most_accurate = frontier.iloc[0]
@@ -320,14 +336,14 @@ def run_search(sizes: list[SizeSpec], vocab_size: int, tokens: float, loss: Loss
         recs.append(rec)
     candidates = pd.concat(all_scored, ignore_index=True)
     pareto = pd.concat(all_frontier, ignore_index=True)
-    nearest = pareto.apply(lambda r: nearest_architecture(r, known), axis=1)
+    nearest = pareto.apply(lambda r: nearest_architecture(r, p.known), axis=1)
     pareto["nearest_trained"] = [n for n, _ in nearest]
     pareto["nearest_distance"] = [d for _, d in nearest]
     return {"candidates": candidates, "pareto": pareto, "recommendations": recs}
 
 
 def _describe(row: pd.Series) -> dict[str, Any]:
-    keys = SHAPE_COLUMNS + ["n_params_non_embedding", "r_mlp_attn", "d_over_sqrt_n", "gqa_group",
+    keys = list(SHAPE_FIELDS) + ["n_params_non_embedding", "r_mlp_attn", "d_over_sqrt_n", "gqa_group",
                             "predicted_loss", "predicted_tokens_per_s"]
     out = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in keys if k in row}
     out["name"] = shape_name(row)

@@ -1,147 +1,69 @@
-"""The validation loop: train and measure a few frontier shapes the study never trained.
+"""The frontier check (the validation loop, search.validation): train and measure a few frontier
+shapes the study never trained.
 
 Why: every row of pareto.csv is an extrapolation of two fitted models (the conditional scaling
 law and the calibrated throughput model). Training and measuring a handful of them checks the
 extrapolation where it matters, the frontier, at a cost the user bounds. Three pieces:
 
-1. `CostModel`: device-hours of one validation (train, evaluate, measure), fitted on the
-   study's own jobs. Training wall time is a straight line in training FLOPs
-   (wall_s = a + b * 6N-style FLOPs, non-negative least squares over runs.csv); evaluation and
-   measurement take the median duration of the study's own evaluate and throughput jobs.
-2. `choose_validations`: a pulp (CBC) binary program, a budgeted facility-location problem:
+1. `archscale.costs.FittedJobCosts`: device-hours of checking one shape (train, evaluate,
+   measure), fitted on the study's own jobs.
+2. `choose_checked_shapes`: a pulp (CBC) binary program, a budgeted facility-location problem:
    choose shapes to train so that the frontier is covered as well as possible. Frontier point
    j is covered by a validated point i of the same budget by s_ij = max(0, 1 - d_ij / radius)
    (d in the frontier's normalised loss / log-throughput plane), weighted by the frontier arc
    length it represents; shapes the study already trained cover for free.
-3. `validation_table`: predicted against observed loss and throughput, results/validation.csv.
+3. `comparison_table`: predicted against observed loss and throughput, results/validation.csv.
 
 Nothing here writes runs.csv or the fits: validation results never feed back (no cycle).
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import re
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from archscale.architecture import SHAPE_FIELDS, Architecture
+from archscale.architecture import SHAPE_FIELDS
 from archscale.config import VALIDATION_LOSS_COLUMNS
+from archscale.costs import FittedJobCosts, duration_s, training_flops
 
-PLAN_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_mlp_attn",
-                "d_over_sqrt_n", "gqa_group", "predicted_loss", "predicted_tokens_per_s",
-                "frontier_weight", "status", "covered_by", "coverage", "train_flops",
-                "estimated_hours", "estimated_wall_hours"]
+if TYPE_CHECKING:
+    from archscale.config import Study
 
-
-TABLE_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_mlp_attn",
-                 "d_over_sqrt_n", "gqa_group", "tokens", "loss_column", "predicted_loss",
-                 "observed_loss", "loss_error", "loss_relative_error", "predicted_tokens_per_s",
-                 "measured_tokens_per_s", "throughput_relative_error", "engine", "device",
-                 "estimated_wall_hours", "wall_hours"]
+SELECTION_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding", "r_mlp_attn",
+                     "d_over_sqrt_n", "gqa_group", "predicted_loss", "predicted_tokens_per_s",
+                     "frontier_weight", "status", "covered_by", "coverage", "train_flops",
+                     "estimated_hours", "estimated_wall_hours"]
 
 
-class ValidationError(ValueError):
+COMPARISON_COLUMNS = ["name", "budget", *SHAPE_FIELDS, "n_params_non_embedding",
+                      "r_mlp_attn", "d_over_sqrt_n", "gqa_group", "tokens", "loss_column",
+                      "predicted_loss", "observed_loss", "loss_error", "loss_relative_error",
+                      "predicted_tokens_per_s", "measured_tokens_per_s",
+                      "throughput_relative_error", "engine", "device", "estimated_wall_hours",
+                      "wall_hours"]
+
+
+class FrontierCheckError(ValueError):
     """A validation loop that cannot run as configured; the message says what to change."""
 
 
-SHAPE_NAME = re.compile(r"d(\d+)-L(\d+)-h(\d+)-kv(\d+)-dh(\d+)-f(\d+)")
-
-
-def shape_from_name(name: str) -> dict[str, int]:
-    """The shape a search name spells (d<d_model>-L<layers>-h<heads>-kv<kv heads>-dh<head
-    dim>-f<ffn dim>, archscale.search.frontier.shape_name), so a validated shape's config.json depends
-    on its name alone and a new plan that picks it again reuses its training."""
-    match = SHAPE_NAME.fullmatch(name)
-    if not match:
-        raise ValidationError(f"{name!r} is not a shape name like d64-L2-h2-kv1-dh32-f128")
-    return dict(zip(SHAPE_FIELDS, map(int, match.groups())))
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. What a validation costs
-# ---------------------------------------------------------------------------------------------
-
-def duration_s(record: Mapping[str, Any]) -> float:
-    """Wall seconds between a result's provenance `started` and `finished` timestamps."""
-    prov = record.get("provenance") or {}
-    try:
-        start = _dt.datetime.fromisoformat(prov["started"])
-        end = _dt.datetime.fromisoformat(prov["finished"])
-    except (KeyError, TypeError, ValueError):
-        return float("nan")
-    return (end - start).total_seconds()
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """Device-hours of one validation: train at `tokens`, evaluate, measure with one engine."""
-
-    fixed_s: float            # a: start-up seconds of a training job
-    s_per_flop: float         # b: seconds per training FLOP
-    eval_s: float             # median evaluate job
-    measure_s: float          # median throughput job of the validating engine
-    train_devices: int        # GPUs of a training job (its threads on a CPU study)
-    eval_devices: int
-    measure_devices: int
-
-    @classmethod
-    def fit(cls, runs: pd.DataFrame, seq_len: int, eval_seconds: Iterable[float],
-            measure_seconds: Iterable[float], train_devices: int, eval_devices: int,
-            measure_devices: int) -> "CostModel":
-        """Fit the training line on runs.csv (its wall_s and shapes), take median durations."""
-        from scipy.optimize import nnls
-
-        if runs.empty:
-            raise ValidationError("runs.csv has no run to estimate validation costs from")
-        flops = np.array([training_flops(row, seq_len) * float(row["tokens"])
-                          for _, row in runs.iterrows()])
-        wall = runs["wall_s"].to_numpy(float)
-        if np.ptp(flops) > 0:
-            (fixed, per_flop), _ = nnls(np.column_stack([np.ones_like(flops), flops]), wall)
-        else:
-            fixed, per_flop = 0.0, float(np.median(wall / flops))
-        return cls(fixed_s=float(fixed), s_per_flop=float(per_flop),
-                   eval_s=_median(eval_seconds, "evaluate"),
-                   measure_s=_median(measure_seconds, "throughput"),
-                   train_devices=int(train_devices), eval_devices=int(eval_devices),
-                   measure_devices=int(measure_devices))
-
-    def train_seconds(self, flops: float) -> float:
-        return self.fixed_s + self.s_per_flop * flops
-
-    def hours(self, flops: float) -> float:
-        """Device-hours (GPU-hours; CPU thread-hours on a CPU study) of training (FLOPs),
-        evaluating and measuring one shape: what the budget is spent in."""
-        seconds = (self.train_seconds(flops) * self.train_devices
-                   + self.eval_s * self.eval_devices + self.measure_s * self.measure_devices)
-        return seconds / 3600.0
-
-    def wall_hours(self, flops: float) -> float:
-        """Wall-clock hours of the three jobs run one after the other."""
-        return (self.train_seconds(flops) + self.eval_s + self.measure_s) / 3600.0
-
-
-def _median(values: Iterable[float], what: str) -> float:
-    finite = [v for v in values if v == v and v >= 0]
-    if not finite:
-        raise ValidationError(f"no {what} job of the study records its start and end time; "
-                              f"rebuild them (snakemake --forcerun {what})")
-    return float(np.median(finite))
-
-
-def training_flops(row: Mapping[str, Any], seq_len: int) -> float:
-    """Training FLOPs per token of the shape in `row` (runs.csv or pareto.csv columns)."""
-    return architecture_of(row, name=str(row.get("name", "shape"))).training_flops_per_token(seq_len)
-
-
-def architecture_of(row: Mapping[str, Any], name: str, **extra: Any) -> Architecture:
-    """The Architecture of a table row holding the shape columns and vocab_size."""
-    shape = {f: int(row[f]) for f in SHAPE_FIELDS}
-    return Architecture(name=name, **shape, vocab_size=int(row["vocab_size"]), **extra)
+def selection_params(study: "Study") -> dict[str, Any]:
+    """What changes the frontier check's selection (the checkpoint's params): the loop's own
+    settings, the run it prices (tokens, sequence length), the engine it measures with, and the
+    devices each of its jobs occupies (the budget is device-hours)."""
+    config = study.config
+    train, tp = config["training"], config["throughput"]
+    return {
+        "validation": config["search"]["validation"],
+        "tokens": study.search_tokens(),
+        "seq_len": config["data"]["seq_len"],
+        "engine": study.search_engine(),
+        "train_devices": train["gpus"] or train["threads"],
+        "eval_devices": 1 if train["gpus"] else config["evaluation"]["threads"],
+        "measure_devices": tp["threads"] if tp["device"] == "cpu" else 1,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,9 +109,9 @@ def coverage_matrix(pareto: pd.DataFrame, radius: float) -> np.ndarray:
     return np.where(same[:, None] == same[None, :], cover, 0.0)
 
 
-def choose_validations(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: float,
-                       max_architectures: int, radius: float,
-                       trained: np.ndarray | None = None) -> pd.DataFrame:
+def choose_checked_shapes(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: float,
+                          max_architectures: int, radius: float,
+                          trained: np.ndarray | None = None) -> pd.DataFrame:
     """Solve the budgeted coverage program; the plan table (one row per frontier row).
 
     Maximise sum_j w_j sum_i s_ij z_ij subject to sum_i z_ij <= 1 (each point counted once),
@@ -200,9 +122,9 @@ def choose_validations(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: fl
 
     n = len(pareto)
     if n == 0:
-        raise ValidationError("pareto.csv has no row: nothing to validate")
+        raise FrontierCheckError("pareto.csv has no row: nothing to validate")
     if radius <= 0:
-        raise ValidationError(f"search.validation.coverage_radius must be > 0, got {radius}")
+        raise FrontierCheckError(f"search.validation.coverage_radius must be > 0, got {radius}")
     trained = np.zeros(n, bool) if trained is None else np.asarray(trained, bool)
     w = frontier_weights(pareto)
     s = coverage_matrix(pareto, radius)
@@ -222,7 +144,7 @@ def choose_validations(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: fl
         prob += x[i] == 1
     status = prob.solve(pulp.PULP_CBC_CMD(msg=False))
     if pulp.LpStatus[status] != "Optimal":
-        raise ValidationError(f"the validation program is {pulp.LpStatus[status]}")
+        raise FrontierCheckError(f"the validation program is {pulp.LpStatus[status]}")
     chosen = np.array([round(v.value() or 0) == 1 for v in x])
     covered_by, coverage = [], []
     for j in range(n):
@@ -238,9 +160,9 @@ def choose_validations(pareto: pd.DataFrame, hours: np.ndarray, budget_hours: fl
     return plan
 
 
-def plan_validations(pareto: pd.DataFrame, runs: pd.DataFrame, cost: CostModel,
-                     seq_len: int, tokens: float, vocab_size: int,
-                     settings: Mapping[str, Any]) -> pd.DataFrame:
+def select_frontier_checks(pareto: pd.DataFrame, runs: pd.DataFrame, cost: FittedJobCosts,
+                           seq_len: int, tokens: float, vocab_size: int,
+                           settings: Mapping[str, Any]) -> pd.DataFrame:
     """The validation plan: costs for every frontier row, then the coverage program."""
     pareto = pareto.reset_index(drop=True).assign(vocab_size=int(vocab_size))
     flops = np.array([training_flops(row, seq_len) * float(tokens)
@@ -249,16 +171,16 @@ def plan_validations(pareto: pd.DataFrame, runs: pd.DataFrame, cost: CostModel,
     trained_shapes = {tuple(int(r[f]) for f in SHAPE_FIELDS) for _, r in runs.iterrows()}
     trained = np.array([tuple(int(r[f]) for f in SHAPE_FIELDS) in trained_shapes
                         for _, r in pareto.iterrows()])
-    plan = choose_validations(pareto, hours, float(settings["budget_hours"]),
+    plan = choose_checked_shapes(pareto, hours, float(settings["budget_hours"]),
                               int(settings["max_architectures"]),
                               float(settings["coverage_radius"]), trained)
     plan["train_flops"] = flops
     plan["estimated_wall_hours"] = np.where(
         plan.status == "trained", 0.0, [cost.wall_hours(f) for f in flops])
-    return plan[[c for c in PLAN_COLUMNS if c in plan.columns]]
+    return plan[[c for c in SELECTION_COLUMNS if c in plan.columns]]
 
 
-def plan_summary(plan: pd.DataFrame) -> dict[str, Any]:
+def selection_summary(plan: pd.DataFrame) -> dict[str, Any]:
     """Figures for the log and plan.json: chosen shapes, their cost, the coverage reached, and
     why nothing was chosen when the budget buys no shape."""
     chosen = plan[plan.status == "validate"]
@@ -277,7 +199,7 @@ def plan_summary(plan: pd.DataFrame) -> dict[str, Any]:
 # 3. Predicted against observed
 # ---------------------------------------------------------------------------------------------
 
-def validation_table(plan: pd.DataFrame, observed: Mapping[str, Mapping[str, Any]],
+def comparison_table(plan: pd.DataFrame, observed: Mapping[str, Mapping[str, Any]],
                      loss_column: str) -> pd.DataFrame:
     """One row per validated shape: predictions (from the plan), observations, errors.
 
@@ -288,11 +210,11 @@ def validation_table(plan: pd.DataFrame, observed: Mapping[str, Mapping[str, Any
     for _, row in plan[plan.status == "validate"].iterrows():
         got = observed.get(row["name"])
         if got is None:
-            raise ValidationError(f"no observation for validated shape {row['name']!r}")
+            raise FrontierCheckError(f"no observation for validated shape {row['name']!r}")
         metrics, evaluation, measured = got["metrics"], got["eval"], got["throughput"]
         observed_values = {**metrics, **evaluation}   # train_loss; val_loss, val_bpb
         if not isinstance(observed_values.get(loss_column), (int, float)):
-            raise ValidationError(f"fit.loss_column {loss_column!r} is in neither metrics.json "
+            raise FrontierCheckError(f"fit.loss_column {loss_column!r} is in neither metrics.json "
                                   f"nor eval.json of {row['name']!r}; use one of "
                                   f"{list(VALIDATION_LOSS_COLUMNS)}")
         loss = float(observed_values[loss_column])
@@ -316,4 +238,4 @@ def validation_table(plan: pd.DataFrame, observed: Mapping[str, Mapping[str, Any
             "estimated_wall_hours": float(row["estimated_wall_hours"]),
             "wall_hours": hours_spent if math.isfinite(hours_spent) else float("nan"),
         })
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from archscale.io import atomic_path
+
 
 def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
                   recommendations: list[dict[str, Any]], trained: pd.DataFrame | None,
@@ -14,8 +16,6 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from archscale.io import atomic_path
 
     budgets = sorted(candidates.budget.unique())
     fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4.2), squeeze=False)

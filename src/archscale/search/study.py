@@ -1,21 +1,28 @@
-"""Run the frontier search for a study: connect the fitted law and throughput model to search.py.
+"""The frontier search of a study: connect the fitted law and the throughput model to Eq. 4
+(archscale.search.frontier).
 
-Used by the Snakemake rule `search` (scripts/search.py) and by `archscale search` (search_cli.py),
-so both produce the same candidates.csv, pareto.csv and recommendations.json.
+`run_study_search` is the one entry point: the Snakemake rule `search` (scripts/search.py) and
+`archscale search` (archscale.cli.search) both describe their search as a `SearchSettings` and
+call it, so both produce the same candidates.csv, pareto.csv and recommendations.json.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from archscale.architecture import Architecture, DTYPE_BYTES
-from archscale.search.frontier import SHAPE_COLUMNS, SearchError, SizeSpec, add_accounting, run_search
+from archscale.architecture import DTYPE_BYTES, SHAPE_FIELDS, Architecture
+from archscale.config import search_engine
+from archscale.search.frontier import (SearchError, SearchProblem, SizeSpec, add_accounting,
+                                       run_search)
+from archscale.throughput.devices import Device, get_device
 from archscale.throughput.model import Calibration, Workload, predict_tokens_per_s
-from archscale.throughput.devices import Device
+
+if TYPE_CHECKING:
+    from archscale.config import Study
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ def score_rows(frame: pd.DataFrame, inputs: SearchInputs) -> pd.DataFrame:
     out["predicted_loss"] = loss_predictor(inputs.law)(
         out.n_params_non_embedding.to_numpy(float), inputs.tokens,
         out.d_over_sqrt_n.to_numpy(float), out.r_mlp_attn.to_numpy(float))
-    shapes = {c: out[c].to_numpy() for c in SHAPE_COLUMNS + ["vocab_size"]}
+    shapes = {c: out[c].to_numpy() for c in list(SHAPE_FIELDS) + ["vocab_size"]}
     out["predicted_tokens_per_s"] = throughput_predictor(inputs)(shapes)
     return out
 
@@ -128,10 +135,13 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
     known = pd.DataFrame([a.accounting() for a in archs])
     dtype_bytes = DTYPE_BYTES[inputs.workload.dtype]
     memory = inputs.device.memory_gb * 1e9 * inputs.workload.memory_fraction
-    result = run_search(sizes, inputs.vocab_size, inputs.tokens, loss_predictor(inputs.law),
-                        throughput_predictor(inputs), settings, r_range, memory,
-                        inputs.workload.input_len + inputs.workload.output_len,
-                        inputs.workload.batch, inputs.tied, pick, known, dtype_bytes)
+    result = run_search(SearchProblem(
+        sizes=sizes, vocab_size=inputs.vocab_size, tokens=inputs.tokens,
+        loss=loss_predictor(inputs.law), throughput=throughput_predictor(inputs),
+        settings=settings, r_range=r_range, memory_bytes=memory,
+        workload_tokens_per_seq=inputs.workload.input_len + inputs.workload.output_len,
+        batch=inputs.workload.batch, tied=inputs.tied, baseline_for=pick, known=known,
+        dtype_bytes=dtype_bytes))
     _, calibrated = inputs.calibration.lookup(inputs.engine, inputs.device.name)
     for key in ("candidates", "pareto"):
         frame = result[key]
@@ -149,8 +159,8 @@ def _attach_measurements(frame: pd.DataFrame, archs: list[Architecture],
                          measured_loss: pd.DataFrame | None, measured_speed: pd.DataFrame | None,
                          inputs: SearchInputs) -> None:
     """Mark rows whose exact shape was trained (loss) or measured (throughput)."""
-    key = lambda row: tuple(int(row[c]) for c in SHAPE_COLUMNS)  # noqa: E731
-    by_shape = {tuple(a.shape()[c] for c in SHAPE_COLUMNS): a.name for a in archs}
+    key = lambda row: tuple(int(row[c]) for c in SHAPE_FIELDS)  # noqa: E731
+    by_shape = {tuple(a.shape()[c] for c in SHAPE_FIELDS): a.name for a in archs}
     names = frame.apply(lambda r: by_shape.get(key(r), ""), axis=1) if len(frame) else []
     frame["trained_architecture"] = names
     loss_map: dict[str, float] = {}
@@ -180,3 +190,66 @@ PARETO_COLUMNS = ["budget", "name", "d_model", "n_layers", "n_heads", "n_kv_head
 
 def pareto_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in PARETO_COLUMNS if c in frame.columns]]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search as a study describes it: the config's sections and what was fitted."""
+
+    search: Mapping[str, Any]          # the config's search section (schema defaults filled)
+    throughput: Mapping[str, Any]      # the throughput section: engines, gpu, gpus, workload
+    architectures: list[Architecture]  # sizes, depth and head size, the nearest-trained column
+    r_range: tuple[float, float]       # the fit's r range (candidates outside it are not scored)
+    tokens: float                      # training tokens D the loss is predicted at
+    law: Any                           # archscale.fit.conditional.ConditionalLaw
+    calibration: Calibration
+    engine: str | None = None          # None: search.engine, else the first throughput engine
+    gpu: str | None = None             # a device preset; None: throughput.gpu on throughput.device
+
+
+def search_inputs(settings: SearchSettings) -> SearchInputs:
+    """The device, engine and workload a search predicts throughput for."""
+
+    tp = settings.throughput
+    engine = settings.engine or search_engine(settings.search, tp)
+    if settings.gpu:   # a preset named outright: served on a GPU unless it is the cpu preset
+        gpu, on_gpu = settings.gpu, settings.gpu != "cpu"
+    else:
+        gpu, on_gpu = tp["gpu"], tp["device"] != "cpu"
+    archs = settings.architectures
+    return SearchInputs(law=settings.law, calibration=settings.calibration,
+                        device=get_device(gpu, tp.get("gpus")), engine=engine,
+                        workload=Workload.from_settings(tp, engine, on_gpu=on_gpu),
+                        tokens=float(settings.tokens), vocab_size=archs[0].vocab_size,
+                        tied=archs[0].tie_word_embeddings)
+
+
+def run_study_search(settings: SearchSettings, runs: pd.DataFrame | None = None,
+                     measured: pd.DataFrame | None = None) -> tuple[dict[str, Any], SearchInputs]:
+    """The whole search of one study; returns its result (search_study's) and its inputs.
+
+    runs, measured: runs.csv and throughput.csv, to mark the shapes that were trained or
+    measured (the Snakemake rule has them; the command line has not).
+    """
+    inputs = search_inputs(settings)
+    base_name = settings.search["baseline"].get("architecture")
+    baseline = next((a for a in settings.architectures if a.name == base_name), None)
+    result = search_study(dict(settings.search), inputs, settings.architectures,
+                          tuple(settings.r_range), runs, measured, baseline)
+    return result, inputs
+
+
+def search_rule_params(study: "Study") -> dict[str, Any]:
+    """What changes the search's result (the Snakemake rule's params): its own section, the
+    workload and device of the throughput model, the token budget the loss is predicted at, the
+    architectures (for the sizes and the nearest-trained column) and the fit's r range."""
+    config, tp = study.config, study.config["throughput"]
+    return {
+        # the frontier check reads the search's outputs; its settings change no search result
+        "search": {k: v for k, v in config["search"].items() if k != "validation"},
+        "throughput": {k: tp.get(k) for k in ("engines", "gpu", "gpus", "device",
+                                              *Workload.SETTINGS_KEYS)},
+        "r_range": config["fit"]["r_range"],
+        "tokens": study.search_tokens(),
+        "architectures": {n: a.to_dict() for n, a in study.architectures.items()},
+    }

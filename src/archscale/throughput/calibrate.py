@@ -14,9 +14,8 @@ from typing import Any, Mapping, Sequence
 from archscale.architecture import Architecture
 from archscale.io import read_json, write_csv
 from archscale.provenance import now, provenance
-from archscale.throughput.model import (Measurement, fit_factors, leave_one_out,
-                                save_calibration)
 from archscale.throughput.devices import get_device, preset_for_device_name
+from archscale.throughput.model import Measurement, fit_factors, leave_one_out, save_calibration
 from archscale.workflow.code_versions import code_version
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from archscale.provenance import now, provenance
 from archscale.throughput.engines.base import ENGINES, MeasureSettings, get_engine, write_result
 
 ENGINE_PACKAGES = {"torch": ("numpy", "torch", "transformers"),
@@ -37,7 +38,6 @@ def model_dir_of(path: str | Path) -> Path:
 def measure_to_file(engine: str, model_dir: str | Path, settings: MeasureSettings,
                     out: str | Path, log: logging.Logger | None = None) -> dict[str, Any]:
     """Measure and write `out` atomically, with provenance; returns the record."""
-    from archscale.provenance import now, provenance
 
     started = now()
     model_dir = model_dir_of(model_dir)

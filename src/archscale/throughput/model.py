@@ -35,7 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per_token,
-                           kv_bytes_per_token, non_embedding_params, prefill_flops)
+                                    kv_bytes_per_token, non_embedding_params, prefill_flops)
+from archscale.io import write_json
 from archscale.throughput.devices import Device
 
 MODEL_ID = "roofline-prefill-decode/1"
@@ -131,6 +132,10 @@ class Workload:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Workload":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    #: The keys of config.yaml's throughput section that `from_settings` reads.
+    SETTINGS_KEYS = ("dtype", "batch_size", "input_len", "output_len", "max_num_seqs",
+                     "max_num_batched_tokens", "gpu_memory_utilization")
 
     @classmethod
     def from_settings(cls, throughput: Mapping[str, Any], engine: str,
@@ -350,7 +355,6 @@ def load_calibration(path: str | Path | None) -> Calibration:
 def save_calibration(calibration: Calibration, path: str | Path,
                      extra: Mapping[str, Any] | None = None) -> None:
     """Write atomically; `extra` (e.g. provenance) is stored beside the fitted entries."""
-    from archscale.io import write_json
     write_json(path, {**calibration.to_dict(), **(extra or {})})
 
 

@@ -20,6 +20,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from archscale.data.corpus import load_tokens
+from archscale.data.mc_task import data_file_of
+from archscale.io import read_json, write_json
+from archscale.provenance import now, provenance
+from archscale.training.hf_compat import allow_decoupled_head_dim
+
 # The paper's metric per task (Table 2/3 of Bian et al.); corpus_mc is this project's offline task.
 TASK_METRICS: dict[str, str] = {
     "arc_easy": "acc_norm", "arc_challenge": "acc_norm", "hellaswag": "acc_norm",
@@ -37,7 +43,7 @@ class EvalError(ValueError):
 # Validation loss and bits per byte
 # ---------------------------------------------------------------------------------------------
 
-def validation_windows(n_tokens: int, seq_len: int, val_tokens: int) -> np.ndarray:
+def heldout_windows(n_tokens: int, seq_len: int, val_tokens: int) -> np.ndarray:
     """Start offsets of the fixed evaluation windows (seq_len inputs + 1 target each).
 
     ceil(val_tokens / seq_len) non-overlapping windows, spread evenly over the split; all of
@@ -52,14 +58,14 @@ def validation_windows(n_tokens: int, seq_len: int, val_tokens: int) -> np.ndarr
     return picks * seq_len
 
 
-def validation_loss(model: Any, tokens: np.ndarray, seq_len: int, val_tokens: int,
-                    batch_size: int, decode=None, device: str = "cpu") -> dict[str, Any]:
+def heldout_loss(model: Any, tokens: np.ndarray, seq_len: int, val_tokens: int,
+                 batch_size: int, decode=None, device: str = "cpu") -> dict[str, Any]:
     """Mean next-token loss (nats) over the fixed windows, and bits per byte when `decode`
     (token ids -> text) is given. Special tokens count in the loss and as zero bytes."""
     import torch
     import torch.nn.functional as F
 
-    starts = validation_windows(len(tokens), seq_len, val_tokens)
+    starts = heldout_windows(len(tokens), seq_len, val_tokens)
     total_nats, total_tokens, total_bytes = 0.0, 0, 0
     model.eval()
     with torch.inference_mode():
@@ -121,9 +127,6 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from archscale.data.mc_task import data_file_of
-    from archscale.training.hf_compat import allow_decoupled_head_dim
-
     allow_decoupled_head_dim()  # HFLM loads the config through transformers' strict validator
     local: set[str] = set()
     for folder in task_dirs:
@@ -183,8 +186,6 @@ def runs_table(architectures_csv: str | os.PathLike,
     """
     import pandas as pd
 
-    from archscale.io import read_json
-
     accounting = pd.read_csv(architectures_csv).set_index("name", drop=False)
     rows = []
     for arch, tokens, seed, metrics_path, eval_path in runs:
@@ -234,17 +235,14 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
     import torch
     from transformers import AutoTokenizer
 
-    from archscale.data.corpus import load_tokens
-    from archscale.io import write_json
     from archscale.training.model import load_model
-    from archscale.provenance import now, provenance
 
     started = now()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(model_dir, device=device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     result: dict[str, Any] = dict(label or {})
-    result.update(validation_loss(
+    result.update(heldout_loss(
         model, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
         int(settings["batch_size"]), device=device,
         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True,

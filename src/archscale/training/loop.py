@@ -6,7 +6,8 @@ optional torch.compile on GPU, float32 on CPU, DDP when launched by torchrun.
 
 What makes runs comparable and restartable:
 - The token budget is met exactly: the run trains on ceil(tokens / seq_len) sequences and the
-  last sequence's surplus targets are masked, so every run sees `tokens` predicted tokens.
+  last sequence's surplus targets are masked, so every run sees `tokens` predicted tokens
+  (`Schedule`: the run's steps and batches).
 - The data order is a pure function of (seed, sequence index): window k of epoch e is the k-th
   entry of a permutation seeded by (seed, e). The global batch is the same whatever the number
   of GPUs (ranks take interleaved slices of it), and a resumed run needs only the step number.
@@ -15,28 +16,34 @@ What makes runs comparable and restartable:
 - Every `checkpoint_every_steps` (and on SIGTERM) the full state (model, optimizer, step,
   losses, log, RNG) is written atomically to a resume folder outside the rule's outputs; a rerun
   picks it up when its fingerprint (everything that decides the result) matches, and the folder
-  is removed on success.
+  is removed on success (archscale.training.state).
+
+`run(job)` trains in this process, in steps: set-up, restore, wrapping (DDP, compile), the train
+steps with their log rows and saved states, final metrics, clean-up. Launching a job, in-process
+or through torchrun for several GPUs, is archscale.training.launch.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from archscale.training.state import STATE_FILE, STATE_VERSION, load_state, remove_state, \
+    save_state, training_state
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("archscale.training.loop")
 
@@ -44,18 +51,10 @@ log = logging.getLogger("archscale.training.loop")
 # Snakemake params, so changing them never reruns training (see rules/train.smk).
 RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "checkpoint_every_steps",
                                   "compile"})
-STATE_FILE = "state.pt"
-RESUME_DIR = "results/resume/{arch}/{tokens}/seed{seed}"  # not a rule output: see docs/training.md
-STATE_VERSION = 1
 
 
 class TrainError(ValueError):
     """A training setup that cannot run as configured; the message says what to change."""
-
-
-def resume_dir(arch: str, tokens: int, seed: int) -> str:
-    """Where a run keeps its resume state (relative to the workflow directory)."""
-    return RESUME_DIR.format(arch=arch, tokens=tokens, seed=seed)
 
 
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -128,8 +127,9 @@ def lr_at(step: int, steps: int, peak: float, settings: dict[str, Any]) -> float
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Plan:
-    """How a token budget becomes steps of sequences."""
+class Schedule:
+    """How a token budget becomes steps of sequences: the run's schedule (its steps and
+    batches; the learning rate's schedule is `lr_at`)."""
 
     tokens: int            # predicted tokens to train on (the budget)
     seq_len: int
@@ -142,7 +142,7 @@ class Plan:
 
     @classmethod
     def make(cls, tokens: int, seq_len: int, settings: dict[str, Any], train_tokens: int
-             ) -> "Plan":
+             ) -> "Schedule":
         if tokens < 1:
             raise TrainError(f"token budget must be positive, got {tokens}")
         batch_seqs = settings["global_batch_tokens"] // seq_len
@@ -203,19 +203,19 @@ class DataOrder:
         return out
 
 
-def read_batch(tokens: np.ndarray, order: DataOrder, plan: Plan, indices: np.ndarray
-               ) -> tuple["torch.Tensor", "torch.Tensor"]:
+def read_batch(tokens: np.ndarray, order: DataOrder, schedule: Schedule,
+               indices: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Inputs and targets (int64) for global sequence indices; surplus targets set to -100."""
     import torch
 
     starts = order.starts(indices)
-    width = plan.seq_len + 1
+    width = schedule.seq_len + 1
     block = np.stack([tokens[s:s + width] for s in starts]).astype(np.int64)
     x = torch.from_numpy(block[:, :-1])
     y = torch.from_numpy(block[:, 1:].copy())
-    surplus = (indices + 1) * plan.seq_len - plan.tokens
+    surplus = (indices + 1) * schedule.seq_len - schedule.tokens
     for row in np.nonzero(surplus > 0)[0]:
-        y[row, plan.seq_len - int(surplus[row]):] = -100
+        y[row, schedule.seq_len - int(surplus[row]):] = -100
     return x, y
 
 
@@ -322,32 +322,6 @@ def _optimizer(model: "torch.nn.Module", settings: dict[str, Any], lr_info: dict
                              fused=fused)
 
 
-def _load_state(job: TrainJob, fingerprint: str, device: "torch.device") -> dict | None:
-    import torch
-
-    path = Path(job.resume_dir) / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # a state from another torch version, or a foreign file
-        log.warning("ignoring unreadable resume state %s (%s); starting from step 0", path, exc)
-        return None
-    if state.get("fingerprint") != fingerprint:
-        log.warning("resume state %s belongs to other settings (fingerprint %s, this run %s); "
-                    "starting from step 0", path, state.get("fingerprint"), fingerprint)
-        return None
-    return state
-
-
-def _save_state(job: TrainJob, state: dict[str, Any]) -> None:
-    import torch
-
-    from archscale.io import atomic_path
-
-    with atomic_path(Path(job.resume_dir) / STATE_FILE) as tmp:
-        torch.save(state, tmp)
-
 
 LOG_COLUMNS = ("step", "tokens", "loss", "lr", "tokens_per_s")
 
@@ -395,31 +369,67 @@ def _select_device() -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# ---------------------------------------------------------------------------------------------
+# run(job), in steps
+# ---------------------------------------------------------------------------------------------
 
-def _remove_empty_parents(folder: Path, stop_after: int) -> None:
-    """Remove results/resume/{arch}/{tokens}/ folders left empty (at most `stop_after` levels)."""
-    for _ in range(stop_after):
-        try:
-            folder.rmdir()  # only succeeds when empty; another run's state is never touched
-        except OSError:
-            return
-        folder = folder.parent
+@dataclass
+class Setup:
+    """What one attempt at a run trains with (made once by _set_up)."""
+
+    job: TrainJob
+    device: "torch.device"
+    dist: Dist
+    arch: dict[str, Any]                # the model's config.json
+    tokens: np.ndarray                  # train.bin (a numpy.memmap)
+    schedule: Schedule
+    order: DataOrder
+    lr_info: dict[str, Any]             # learning_rate(): the peak lr and its derivation
+    model: "torch.nn.Module"            # the bare model (DDP and compile wrap it: Wrapped)
+    optimizer: "torch.optim.Optimizer"
+    fingerprint: str                    # TrainJob.fingerprint(): a resume state must match it
+    started: str                        # provenance start time
+    wall0: float                        # time.perf_counter() when this attempt started
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.job.settings
 
 
-def run(job: TrainJob) -> dict[str, Any] | None:
-    """Train to the token budget, save the checkpoint, log and metrics; rank 0 returns metrics."""
+@dataclass
+class Progress:
+    """Where the run stands: restored from a resume state, then advanced by every step."""
+
+    losses: "torch.Tensor"              # per step (float64); global up to reduced_upto
+    rows: list[dict[str, Any]] = field(default_factory=list)  # train_log.csv rows so far
+    resumes: list[int] = field(default_factory=list)  # the step each attempt resumed from
+    start_step: int = 0                 # the first step of this attempt
+    prior_train_s: float = 0.0          # training and wall time of the earlier attempts
+    prior_wall_s: float = 0.0
+    reduced_upto: int = 0               # losses[:reduced_upto] are all-reduced over the ranks
+    loop_t0: float = 0.0                # time.perf_counter() when this attempt's loop started
+    # the logged loss averages the steps since the previous log row (restored on resume, so a
+    # resumed run writes the same train_log.csv losses); the rate covers this process's steps
+    interval_t0: float = 0.0
+    interval_tokens0: int = 0
+    interval_step0: int = 0
+
+
+@dataclass
+class Wrapped:
+    """The model as trained: Setup.model inside DDP and/or torch.compile, and its precision."""
+
+    train_model: "torch.nn.Module"
+    ddp: Any                            # the DistributedDataParallel object, or None
+    autocast: Any                       # a context manager (bf16 autocast or a null context)
+    compute_dtype: str
+    compiled: bool
+
+
+def _select_device_and_dist(job: TrainJob) -> tuple["torch.device", Dist]:
+    """The device, the process group (under torchrun), and the device's numerics settings."""
     import torch
-    import torch.distributed as td
-    import torch.nn.functional as F
 
-    from archscale.data.corpus import load_tokens
-    from archscale.training.model import build_model, gpu_peak_tflops, mfu, save_checkpoint, \
-        training_flops_per_token, unwrap
-    from archscale.provenance import now, provenance
-
-    wall0 = time.perf_counter()
-    started = now()
-    settings = job.settings
     device = _select_device()
     dist = _init_distributed(device.type == "cuda")
     if device.type == "cuda":
@@ -429,250 +439,296 @@ def run(job: TrainJob) -> dict[str, Any] | None:
     else:
         torch.set_num_threads(max(1, int(job.threads)))
         torch.use_deterministic_algorithms(True, warn_only=True)
+    return device, dist
 
+
+def _set_up(job: TrainJob) -> Setup:
+    """Device, process group, data, schedule, model and optimizer of a fresh attempt."""
+    from archscale.data.corpus import load_tokens
+    from archscale.provenance import now
+    from archscale.training.model import build_model
+
+    wall0 = time.perf_counter()
+    started = now()
+    settings = job.settings
+    device, dist = _select_device_and_dist(job)
     arch = json.loads(Path(job.arch_config).read_text())
     tokens = load_tokens(job.train_bin, job.meta)
-    plan = Plan.make(int(job.tokens), int(job.seq_len), settings, len(tokens))
-    order = DataOrder(plan.n_windows, plan.seq_len, int(job.seed))
+    schedule = Schedule.make(int(job.tokens), int(job.seq_len), settings, len(tokens))
+    order = DataOrder(schedule.n_windows, schedule.seq_len, int(job.seed))
     lr_info = learning_rate(settings, int(arch["hidden_size"]))
-    peak = lr_info["lr"]
-
     model = build_model(arch, seed=int(job.seed), init_std=settings["init_std"]).to(device)
     model.train()
     optimizer = _optimizer(model, settings, lr_info, fused=device.type == "cuda")
-    fingerprint = job.fingerprint()
-    state = _load_state(job, fingerprint, device)
-    losses = torch.zeros(plan.steps, dtype=torch.float64, device=device)
-    rows: list[dict[str, Any]] = []
-    resumes: list[int] = []
-    start_step, prior_train_s, prior_wall_s = 0, 0.0, 0.0
+    return Setup(job=job, device=device, dist=dist, arch=arch, tokens=tokens,
+                 schedule=schedule, order=order, lr_info=lr_info, model=model,
+                 optimizer=optimizer, fingerprint=job.fingerprint(), started=started,
+                 wall0=wall0)
+
+
+def _restore(s: Setup) -> Progress:
+    """Step 0, or the job's resume state: model, optimizer, losses, log rows, times and RNG."""
+    import torch
+
+    from archscale.training.model import unwrap
+
+    state = load_state(s.job, s.fingerprint, s.device)
+    p = Progress(losses=torch.zeros(s.schedule.steps, dtype=torch.float64, device=s.device))
     if state is not None:
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
-        losses[:start_step] = state["losses"][:start_step].to(device)
-        rows = list(state["log_rows"])
-        resumes = list(state["resumes"]) + [start_step]
-        prior_train_s, prior_wall_s = float(state["train_s"]), float(state["wall_s"])
+        unwrap(s.model).load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        p.start_step = int(state["step"])
+        p.losses[:p.start_step] = state["losses"][:p.start_step].to(s.device)
+        p.rows = list(state["log_rows"])
+        p.resumes = list(state["resumes"]) + [p.start_step]
+        p.prior_train_s, p.prior_wall_s = float(state["train_s"]), float(state["wall_s"])
         torch.set_rng_state(state["rng_cpu"].cpu())
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-        if dist.main:
-            log.info("resuming from step %d of %d (%s)", start_step, plan.steps,
-                     Path(job.resume_dir) / STATE_FILE)
-    # DDP wraps the model, then compile wraps DDP (so DDP's gradient buckets overlap the
-    # compiled backward); no_sync is taken from the DDP object itself
-    train_model: torch.nn.Module = model
+        if s.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), s.device)
+        if s.dist.main:
+            log.info("resuming from step %d of %d (%s)", p.start_step, s.schedule.steps,
+                     Path(s.job.resume_dir) / STATE_FILE)
+    p.reduced_upto = p.start_step
+    return p
+
+
+def _wrap(s: Setup) -> Wrapped:
+    """DDP wraps the model, then compile wraps DDP (so DDP's gradient buckets overlap the
+    compiled backward); no_sync is taken from the DDP object itself."""
+    import torch
+
+    train_model: torch.nn.Module = s.model
     ddp = None
-    if dist.world > 1:
+    if s.dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = train_model = DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    if settings.get("compile") and device.type == "cuda":
+            s.model, device_ids=[s.dist.local_rank] if s.device.type == "cuda" else None)
+    compiled = bool(s.settings.get("compile") and s.device.type == "cuda")
+    if compiled:
         train_model = torch.compile(train_model)
-    autocast, compute_dtype = _autocast(device, settings.get("dtype", "auto"))
-    vocab = int(arch["vocab_size"])
-    clip = float(settings.get("grad_clip", 0.0))
-    log_every = int(settings["log_every_steps"])
-    ckpt_every = int(settings["checkpoint_every_steps"])
-    reduced_upto = start_step
+    autocast, compute_dtype = _autocast(s.device, s.settings.get("dtype", "auto"))
+    return Wrapped(train_model=train_model, ddp=ddp, autocast=autocast,
+                   compute_dtype=compute_dtype, compiled=compiled)
 
-    def flush_losses(upto: int) -> None:
-        """Make losses[reduced_upto:upto] global (a collective: every rank calls it together)."""
-        nonlocal reduced_upto
-        if dist.world > 1 and upto > reduced_upto:
-            pending = losses[reduced_upto:upto].clone()
-            td.all_reduce(pending)
-            losses[reduced_upto:upto] = pending
-        reduced_upto = max(reduced_upto, upto)
 
-    if dist.main:
+def _announce(s: Setup, w: Wrapped) -> None:
+    if s.dist.main:
+        sc = s.schedule
         log.info("training %s: %d steps x %d sequences of %d tokens (%d tokens, %.3f epochs), "
                  "micro-batch %d, %d rank(s), lr %.3g (%s), device %s, %s",
-                 job.label.get("arch", Path(job.arch_config).parent.name), plan.steps,
-                 plan.batch_seqs, plan.seq_len, plan.tokens, plan.epochs,
-                 plan.micro_batch_size, dist.world, peak, lr_info["formula"], device,
-                 compute_dtype)
-    loop_t0 = time.perf_counter()
-    # the logged loss averages the steps since the previous log row (restored on resume, so a
-    # resumed run writes the same train_log.csv losses); the rate covers this process's steps
-    interval_t0, interval_tokens0 = loop_t0, plan.tokens_after(start_step)
-    interval_step0 = int(rows[-1]["step"]) if rows else 0
-    with _StopOnSigterm(enabled=dist.world == 1) as stop:
-        for step in range(start_step, plan.steps):
-            lr = lr_at(step, plan.steps, peak, settings)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            seqs = plan.step_sequences(step)
-            n_targets = plan.targets_in(seqs)
-            mine = np.arange(seqs.start, seqs.stop, dtype=np.int64)[dist.rank::dist.world]
-            chunks = [mine[i:i + plan.micro_batch_size]
-                      for i in range(0, len(mine), plan.micro_batch_size)]
-            scale = dist.world / n_targets
-            if not chunks:  # fewer sequences than ranks on the last step: join the all-reduce
-                chunks, scale = [np.array([seqs.start], dtype=np.int64)], 0.0
-            step_loss = torch.zeros((), dtype=torch.float64, device=device)
-            for i, chunk in enumerate(chunks):
-                x, y = read_batch(tokens, order, plan, chunk)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                sync = ddp is None or i == len(chunks) - 1
-                context = contextlib.nullcontext() if sync else ddp.no_sync()
-                with context:
-                    with autocast:
-                        logits = train_model(input_ids=x, use_cache=False).logits
-                    loss_sum = F.cross_entropy(logits.float().view(-1, vocab), y.view(-1),
-                                               ignore_index=-100, reduction="sum")
-                    (loss_sum * scale).backward()
-                step_loss += loss_sum.detach().double()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses[step] = step_loss * (scale / dist.world)
+                 s.job.label.get("arch", Path(s.job.arch_config).parent.name), sc.steps,
+                 sc.batch_seqs, sc.seq_len, sc.tokens, sc.epochs, sc.micro_batch_size,
+                 s.dist.world, s.lr_info["lr"], s.lr_info["formula"], s.device, w.compute_dtype)
+
+
+def _flush_losses(s: Setup, p: Progress, upto: int) -> None:
+    """Make losses[reduced_upto:upto] global (a collective: every rank calls it together)."""
+    if s.dist.world > 1 and upto > p.reduced_upto:
+        import torch.distributed as td
+
+        pending = p.losses[p.reduced_upto:upto].clone()
+        td.all_reduce(pending)
+        p.losses[p.reduced_upto:upto] = pending
+    p.reduced_upto = max(p.reduced_upto, upto)
+
+
+def _train(s: Setup, p: Progress, w: Wrapped) -> float:
+    """Steps start_step.. to the end, with log rows and resume states; returns train_s (all
+    attempts). SIGTERM saves the state after the current step and exits with 143."""
+    import torch
+
+    steps = s.schedule.steps
+    log_every = int(s.settings["log_every_steps"])
+    ckpt_every = int(s.settings["checkpoint_every_steps"])
+    p.loop_t0 = p.interval_t0 = time.perf_counter()
+    p.interval_tokens0 = s.schedule.tokens_after(p.start_step)
+    p.interval_step0 = int(p.rows[-1]["step"]) if p.rows else 0
+    with _StopOnSigterm(enabled=s.dist.world == 1) as stop:
+        for step in range(p.start_step, steps):
+            lr = _train_step(s, p, w, step)
             done = step + 1
-            is_last = done == plan.steps
+            is_last = done == steps
             if done % log_every == 0 or is_last:
-                flush_losses(done)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t = time.perf_counter()
-                tok_done = plan.tokens_after(done)
-                rate = (tok_done - interval_tokens0) / max(t - interval_t0, 1e-9)
-                row = {"step": done, "tokens": tok_done,
-                       "loss": float(losses[interval_step0:done].mean()), "lr": lr,
-                       "tokens_per_s": round(rate, 1)}
-                rows.append(row)
-                if dist.main:
-                    eta = (plan.tokens - tok_done) / rate if rate > 0 else float("nan")
-                    log.info("step %d/%d tokens %d/%d loss %.4f lr %.3g %.0f tok/s ETA %.0fs",
-                             done, plan.steps, tok_done, plan.tokens, row["loss"], lr, rate, eta)
-                interval_t0, interval_tokens0, interval_step0 = t, tok_done, done
+                _log_row(s, p, done, lr)
             if (done % ckpt_every == 0 or stop.requested) and not is_last:
-                flush_losses(done)
-                if dist.main:
-                    _save_state(job, {
-                        "version": STATE_VERSION, "fingerprint": fingerprint, "step": done,
-                        "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                        "losses": losses[:done].cpu(), "log_rows": rows, "resumes": resumes,
-                        "train_s": prior_train_s + time.perf_counter() - loop_t0,
-                        "wall_s": prior_wall_s + time.perf_counter() - wall0,
-                        "rng_cpu": torch.get_rng_state(),
-                        **({"rng_cuda": torch.cuda.get_rng_state(device)}
-                           if device.type == "cuda" else {})})
-                if dist.world > 1:
-                    td.barrier()
+                _save(s, p, done)
                 if stop.requested:
                     log.warning("SIGTERM: state saved at step %d of %d in %s; exiting (a rerun "
-                                "resumes from it)", done, plan.steps, job.resume_dir)
+                                "resumes from it)", done, steps, s.job.resume_dir)
                     raise SystemExit(128 + signal.SIGTERM)
-    flush_losses(plan.steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_s = prior_train_s + time.perf_counter() - loop_t0
-    metrics = None
-    if dist.main:
-        save_checkpoint(model, job.model_dir, job.tokenizer_dir)
-        from archscale.io import write_json
+    _flush_losses(s, p, steps)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    return p.prior_train_s + time.perf_counter() - p.loop_t0
 
-        write_log_csv(job.log_csv, rows)
-        all_losses = losses.cpu().numpy()
-        tail = max(1, int(round(0.1 * plan.steps)))
-        tokens_per_s = plan.tokens / train_s if train_s > 0 else None
-        flops = training_flops_per_token(arch, plan.seq_len)
-        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        peak_tflops = gpu_peak_tflops(device_name) if device.type == "cuda" else None
-        metrics = {
-            "arch": job.label.get("arch", Path(job.arch_config).parent.name),
-            "tokens_budget": plan.tokens, "tokens_seen": plan.tokens, "seed": int(job.seed),
-            "steps": plan.steps, "seq_len": plan.seq_len,
-            "global_batch_tokens": plan.batch_seqs * plan.seq_len,
-            "micro_batch_size": plan.micro_batch_size,
-            "grad_accum_steps": -(-plan.batch_seqs // (plan.micro_batch_size * dist.world)),
-            "world_size": dist.world,
-            "epochs": plan.epochs, "train_bin_tokens": plan.train_tokens,
-            "train_loss": float(all_losses[-tail:].mean()),
-            "train_loss_steps": tail,
-            "final_step_loss": float(all_losses[-1]),
-            "wall_s": round(prior_wall_s + time.perf_counter() - wall0, 3),
-            "train_s": round(train_s, 3),
-            "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
-            "flops_per_token": flops,
-            "peak_tflops": peak_tflops,
-            "mfu": mfu(tokens_per_s or 0.0, flops, peak_tflops, dist.world),
-            "device": device_name, "compute_dtype": compute_dtype,
-            "compiled": bool(settings.get("compile") and device.type == "cuda"),
-            "threads": int(job.threads) if device.type == "cpu" else None,
-            "lr": lr_info, "schedule": settings.get("schedule", "cosine"),
-            "resumed_from_steps": resumes,
-            "provenance": provenance(
-                settings={"training": result_settings(settings), "tokens": plan.tokens,
-                          "seed": int(job.seed), "seq_len": plan.seq_len, **job.label},
-                inputs=[job.arch_config, job.meta,
-                        str(Path(job.tokenizer_dir) / "tokenizer.json")],
-                started=started, packages=("numpy", "torch", "transformers", "safetensors")),
-        }
-        write_json(job.metrics_json, metrics)
-        shutil.rmtree(job.resume_dir, ignore_errors=True)
-        _remove_empty_parents(Path(job.resume_dir).parent, stop_after=3)
-        log.info("done: train loss %.4f, %.0f tok/s, %.1f s", metrics["train_loss"],
-                 metrics["tokens_per_s"] or 0, metrics["wall_s"])
-    if dist.world > 1:
+
+def _micro_batches(s: Setup, step: int) -> tuple[list[np.ndarray], float]:
+    """This rank's micro-batches of one step (global sequence indices) and the loss scale
+    (world / the global batch's target count)."""
+    seqs = s.schedule.step_sequences(step)
+    n_targets = s.schedule.targets_in(seqs)
+    mine = np.arange(seqs.start, seqs.stop, dtype=np.int64)[s.dist.rank::s.dist.world]
+    size = s.schedule.micro_batch_size
+    chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
+    scale = s.dist.world / n_targets
+    if not chunks:  # fewer sequences than ranks on the last step: join the all-reduce
+        chunks, scale = [np.array([seqs.start], dtype=np.int64)], 0.0
+    return chunks, scale
+
+
+def _train_step(s: Setup, p: Progress, w: Wrapped, step: int) -> float:
+    """One optimizer step (gradient accumulation over the micro-batches, DDP syncing on the
+    last); records this rank's loss in losses[step] and returns the step's lr."""
+    import torch
+    import torch.nn.functional as F
+
+    lr = lr_at(step, s.schedule.steps, s.lr_info["lr"], s.settings)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    chunks, scale = _micro_batches(s, step)
+    vocab = int(s.arch["vocab_size"])
+    step_loss = torch.zeros((), dtype=torch.float64, device=s.device)
+    for i, chunk in enumerate(chunks):
+        x, y = read_batch(s.tokens, s.order, s.schedule, chunk)
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+        sync = w.ddp is None or i == len(chunks) - 1
+        context = contextlib.nullcontext() if sync else w.ddp.no_sync()
+        with context:
+            with w.autocast:
+                logits = w.train_model(input_ids=x, use_cache=False).logits
+            loss_sum = F.cross_entropy(logits.float().view(-1, vocab), y.view(-1),
+                                       ignore_index=-100, reduction="sum")
+            (loss_sum * scale).backward()
+        step_loss += loss_sum.detach().double()
+    clip = float(s.settings.get("grad_clip", 0.0))
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    p.losses[step] = step_loss * (scale / s.dist.world)
+    return lr
+
+
+def _log_row(s: Setup, p: Progress, done: int, lr: float) -> None:
+    """Append the train_log.csv row after `done` steps (a collective) and log it on rank 0."""
+    import torch
+
+    _flush_losses(s, p, done)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    t = time.perf_counter()
+    sc = s.schedule
+    tok_done = sc.tokens_after(done)
+    rate = (tok_done - p.interval_tokens0) / max(t - p.interval_t0, 1e-9)
+    row = {"step": done, "tokens": tok_done,
+           "loss": float(p.losses[p.interval_step0:done].mean()), "lr": lr,
+           "tokens_per_s": round(rate, 1)}
+    p.rows.append(row)
+    if s.dist.main:
+        eta = (sc.tokens - tok_done) / rate if rate > 0 else float("nan")
+        log.info("step %d/%d tokens %d/%d loss %.4f lr %.3g %.0f tok/s ETA %.0fs",
+                 done, sc.steps, tok_done, sc.tokens, row["loss"], lr, rate, eta)
+    p.interval_t0, p.interval_tokens0, p.interval_step0 = t, tok_done, done
+
+
+def _save(s: Setup, p: Progress, done: int) -> None:
+    """Rank 0 writes the resume state after `done` steps (a collective: every rank calls it)."""
+    from archscale.training.model import unwrap
+
+    _flush_losses(s, p, done)
+    if s.dist.main:
+        save_state(s.job, training_state(
+            fingerprint=s.fingerprint, step=done, model=unwrap(s.model),
+            optimizer=s.optimizer, losses=p.losses[:done], log_rows=p.rows,
+            resumes=p.resumes, train_s=p.prior_train_s + time.perf_counter() - p.loop_t0,
+            wall_s=p.prior_wall_s + time.perf_counter() - s.wall0, device=s.device))
+    if s.dist.world > 1:
+        import torch.distributed as td
+
         td.barrier()
-        td.destroy_process_group()
+
+
+def _final_metrics(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[str, Any]:
+    """metrics.json of a finished run (rank 0, after the whole loss vector is global)."""
+    import torch
+
+    from archscale.provenance import provenance
+    from archscale.training.model import gpu_peak_tflops, mfu, training_flops_per_token
+
+    job, sc, dist, device, settings = s.job, s.schedule, s.dist, s.device, s.settings
+    all_losses = p.losses.cpu().numpy()
+    tail = max(1, int(round(0.1 * sc.steps)))
+    tokens_per_s = sc.tokens / train_s if train_s > 0 else None
+    flops = training_flops_per_token(s.arch, sc.seq_len)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak_tflops = gpu_peak_tflops(device_name) if device.type == "cuda" else None
+    return {
+        "arch": job.label.get("arch", Path(job.arch_config).parent.name),
+        "tokens_budget": sc.tokens, "tokens_seen": sc.tokens, "seed": int(job.seed),
+        "steps": sc.steps, "seq_len": sc.seq_len,
+        "global_batch_tokens": sc.batch_seqs * sc.seq_len,
+        "micro_batch_size": sc.micro_batch_size,
+        "grad_accum_steps": -(-sc.batch_seqs // (sc.micro_batch_size * dist.world)),
+        "world_size": dist.world,
+        "epochs": sc.epochs, "train_bin_tokens": sc.train_tokens,
+        "train_loss": float(all_losses[-tail:].mean()),
+        "train_loss_steps": tail,
+        "final_step_loss": float(all_losses[-1]),
+        "wall_s": round(p.prior_wall_s + time.perf_counter() - s.wall0, 3),
+        "train_s": round(train_s, 3),
+        "tokens_per_s": round(tokens_per_s, 1) if tokens_per_s else None,
+        "flops_per_token": flops,
+        "peak_tflops": peak_tflops,
+        "mfu": mfu(tokens_per_s or 0.0, flops, peak_tflops, dist.world),
+        "device": device_name, "compute_dtype": w.compute_dtype,
+        "compiled": w.compiled,
+        "threads": int(job.threads) if device.type == "cpu" else None,
+        "lr": s.lr_info, "schedule": settings.get("schedule", "cosine"),
+        "resumed_from_steps": p.resumes,
+        "provenance": provenance(
+            settings={"training": result_settings(settings), "tokens": sc.tokens,
+                      "seed": int(job.seed), "seq_len": sc.seq_len, **job.label},
+            inputs=[job.arch_config, job.meta,
+                    str(Path(job.tokenizer_dir) / "tokenizer.json")],
+            started=s.started, packages=("numpy", "torch", "transformers", "safetensors")),
+    }
+
+
+def _write_outputs(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[str, Any]:
+    """Rank 0: the checkpoint, train_log.csv and metrics.json; then the resume folder goes."""
+    from archscale.io import write_json
+    from archscale.training.model import save_checkpoint
+
+    save_checkpoint(s.model, s.job.model_dir, s.job.tokenizer_dir)
+    write_log_csv(s.job.log_csv, p.rows)
+    metrics = _final_metrics(s, p, w, train_s)
+    write_json(s.job.metrics_json, metrics)
+    remove_state(s.job)
+    log.info("done: train loss %.4f, %.0f tok/s, %.1f s", metrics["train_loss"],
+             metrics["tokens_per_s"] or 0, metrics["wall_s"])
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------
-# Launching: in-process, or through torchrun for several GPUs
-# ---------------------------------------------------------------------------------------------
+def _clean_up(dist: Dist) -> None:
+    """Wait for rank 0's outputs, then leave the process group (DDP only)."""
+    if dist.world > 1:
+        import torch.distributed as td
 
-def launch_torchrun(job: TrainJob, nproc: int, timeout: float | None = None) -> None:
-    """Run the job as `nproc` DDP processes through torchrun (one node, free port)."""
-    spec = Path(job.resume_dir) / "job.json"
-    from archscale.io import write_text
-
-    write_text(spec, job.to_json())
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "archscale.training.loop", "--job", str(spec)]
-    log.info("launching: %s", " ".join(cmd))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    package_root = str(Path(__file__).resolve().parents[2])  # ranks import this very package
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr, timeout=timeout, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun exited with status {proc.returncode}; the per-rank "
-                           "tracebacks are above in this log. The resume state in "
-                           f"{job.resume_dir} is kept, so rerunning continues from it")
+        td.barrier()
+        td.destroy_process_group()
 
 
-def execute(job: TrainJob, gpus: int = 0) -> None:
-    """Train in this process, or through torchrun when a job has more than one GPU."""
-    if gpus > 1:
-        launch_torchrun(job, gpus)
-    else:
-        run(job)
+def run(job: TrainJob) -> dict[str, Any] | None:
+    """Train to the token budget, save the checkpoint, log and metrics; rank 0 returns metrics.
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m archscale.training.loop --job job.json` (what torchrun runs on every rank)."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--job", required=True, help="a TrainJob as JSON (TrainJob.to_json)")
-    args = parser.parse_args(argv)
-    root = logging.getLogger("archscale")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        rank = os.environ.get("RANK")
-        prefix = f"[rank {rank}] " if rank is not None else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-    run(TrainJob.from_json(Path(args.job).read_text()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
+    Resumes from the job's resume state when one matches (archscale.training.state); under
+    torchrun every rank calls it (archscale.training.launch)."""
+    setup = _set_up(job)
+    progress = _restore(setup)
+    wrapped = _wrap(setup)
+    _announce(setup, wrapped)
+    train_s = _train(setup, progress, wrapped)
+    metrics = _write_outputs(setup, progress, wrapped, train_s) if setup.dist.main else None
+    _clean_up(setup.dist)
+    return metrics

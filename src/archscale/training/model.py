@@ -19,6 +19,8 @@ import torch
 
 from archscale.architecture import Architecture
 from archscale.io import write_json
+from archscale.throughput.devices import PRESETS, preset_for_device_name
+from archscale.training.hf_compat import allow_decoupled_head_dim
 
 
 class ModelError(ValueError):
@@ -42,8 +44,6 @@ def llama_config(config: dict[str, Any] | str | os.PathLike, init_std: float | N
     """A transformers LlamaConfig for an architecture (head_dim may be decoupled from d_model:
     see archscale.training.hf_compat)."""
     from transformers import LlamaConfig
-
-    from archscale.training.hf_compat import allow_decoupled_head_dim
 
     allow_decoupled_head_dim()
     cfg = read_hf_config(config)
@@ -140,8 +140,6 @@ def load_model(model_dir: str | os.PathLike, device: str = "cpu",
     """Load a saved checkpoint in eval mode (the same path lm-eval's HFLM takes)."""
     from transformers import AutoModelForCausalLM
 
-    from archscale.training.hf_compat import allow_decoupled_head_dim
-
     allow_decoupled_head_dim()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     return model.to(device).eval()
@@ -158,19 +156,11 @@ def training_flops_per_token(config: dict[str, Any] | str | os.PathLike, seq_len
 
 
 def gpu_peak_tflops(device_name: str) -> float | None:
-    """Dense bf16 peak of a known GPU (from the throughput presets), None when unknown.
+    """Dense bf16 peak of the preset a CUDA device name belongs to (e.g. "NVIDIA H100 80GB
+    HBM3" -> H100; archscale.throughput.devices matches the names), None when unknown."""
 
-    Matched on the preset family in the CUDA device name (e.g. "NVIDIA H100 80GB HBM3" -> H100);
-    A100 40 and 80 GB share one peak, so either preset gives the same figure.
-    """
-    from archscale.throughput.devices import PRESETS
-
-    name = device_name.upper().replace(" ", "")
-    for key, preset in PRESETS.items():
-        family = key.split("-")[0].upper()
-        if family != "CPU" and family in name:
-            return preset.peak_tflops
-    return None
+    preset = preset_for_device_name(device_name)
+    return None if preset in (None, "cpu") else PRESETS[preset].peak_tflops
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops: float | None,

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from archscale.training.loop import TrainJob, result_settings
+
 
 @contextlib.contextmanager
 def log_to(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
@@ -60,11 +62,10 @@ def set_offline_if_possible(config: dict[str, Any]) -> bool:
     return True
 
 
-def rule_train_job(sm: Any, settings: dict[str, Any], tokens: int, seed: int, resume_dir: str,
-                   label: dict[str, Any]) -> Any:
-    """The TrainJob of a training rule (train, validation_train): paths from the rule's input
-    and output, after checking that the settings resolved in the job are the rule's params."""
-    from archscale.training.loop import TrainJob, result_settings
+def rule_train_job(sm: Any, settings: dict[str, Any]) -> Any:
+    """The TrainJob of a training rule (train, validation_train): the run from the rule's
+    params, paths from its input and output, after checking that the settings resolved in the
+    job are the rule's params."""
 
     if result_settings(settings) != sm.params.training:
         raise RuntimeError("the training settings resolved in the job differ from the rule's "
@@ -73,6 +74,6 @@ def rule_train_job(sm: Any, settings: dict[str, Any], tokens: int, seed: int, re
         arch_config=sm.input.arch, train_bin=sm.input.train, meta=sm.input.meta,
         tokenizer_dir=os.path.dirname(sm.input.tokenizer),
         model_dir=os.path.dirname(sm.output.model), log_csv=sm.output.log_csv,
-        metrics_json=sm.output.metrics, resume_dir=resume_dir, tokens=int(tokens),
-        seed=int(seed), seq_len=sm.params.seq_len, settings=settings, threads=sm.threads,
-        label=label)
+        metrics_json=sm.output.metrics, resume_dir=sm.params.resume,
+        tokens=int(sm.params.tokens), seed=int(sm.params.seed), seq_len=sm.params.seq_len,
+        settings=settings, threads=sm.threads, label=dict(sm.params.label))

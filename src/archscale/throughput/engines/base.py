@@ -19,6 +19,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from archscale.architecture import Architecture
+from archscale.io import write_json
+
 ENGINES = ("torch", "vllm", "sglang")
 
 # Config keys (throughput section) that change a measurement, per engine. throughput.gpu/gpus
@@ -183,7 +186,6 @@ class ThroughputResult:
 
 def read_architecture(model_dir: str | Path) -> dict[str, Any]:
     """Name and shape of the HF config.json in `model_dir` (the directory is the name)."""
-    from archscale.architecture import Architecture
     model_dir = Path(model_dir)
     arch = Architecture.from_hf_config(model_dir / "config.json", name=model_dir.name)
     return {"name": arch.name, **arch.shape(), "vocab_size": arch.vocab_size,
@@ -314,6 +316,5 @@ def get_engine(name: str) -> Engine:
 
 
 def write_result(result: ThroughputResult, path: str | Path) -> None:
-    from archscale.io import write_json
     write_json(path, result.to_dict())
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.training.hf_compat import allow_decoupled_head_dim
 
 SGLANG_VERSION = "0.5.23"   # the release envs/sglang.yaml pins and the argument check reads
 
@@ -63,7 +64,6 @@ class SglangSession(Session):
         if settings.device == "cpu" or not torch.cuda.is_available():
             raise RuntimeError("the sglang engine measures on a CUDA GPU only; set "
                                "throughput.device to 'cuda' or 'auto' on a GPU node")
-        from archscale.training.hf_compat import allow_decoupled_head_dim
         allow_decoupled_head_dim()  # transformers >= 5.2x rejects n_heads*head_dim != d_model
         self.kwargs = engine_kwargs(model_dir, settings)
         self.dtype = self.kwargs["dtype"]

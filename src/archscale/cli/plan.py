@@ -1,0 +1,34 @@
+"""`archscale plan`: GPU-hours, disk and job counts of a study before anything is submitted
+(archscale.costs; the same table as the workflow's results/plan.csv).
+
+    archscale plan --configfile configs/paper-1b.yaml --gpu H200 --out plan.csv
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from archscale.costs import ASSUMED_MFU, TRAINING_GPU
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from archscale.config import load_study
+    from archscale.costs import study_plan
+    from archscale.io import write_csv
+
+    table = study_plan(load_study(args.configfile), mfu=args.mfu, gpu=args.gpu)
+    if args.out:
+        write_csv(args.out, table)
+    print(table.to_csv(index=False), end="")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `plan` to the main CLI's sub-command parsers."""
+    plan = subparsers.add_parser("plan", help="estimate GPU-hours, disk and jobs before submitting")
+    plan.add_argument("--configfile", default="config.yaml")
+    plan.add_argument("--mfu", type=float, default=ASSUMED_MFU,
+                      help="assumed model FLOPs utilisation")
+    plan.add_argument("--gpu", default=TRAINING_GPU, help="device preset for the time estimate")
+    plan.add_argument("--out", help="also write the table to this CSV")
+    plan.set_defaults(func=_plan)

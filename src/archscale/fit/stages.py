@@ -1,0 +1,121 @@
+"""The three fit stages as file-in, file-out functions: what the Snakemake scripts and
+`archscale fit` both run, so the workflow and the command line do exactly the same thing.
+
+Each takes the config's `fit` section as a dict; missing keys get the schema's defaults.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from archscale.config import section_defaults
+from archscale.fit.chinchilla import FitError, fit_chinchilla, load_chinchilla
+from archscale.fit.conditional import fit_conditional
+from archscale.fit.io import read_runs
+from archscale.fit.quality import progressive_extrapolation
+from archscale.io import write_csv, write_json
+from archscale.provenance import now
+from archscale.provenance import provenance as project_provenance
+
+#: The schema's defaults for the `fit` section (src/archscale/schemas/config.schema.json).
+FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")
+
+
+def fit_settings(fit: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config's fit section with defaults filled in; unknown keys are an error."""
+    settings = dict(FIT_DEFAULTS)
+    unknown = sorted(set(fit or {}) - set(FIT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"fit settings: unknown key(s) {unknown}; known: {sorted(FIT_DEFAULTS)}")
+    settings.update(fit or {})
+    return settings
+
+
+def _complete_provenance(doc: dict[str, Any], started: str, inputs: list) -> None:
+    """Add the start time and the input files' hashes to a fit document's provenance."""
+
+    doc.setdefault("provenance", {})
+    doc["provenance"]["started"] = started
+    doc["provenance"]["inputs"] = project_provenance(inputs=[str(p) for p in inputs])["inputs"]
+
+
+def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None = None,
+                     plot: str | Path | None = None, workers: int = 2,
+                     extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the Chinchilla law to a runs table and write chinchilla.json (and a plot)."""
+    started = now()
+    s = fit_settings(fit)
+    table = read_runs(runs, s["loss_column"], require=("N", "D", "loss"))
+    result = fit_chinchilla(table["N"], table["D"], table["loss"],
+                            huber_delta=s["huber_delta"], bootstrap=s["bootstrap"],
+                            compute_budgets=s["compute_budgets"], seed=s["seed"],
+                            n_starts=s["n_starts"], workers=workers)
+    doc = result.to_dict(extra_provenance, settings={"fit": s, "runs": str(runs)})
+    _complete_provenance(doc, started, [runs])
+    write_json(out, doc)
+    if plot:
+        from archscale.fit.plots import plot_chinchilla
+
+        plot_chinchilla(result, plot)
+    return doc
+
+
+def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None = None,
+                      chinchilla: str | Path | None = None,
+                      plots: Mapping[str, str | Path] | None = None,
+                      extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the conditional law and write conditional.json (and plots).
+
+    The Chinchilla law is read from `chinchilla` (a chinchilla.json) when given, else fitted on
+    the runs without bootstrap. It is the L_opt when fit.l_opt is 'chinchilla', and the
+    extrapolation outside the empirical points when it is 'empirical' (where a table too small
+    for a Chinchilla fit is allowed: the law then answers L_opt only at its points).
+    plots: optional paths under the keys 'u_curves' and 'predicted'.
+    """
+    started = now()
+    s = fit_settings(fit)
+    table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
+    notes = []
+    if chinchilla:
+        law = load_chinchilla(chinchilla)
+    else:
+        try:
+            law = fit_chinchilla(table["N"], table["D"], table["loss"],
+                                 huber_delta=s["huber_delta"], n_starts=s["n_starts"]).law
+        except FitError as exc:
+            if s["l_opt"] == "chinchilla":
+                raise
+            law = None
+            notes.append(f"no Chinchilla fit for extrapolating L_opt ({exc}); the law answers "
+                         "L_opt only inside the empirical points")
+    result = fit_conditional(table, form=s["form"], l_opt=s["l_opt"], chinchilla=law,
+                             r_range=s["r_range"], bootstrap=s["bootstrap"], seed=s["seed"],
+                             size_tol=s["size_tolerance"])
+    result.warnings.extend(notes)
+    settings = {"fit": s, "runs": str(runs), "chinchilla": str(chinchilla) if chinchilla else
+                "fitted on the runs"}
+    doc = result.to_dict(extra_provenance, settings=settings)
+    _complete_provenance(doc, started, [runs] + ([chinchilla] if chinchilla else []))
+    write_json(out, doc)
+    if plots:
+        from archscale.fit.plots import plot_predicted_vs_observed, plot_u_curves
+
+        if plots.get("u_curves"):
+            plot_u_curves(result, plots["u_curves"])
+        if plots.get("predicted"):
+            plot_predicted_vs_observed(result, plots["predicted"])
+    return doc
+
+
+def quality_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None = None):
+    """Progressive extrapolation over sizes, written as quality.csv; returns the table."""
+
+    s = fit_settings(fit)
+    table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
+    quality = progressive_extrapolation(table, form=s["form"], r_range=s["r_range"],
+                                        huber_delta=s["huber_delta"],
+                                        size_tol=s["size_tolerance"],
+                                        min_train_sizes=s["min_train_sizes"],
+                                        n_starts=s["n_starts"])
+    write_csv(out, quality)
+    return quality
