@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from archscale.throughput import MeasureSettings
+from archscale.throughput.engines.base import MeasureSettings
 from archscale.throughput.engines.sglang import SGLANG_VERSION, engine_kwargs, sampling_params
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from archscale.architecture import Architecture
-from archscale.throughput import (EngineUnavailable, IncompleteGeneration, MeasureSettings,
-                                  get_engine, make_prompts, measurement_settings)
 from archscale.throughput.calibrate import build_table
 from archscale.throughput.devices import get_device
-from archscale.throughput.engines.base import Engine, Session, ThroughputResult, write_result
+from archscale.throughput.engines.base import (Engine, EngineUnavailable, IncompleteGeneration,
+                                               MeasureSettings, Session, ThroughputResult,
+                                               get_engine, make_prompts, measurement_settings,
+                                               write_result)
 from archscale.throughput.engines.sglang import engine_kwargs
 from archscale.throughput.engines.vllm import llm_kwargs, sampling_kwargs
 from archscale.throughput.measure import main as run_main

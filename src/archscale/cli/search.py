@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archscale.architecture import Architecture
-from archscale.config import load_study, section_defaults
+from archscale.config import load_study, search_engine, section_defaults
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -61,7 +61,8 @@ def _settings(args: argparse.Namespace) -> Any:
         search=settings, throughput={**throughput, **workload}, architectures=archs,
         r_range=r_range, tokens=float(tokens), law=law,
         calibration=load_calibration(args.calibration),
-        engine=args.engine or settings.get("engine") or (throughput.get("engines") or ["vllm"])[0],
+        # without --configfile there is no throughput section: vLLM, as the paper measured
+        engine=args.engine or search_engine(settings, throughput or {"engines": ["vllm"]}),
         gpu=args.gpu or throughput.get("gpu", "H100"))
 
 

@@ -1,13 +1,11 @@
-"""Throughput measurement: one interface (base), three engines (torch, vLLM, SGLang).
+"""Throughput: measured on each architecture's config.json with dummy weights, and modelled.
 
-Throughput depends on the architecture only, so every engine measures the architecture's
-config.json with dummy (random) weights: measurements never wait for or rerun after training.
-The roofline model that generalises the measurements lives in archscale.throughput.model.
+- engines/:   one interface (engines/base.py) and three engines (torch, vLLM, SGLang).
+- measure:    one measurement in a child process, run in the engine's own environment.
+- model:      the roofline model of prefill and decode that generalises the measurements.
+- devices:    GPU presets (peak FLOP/s, bandwidth, memory) and matching device names to them.
+- calibrate:  fitting the model's factors to the measurements (throughput.csv, calibration.json).
+
+Throughput depends on the architecture only, so measurements never wait for or rerun after
+training. This file imports nothing, so importing the device presets stays light.
 """
-from archscale.throughput.engines.base import (ENGINES, Engine, EngineUnavailable,
-                                               IncompleteGeneration, MeasureSettings,
-                                               ThroughputResult, get_engine, make_prompts,
-                                               measurement_settings)
-
-__all__ = ["ENGINES", "Engine", "EngineUnavailable", "IncompleteGeneration", "MeasureSettings",
-           "ThroughputResult", "get_engine", "make_prompts", "measurement_settings"]
