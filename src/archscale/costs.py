@@ -144,7 +144,7 @@ def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
             "train_tokens": sum(budgets) * len(seeds),
             "train_flops": flops,
             "gpu_hours": training_seconds(flops, device, 1, mfu) / 3600,
-            "checkpoint_disk_gb": runs * arch.n_params_total * 2 / 1e9,
+            "checkpoint_disk_gb": runs * (arch.n_params_total * 2 / 1e9),  # bf16, one a run
             "resume_disk_gb": arch.n_params_total * 12 / 1e9,  # peak, while one run is live
             "jobs": runs * 2 + engines + 1,  # train + evaluate per run, throughput, config
         })
