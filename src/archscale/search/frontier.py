@@ -283,63 +283,65 @@ def run_search(problem: SearchProblem) -> dict[str, Any]:
 
     Returns {"candidates": DataFrame, "pareto": DataFrame, "recommendations": list[dict]}.
     """
-    p = problem
-    sizes, vocab_size, tokens, loss, throughput = (p.sizes, p.vocab_size, p.tokens, p.loss,
-                                                   p.throughput)
-    settings, r_range, memory_bytes, batch, tied = (p.settings, tuple(p.r_range),
-                                                    p.memory_bytes, p.batch, p.tied)
-    workload_tokens_per_seq, dtype_bytes = p.workload_tokens_per_seq, p.dtype_bytes
     all_scored, all_frontier, recs = [], [], []
-    for size in sizes:
-        grid = candidate_grid(size, vocab_size, tuple(settings["d_model_range"]),
-                              settings["d_model_step"], settings["gqa_groups"],
-                              settings["ffn_multiple"], settings["n_params_tolerance"], r_range)
-        if grid.empty:
-            raise SearchError(
-                f"no candidate shape for budget {size.budget:,.0f} (n_layers {size.n_layers}, "
-                f"head_dim {size.head_dim}); widen search.d_model_range or "
-                f"search.n_params_tolerance, or allow more gqa_groups")
-        scored = score_candidates(grid, loss, tokens, throughput, memory_bytes,
-                                  workload_tokens_per_seq, batch, tied, dtype_bytes)
-        scored.insert(0, "name", scored.apply(shape_name, axis=1))
-        feasible = (scored.fits_memory & (scored.predicted_tokens_per_s > 0)).to_numpy(bool)
-        if not feasible.any():
-            raise SearchError(
-                f"no candidate for budget {size.budget:,.0f} fits the device memory with the "
-                f"workload (batch {batch} x {workload_tokens_per_seq} tokens); lower "
-                "throughput.batch_size or the lengths, or pick a larger throughput.gpu")
-        lossv = scored.predicted_loss.to_numpy(float)
-        speed = scored.predicted_tokens_per_s.to_numpy(float)
-        traced = trace_frontier(lossv, speed, feasible)
-        frontier = frontier_table(scored, dict(traced))
-        scored["on_frontier"] = scored.index.isin(frontier.index)
-        baseline = p.baseline_for(size, scored)
-        l_t = float(baseline.predicted_loss)
-        surefire_i = solve_eq4(lossv, speed, l_t, feasible)
-        most_accurate = frontier.iloc[0]
-        local = dict(ffn_multiple=settings["ffn_multiple"],
-                     tolerance=settings["n_params_tolerance"], memory_bytes=memory_bytes,
-                     workload_tokens_per_seq=workload_tokens_per_seq, batch=batch, tied=tied,
-                     dtype_bytes=dtype_bytes, groups=list(settings["gqa_groups"]))
-        rec: dict[str, Any] = {"budget": size.budget, "tokens": tokens,
-                               "baseline": _describe(baseline), "loss_threshold": l_t}
-        rec["most_accurate"] = _describe(most_accurate)
-        if surefire_i is not None:
-            fast = scored.loc[surefire_i]
-            fast_gqa = gqa_local_search(fast, loss, tokens, throughput, l_t, **local)
-            rec["fastest_at_baseline_loss"] = _describe(fast)
-            rec["fastest_at_baseline_loss_after_gqa_search"] = _describe(fast_gqa)
-            rec["speedup_vs_baseline"] = float(fast_gqa.predicted_tokens_per_s
-                                               / baseline.predicted_tokens_per_s)
+    for size in problem.sizes:
+        scored, frontier, rec = _search_size(problem, size)
         all_scored.append(scored)
         all_frontier.append(frontier)
         recs.append(rec)
     candidates = pd.concat(all_scored, ignore_index=True)
     pareto = pd.concat(all_frontier, ignore_index=True)
-    nearest = pareto.apply(lambda r: nearest_architecture(r, p.known), axis=1)
+    nearest = pareto.apply(lambda r: nearest_architecture(r, problem.known), axis=1)
     pareto["nearest_trained"] = [n for n, _ in nearest]
     pareto["nearest_distance"] = [d for _, d in nearest]
     return {"candidates": candidates, "pareto": pareto, "recommendations": recs}
+
+
+def _search_size(problem: SearchProblem, size: SizeSpec
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """One size: its scored candidates, its frontier and its recommendation."""
+    settings = problem.settings
+    memory = dict(memory_bytes=problem.memory_bytes,
+                  workload_tokens_per_seq=problem.workload_tokens_per_seq, batch=problem.batch,
+                  tied=problem.tied, dtype_bytes=problem.dtype_bytes)
+    grid = candidate_grid(size, problem.vocab_size, tuple(settings["d_model_range"]),
+                          settings["d_model_step"], settings["gqa_groups"],
+                          settings["ffn_multiple"], settings["n_params_tolerance"],
+                          tuple(problem.r_range))
+    if grid.empty:
+        raise SearchError(
+            f"no candidate shape for budget {size.budget:,.0f} (n_layers {size.n_layers}, "
+            f"head_dim {size.head_dim}); widen search.d_model_range or "
+            f"search.n_params_tolerance, or allow more gqa_groups")
+    scored = score_candidates(grid, problem.loss, problem.tokens, problem.throughput, **memory)
+    scored.insert(0, "name", scored.apply(shape_name, axis=1))
+    feasible = (scored.fits_memory & (scored.predicted_tokens_per_s > 0)).to_numpy(bool)
+    if not feasible.any():
+        raise SearchError(
+            f"no candidate for budget {size.budget:,.0f} fits the device memory with the "
+            f"workload (batch {problem.batch} x {problem.workload_tokens_per_seq} tokens); lower "
+            "throughput.batch_size or the lengths, or pick a larger throughput.gpu")
+    lossv = scored.predicted_loss.to_numpy(float)
+    speed = scored.predicted_tokens_per_s.to_numpy(float)
+    frontier = frontier_table(scored, dict(trace_frontier(lossv, speed, feasible)))
+    scored["on_frontier"] = scored.index.isin(frontier.index)
+    baseline = problem.baseline_for(size, scored)
+    l_t = float(baseline.predicted_loss)
+    rec: dict[str, Any] = {"budget": size.budget, "tokens": problem.tokens,
+                           "baseline": _describe(baseline), "loss_threshold": l_t,
+                           "most_accurate": _describe(frontier.iloc[0])}
+    surefire_i = solve_eq4(lossv, speed, l_t, feasible)
+    if surefire_i is not None:
+        fast = scored.loc[surefire_i]
+        fast_gqa = gqa_local_search(fast, problem.loss, problem.tokens, problem.throughput, l_t,
+                                    ffn_multiple=settings["ffn_multiple"],
+                                    tolerance=settings["n_params_tolerance"],
+                                    groups=list(settings["gqa_groups"]), **memory)
+        rec["fastest_at_baseline_loss"] = _describe(fast)
+        rec["fastest_at_baseline_loss_after_gqa_search"] = _describe(fast_gqa)
+        rec["speedup_vs_baseline"] = float(fast_gqa.predicted_tokens_per_s
+                                           / baseline.predicted_tokens_per_s)
+    return scored, frontier, rec
 
 
 def _describe(row: pd.Series) -> dict[str, Any]:
