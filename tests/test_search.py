@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from archscale.search.frontier import (SizeSpec, candidate_grid, gqa_local_search, pareto_mask,
-                                       score_candidates, solve_eq4, trace_frontier)
+                                       score_candidates, solve_eq4, solve_eq4_program,
+                                       trace_frontier)
 
 PAPER = dict(a=(2.697, 0.0974, 0.0078), b=(0.3870, 0.0063, 0.0065))
 
@@ -57,6 +58,62 @@ def test_traced_frontier_equals_non_dominated_set(seed):
     expected = set(np.flatnonzero(pareto_mask(loss, speed)))
     # equal up to exact ties: compare the (loss, speed) points, not indices
     assert {(loss[i], speed[i]) for i in traced} == {(loss[i], speed[i]) for i in expected}
+
+
+def _tied_candidates(seed: int, n: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Losses and speeds on coarse grids, so exact ties in loss, in speed and in both occur."""
+    rng = np.random.default_rng(seed)
+    loss = np.round(rng.uniform(2, 3, n), 1)
+    speed = np.round(rng.uniform(1, 10, n))
+    loss[:10], speed[:10] = loss[10:20], speed[10:20]       # exact duplicates of other rows
+    feasible = rng.uniform(size=n) > 0.1
+    return loss, speed, feasible
+
+
+def _cbc_sweep(loss, speed, feasible) -> list[tuple[int, float]]:
+    """The epsilon-constraint sweep with one CBC program per L_t, as the search used to run."""
+    points, threshold = [], float(np.max(loss[feasible]))
+    while (chosen := solve_eq4_program(loss, speed, threshold, feasible)) is not None:
+        points.append((chosen, threshold))
+        below = loss[feasible][loss[feasible] < loss[chosen]]
+        if below.size == 0:
+            break
+        threshold = float(np.max(below))
+    return points
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_eq4_equals_the_cbc_program_at_every_threshold(seed):
+    loss, speed, feasible = _tied_candidates(seed)
+    assert len(set(zip(loss, speed))) < loss.size and len(set(speed)) < loss.size  # ties exist
+    for threshold in [*np.unique(loss), 1.0]:
+        fast = solve_eq4(loss, speed, threshold, feasible)
+        cbc = solve_eq4_program(loss, speed, threshold, feasible)
+        if cbc is None:
+            assert fast is None
+            continue
+        # same (loss, speed): among exact duplicates either index is the same architecture
+        assert (loss[fast], speed[fast]) == (loss[cbc], speed[cbc]), threshold
+        assert fast == min(i for i in np.flatnonzero(feasible)
+                           if (loss[i], speed[i]) == (loss[cbc], speed[cbc]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_traced_frontier_equals_the_cbc_sweep(seed):
+    loss, speed, feasible = _tied_candidates(seed)
+    fast = trace_frontier(loss, speed, feasible)
+    cbc = _cbc_sweep(loss, speed, feasible)
+    assert [t for _, t in fast] == [t for _, t in cbc]
+    assert [(loss[i], speed[i]) for i, _ in fast] == [(loss[i], speed[i]) for i, _ in cbc]
+    assert all(feasible[i] for i, _ in fast)
+
+
+def test_eq4_breaks_speed_ties_toward_lower_loss():
+    loss = np.array([2.5, 2.0, 2.0, 2.2])
+    speed = np.array([7.0, 7.0, 7.0, 3.0])
+    assert solve_eq4(loss, speed, 3.0) == 1            # equal speed: lower loss, then lower index
+    assert solve_eq4_program(loss, speed, 3.0) in (1, 2)
+    assert trace_frontier(loss, speed) == [(1, 2.5)]
 
 
 def test_gqa_local_search_keeps_loss_and_speeds_up():

@@ -9,10 +9,12 @@
    n_layers and head_dim fixed per size as in the paper, n_heads = GQA group x n_kv_heads,
    ffn_dim a multiple of 64 chosen to fill the budget), vectorised with numpy.
 2. `score_candidates` adds the accounting columns, predicted loss and predicted throughput.
-3. `solve_eq4` states Eq. 4 as a binary program (pulp/CBC): one binary per candidate, exactly one
-   chosen. `trace_frontier` re-solves it with L_t just below the previous optimum's loss
-   (the epsilon-constraint method), which visits every point of the accuracy/throughput Pareto
-   frontier; `pareto_mask` is the plain non-dominated filter it must agree with.
+3. `solve_eq4` is Eq. 4 at one threshold. With one binary per candidate and exactly one chosen,
+   the paper's binary program is an argmax over the candidates that meet L_t, so it is computed
+   as one (milliseconds for 10^5 candidates); `solve_eq4_program` states the same program for
+   pulp/CBC, the cross-check in the tests. `trace_frontier` gives what sweeping L_t downward
+   (the epsilon-constraint method) would visit: the non-dominated set of `pareto_mask`, each
+   point with the L_t that selects it.
 4. `gqa_local_search` is the paper's Algorithm 1 step: GQA is not in the law (its effect on
    loss is erratic), so around a chosen shape it tries the other key/value head counts and keeps
    the fastest that still meets L_t.
@@ -27,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from archscale.architecture import (SHAPE_FIELDS, attention_params_per_layer, kv_bytes_per_token,
-                                    mlp_params_per_layer, shape_name)
+                                    mlp_params_per_layer, shape_name,
+                                    shape_names)
 
 
 class SearchError(ValueError):
@@ -140,27 +143,47 @@ def score_candidates(frame: pd.DataFrame, loss: LossPredictor, tokens: float,
 def pareto_mask(loss: np.ndarray, speed: np.ndarray) -> np.ndarray:
     """Non-dominated points: no other point has loss <= and speed >= with one strict.
 
-    Among exact ties (same loss and speed) the first is kept.
+    Sorted by loss (ascending) then speed (descending), a point is on the frontier exactly when
+    it is faster than every point before it. Among exact ties (same loss and speed) the one with
+    the lowest index is kept.
     """
-    order = np.lexsort((-speed, loss))  # by loss ascending, then speed descending
+    loss, speed = np.asarray(loss, float), np.asarray(speed, float)
+    order = np.lexsort((-speed, loss))  # stable: exact ties stay in index order
+    fastest_before = np.maximum.accumulate(np.concatenate([[-np.inf], speed[order][:-1]]))
     mask = np.zeros(loss.size, dtype=bool)
-    best_speed = -np.inf
-    last = None
-    for i in order:
-        if speed[i] > best_speed:
-            if last is not None and loss[i] == loss[last] and speed[i] == speed[last]:
-                continue
-            mask[i] = True
-            best_speed = speed[i]
-            last = i
+    mask[order] = speed[order] > fastest_before
     return mask
 
 
 def solve_eq4(loss: np.ndarray, speed: np.ndarray, loss_threshold: float,
               feasible: np.ndarray | None = None) -> int | None:
-    """Eq. 4 as a binary program: the index of the chosen candidate, or None if infeasible.
+    """Eq. 4 at one threshold: the index of the fastest candidate whose loss is at most L_t,
+    or None if there is none.
 
-    Ties in throughput are broken toward the lower loss by a tiny secondary term.
+    Ties in throughput go to the lower loss, then to the lower index. With one binary per
+    candidate and a single knapsack-free constraint the binary program is an argmax over the
+    filtered set; `solve_eq4_program` states it for CBC, and the tests check the two agree.
+    """
+    loss, speed = np.asarray(loss, float), np.asarray(speed, float)
+    ok = loss <= loss_threshold
+    if feasible is not None:
+        ok &= np.asarray(feasible, bool)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return None
+    return int(idx[np.lexsort((loss[idx], -speed[idx]))[0]])
+
+
+def solve_eq4_program(loss: np.ndarray, speed: np.ndarray, loss_threshold: float,
+                      feasible: np.ndarray | None = None) -> int | None:
+    """Eq. 4 as the paper writes it, a binary program solved by pulp/CBC: the reference the
+    vectorised `solve_eq4` is tested against, and the starting point for a search with coupled
+    constraints (several shapes sharing one budget) that no argmax can solve.
+
+    Lexicographic, in two solves: the highest throughput, then the lowest loss among the
+    candidates that reach it. (A single solve with a tiny loss term in the objective does not
+    break ties: the term falls inside CBC's optimality tolerance.) One CBC solve over 10^5
+    candidates takes about 20 s; `solve_eq4` takes milliseconds.
     """
     import warnings
 
@@ -169,12 +192,11 @@ def solve_eq4(loss: np.ndarray, speed: np.ndarray, loss_threshold: float,
     idx = np.flatnonzero((loss <= loss_threshold) & (True if feasible is None else feasible))
     if idx.size == 0:
         return None
-    scale = float(np.max(speed[idx])) or 1.0
-    spread = float(np.ptp(loss[idx])) or 1.0
+    scale = float(np.max(np.abs(speed[idx]))) or 1.0
     prob = pulp.LpProblem("eq4", pulp.LpMaximize)
     pick = [prob.add_variable(f"p{i}", cat="Binary") for i in range(idx.size)]
-    prob += pulp.lpSum(float(speed[j] / scale - 1e-7 * (loss[j] - loss[idx].min()) / spread) * v
-                       for j, v in zip(idx, pick))
+    throughput = pulp.lpSum(float(speed[j] / scale) * v for j, v in zip(idx, pick))
+    prob += throughput
     prob += pulp.lpSum(pick) == 1, "exactly_one_architecture"
     prob += pulp.lpSum(float(loss[j]) * v for j, v in zip(idx, pick)) <= float(loss_threshold), \
         "loss_at_most_threshold"
@@ -182,33 +204,41 @@ def solve_eq4(loss: np.ndarray, speed: np.ndarray, loss_threshold: float,
         # pulp 3.x ships CBC as PULP_CBC_CMD and warns that 4.0 will not; we pin pulp < 4
         warnings.simplefilter("ignore", DeprecationWarning)
         solver = pulp.PULP_CBC_CMD(msg=False)
-    status = prob.solve(solver)
-    if pulp.LpStatus[status] != "Optimal":
+    if pulp.LpStatus[prob.solve(solver)] != "Optimal":
+        return None
+    best = float(pulp.value(throughput))
+    # second solve: the lowest loss among the candidates as fast as the first solve's pick
+    prob += throughput >= best - 1e-9, "throughput_at_its_maximum"
+    prob.sense = pulp.LpMinimize
+    prob.setObjective(pulp.lpSum(float(loss[j]) * v for j, v in zip(idx, pick)))
+    if pulp.LpStatus[prob.solve(solver)] != "Optimal":
         return None
     chosen = [j for j, v in zip(idx, pick) if v.value() is not None and v.value() > 0.5]
     return int(chosen[0]) if chosen else None
 
 
-def trace_frontier(loss: np.ndarray, speed: np.ndarray, feasible: np.ndarray | None = None,
-                   max_points: int = 10_000) -> list[tuple[int, float]]:
-    """Sweep L_t downward with Eq. 4 (epsilon-constraint); returns (index, L_t) pairs.
+def trace_frontier(loss: np.ndarray, speed: np.ndarray, feasible: np.ndarray | None = None
+                   ) -> list[tuple[int, float]]:
+    """The (index, L_t) pairs that sweeping L_t downward through Eq. 4 visits.
 
-    The first solve has no binding loss limit (the fastest shape); each next L_t is just below
-    the previous optimum's loss, so every Pareto point is visited once.
+    This is the epsilon-constraint method, computed in one pass: the first L_t is the largest
+    feasible loss (Eq. 4 then picks the fastest shape), and each next L_t is the largest feasible
+    loss strictly below the previous pick's. The picks are exactly the non-dominated set
+    (`pareto_mask`) of the feasible candidates, so each is paired with the L_t that selects it.
+    Ordered as the sweep visits them: fastest (highest loss) first.
     """
-    feasible = np.ones(loss.size, bool) if feasible is None else feasible
-    points: list[tuple[int, float]] = []
-    threshold = float(np.max(loss[feasible])) if feasible.any() else -np.inf
-    while len(points) < max_points:
-        chosen = solve_eq4(loss, speed, threshold, feasible)
-        if chosen is None:
-            break
-        points.append((chosen, threshold))
-        below = loss[feasible][loss[feasible] < loss[chosen]]
-        if below.size == 0:
-            break
-        threshold = float(np.max(below))  # the next distinct loss below the chosen one
-    return points
+    loss, speed = np.asarray(loss, float), np.asarray(speed, float)
+    feasible = np.ones(loss.size, bool) if feasible is None else np.asarray(feasible, bool)
+    idx = np.flatnonzero(feasible)
+    if idx.size == 0:
+        return []
+    on_frontier = idx[pareto_mask(loss[idx], speed[idx])]
+    picks = on_frontier[np.argsort(-loss[on_frontier], kind="stable")]  # the sweep's order
+    distinct = np.unique(loss[idx])
+    # each pick's L_t: the largest feasible loss below the previous (slower-loss) pick's loss
+    below_previous = np.searchsorted(distinct, loss[picks[:-1]], side="left") - 1
+    thresholds = np.concatenate([[distinct[-1]], distinct[below_previous]])
+    return [(int(i), float(t)) for i, t in zip(picks, thresholds)]
 
 
 def gqa_local_search(row: pd.Series, loss: LossPredictor, tokens: float,
@@ -314,7 +344,7 @@ def _search_size(problem: SearchProblem, size: SizeSpec
             f"head_dim {size.head_dim}); widen search.d_model_range or "
             f"search.n_params_tolerance, or allow more gqa_groups")
     scored = score_candidates(grid, problem.loss, problem.tokens, problem.throughput, **memory)
-    scored.insert(0, "name", scored.apply(shape_name, axis=1))
+    scored.insert(0, "name", shape_names(scored))
     feasible = (scored.fits_memory & (scored.predicted_tokens_per_s > 0)).to_numpy(bool)
     if not feasible.any():
         raise SearchError(

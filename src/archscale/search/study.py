@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from archscale.architecture import DTYPE_BYTES, SHAPE_FIELDS, Architecture
+from archscale.architecture import (DTYPE_BYTES, SHAPE_FIELDS, Architecture, shape_name,
+                                    shape_names)
 from archscale.config import search_engine
 from archscale.search.frontier import (SearchError, SearchProblem, SizeSpec, add_accounting,
                                        run_search)
@@ -159,10 +160,8 @@ def _attach_measurements(frame: pd.DataFrame, archs: list[Architecture],
                          measured_loss: pd.DataFrame | None, measured_speed: pd.DataFrame | None,
                          inputs: SearchInputs) -> None:
     """Mark rows whose exact shape was trained (loss) or measured (throughput)."""
-    key = lambda row: tuple(int(row[c]) for c in SHAPE_FIELDS)  # noqa: E731
-    by_shape = {tuple(a.shape()[c] for c in SHAPE_FIELDS): a.name for a in archs}
-    names = frame.apply(lambda r: by_shape.get(key(r), ""), axis=1) if len(frame) else []
-    frame["trained_architecture"] = names
+    by_shape = {shape_name(a.shape()): a.name for a in archs}
+    frame["trained_architecture"] = [by_shape.get(n, "") for n in shape_names(frame)]
     loss_map: dict[str, float] = {}
     if measured_loss is not None and not measured_loss.empty:
         at_tokens = measured_loss[measured_loss.tokens == measured_loss.tokens.max()]
