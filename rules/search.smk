@@ -1,4 +1,4 @@
-# Frontier search (the paper's Eq. 4 with pulp) and the study's cost plan.
+# Frontier search (the paper's Eq. 4, vectorised) and the study's cost plan.
 
 rule search:
     input:

@@ -301,3 +301,49 @@ def test_loss_rising_with_n_warns_and_leaves_compute_optimal_undefined():
     row = fit.compute_optimal_table()[0]
     assert np.isnan(row["n_opt"]) and np.isnan(row["tokens_per_param"])
     assert json.loads(json.dumps(to_jsonable(fit.to_dict())))["compute_optimal"][0]["n_opt"] is None
+
+
+# --- L_opt from the best shapes --------------------------------------------------------------
+
+def _ladder_runs(tmp_path: Path) -> Path:
+    """3 sizes x 3 budgets x 9 shapes whose losses follow the paper's law times a known L_opt:
+    the best shape of each (size, budget) sits at the law's optimum, the others above it."""
+    from archscale.fit.conditional import paper_law
+
+    truth = ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.36)
+    law = paper_law(truth, normalise=True)
+    rows = []
+    for n in (8e7, 1.45e8, 2.97e8):
+        for tokens_per_param in (25, 50, 100):
+            for i, x in enumerate((0.05, 0.08, 0.12)):
+                for j, r in enumerate((0.6, 1.03, 3.0)):
+                    d = n * tokens_per_param
+                    rows.append({"name": f"s{n:.0e}-x{i}-r{j}", "N": n * (1 + 0.01 * i), "D": d,
+                                 "x": x, "r": r,
+                                 "loss": float(law.predict(x, r, truth(n, d)))})
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_best_shapes_fits_chinchilla_on_the_minima_and_says_so(tmp_path):
+    from archscale.fit.stages import chinchilla_stage, conditional_stage
+
+    runs = _ladder_runs(tmp_path)
+    fit = {"l_opt": "best_shapes", "bootstrap": 0, "n_starts": 64}
+    doc = chinchilla_stage(runs, tmp_path / "chinchilla.json", fit)
+    assert doc["fitted_on"]["l_opt_source"] == "best_shapes"
+    assert doc["fitted_on"]["points"] == "best_shape_per_size_and_budget"
+    assert doc["data"]["n_points"] == 9
+    assert all(name.endswith("-x1-r1") for name in doc["fitted_on"]["runs"])  # x 0.08, r 1.03
+    everything = chinchilla_stage(runs, tmp_path / "all.json", {**fit, "l_opt": "chinchilla"})
+    assert everything["fitted_on"]["points"] == "all_runs"
+    assert everything["data"]["n_points"] == 81
+    # the minima lie on the law's optimum, so their fit is lower than the fit on every shape
+    assert doc["coefficients"]["E"] < everything["coefficients"]["E"]
+
+    cond = conditional_stage(runs, tmp_path / "conditional.json", fit,
+                             chinchilla=tmp_path / "chinchilla.json")
+    assert cond["l_opt"]["source"] == "best_shapes"
+    assert cond["optimum"]["x_star"] == pytest.approx(0.08, rel=0.05)
+    assert cond["optimum"]["r_star"] == pytest.approx(1.03, rel=0.05)

@@ -63,8 +63,12 @@ def test_measurement_settings_are_the_slice_that_changes_each_engine():
     assert vllm_keys["engine_args"] == {"async_scheduling": True}
     assert "max_num_batched_tokens" not in vllm_keys        # None: the engine default rule
     settings = MeasureSettings.from_config(section, "vllm")
-    assert (settings.batch, settings.batched_tokens, settings.model_len, settings.seqs) == \
-        (128, 128 * 4096, 5120, 128)
+    assert (settings.batch, settings.batched_tokens("vllm"), settings.model_len, settings.seqs) \
+        == (128, 16384, 5120, 128)
+    # the engines' pinned defaults (engine_defaults.py); torch prefills the whole batch
+    assert settings.batched_tokens("sglang") == 8192
+    assert settings.batched_tokens("torch") == 128 * 4096
+    assert (settings.graph_max_batch("vllm"), settings.graph_max_batch("sglang")) == (128, 128)
     with pytest.raises(ValueError, match="unknown engine"):
         measurement_settings(section, "tgi")
     with pytest.raises(ValueError, match="device"):
@@ -79,15 +83,19 @@ def test_vllm_and_sglang_pin_the_settings_that_change_throughput(tmp_path):
     assert v["load_format"] == "dummy" and v["skip_tokenizer_init"] is True
     assert v["enable_prefix_caching"] is False
     assert (v["max_model_len"], v["max_num_seqs"], v["max_num_batched_tokens"]) == \
-        (5120, 128, 128 * 4096)
+        (5120, 128, 16384)
     assert v["compilation_config"] == {"max_cudagraph_capture_size": 128}
+    wide = MeasureSettings(batch=1024, input_len=64, output_len=8)
+    assert llm_kwargs(model_dir, wide, on_gpu=True)["compilation_config"] == \
+        {"max_cudagraph_capture_size": 512}
+    assert engine_kwargs(model_dir, wide)["cuda_graph_max_bs_decode"] == 256
     assert (v["dtype"], v["gpu_memory_utilization"], v["seed"]) == ("bfloat16", 0.85, 7)
     assert sampling_kwargs(s) == {"max_tokens": 1024, "min_tokens": 1024, "ignore_eos": True,
                                   "detokenize": False, "temperature": 0.0}
     assert "compilation_config" not in llm_kwargs(model_dir, s, on_gpu=False)
     g = engine_kwargs(model_dir, s)
     assert g["disable_radix_cache"] is True and g["cuda_graph_max_bs_decode"] == 128
-    assert g["chunked_prefill_size"] == g["max_prefill_tokens"] == 128 * 4096
+    assert g["chunked_prefill_size"] == g["max_prefill_tokens"] == 8192
     assert (g["context_length"], g["mem_fraction_static"], g["random_seed"]) == (5120, 0.85, 7)
 
 
@@ -217,6 +225,18 @@ def test_table_calibrates_each_engine_on_its_own_measurements(tmp_path):
     # per-layer cost: both engines' fits order the predictions by depth
     for _, group in table.groupby("engine"):
         assert group.sort_values("n_layers").predicted_time_s.is_monotonic_increasing
+    # every factor names its source; the leave-one-out error is reported per engine
+    for entry in calibration["entries"]:
+        assert set(entry["factor_sources"]) == set(entry["factors"])
+        assert all("fitted to the 3 measurement(s)" in v for v in entry["factor_sources"].values())
+    assert "not fitted" in calibration["defaults_source"]
+    assert {k: v["prefill_chunk_tokens"] for k, v in calibration["engine_scheduling"].items()} \
+        == {"sglang": 8192, "torch": None, "vllm": 16384}
+    for engine in ("torch", "vllm"):
+        loo = calibration["leave_one_out"][engine]
+        assert loo["n_measurements"] == loo["n_predicted_calibrated"] == 3
+        assert loo["mean_abs_relative_error"] == pytest.approx(
+            table[table.engine == engine].loo_relative_error.abs().mean())
 
 
 # ---------------------------------------------------------------------------------------------

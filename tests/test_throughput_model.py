@@ -12,7 +12,8 @@ from archscale.architecture import Architecture
 from archscale.cli.throughput import main as cli_main
 from archscale.paper import PAPER_1B_SHAPES
 from archscale.throughput.devices import Device, get_device, preset_for_device_name
-from archscale.throughput.model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, Calibration, Factors,
+from archscale.throughput.model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, EAGER_LAYER_LAUNCH_S,
+                                        Calibration, Factors,
                                         Measurement, Workload, fit_factors, leave_one_out,
                                         load_calibration, predict, predict_architecture,
                                         predict_tokens_per_s, save_calibration)
@@ -105,7 +106,7 @@ def _paper_tps(device: str, engine: str) -> dict[str, float]:
 def test_paper_ranking(device, engine):
     """Surefire-1B > LLaMA-3.2-1B > Panda-1B, as measured in the paper (batch 128, 4096/1024).
 
-    Paper: SGLang/H200 Surefire/LLaMA = 12645.55/8608.57 = 1.47; vLLM/A100 Surefire +21 %,
+    Paper: SGLang/H200 Surefire/LLaMA = 12645.55/8608.57 = 1.47; vLLM/H200 Surefire +21 %,
     Panda -33 %. The model's ratios come from fewer KV bytes per decode step (Surefire: 4 KV
     heads, Panda: 18) at nearly equal FLOPs.
     """
@@ -117,18 +118,52 @@ def test_paper_ranking(device, engine):
 
 
 def test_kv_memory_caps_concurrency_on_a100_40gb():
-    w = Workload(**PAPER_WORKLOAD, engine="vllm")
     arch = Architecture(name="llama", **PAPER["LLaMA-3.2-1B"], vocab_size=128256,
                         tie_word_embeddings=True)
+    # 256 sequences of 5,120 tokens need 43 GB of KV: more than an A100-40GB holds
+    w = Workload(**{**PAPER_WORKLOAD, "batch": 256}, engine="vllm")
     small = predict_architecture(arch, get_device("A100-40GB"), w, DEFAULT_FACTORS["vllm"])
     large = predict_architecture(arch, get_device("A100-80GB"), w, DEFAULT_FACTORS["vllm"])
-    assert float(large.concurrency) == 128
-    assert 1 <= float(small.concurrency) < 128 and float(small.waves) > 1
+    assert float(large.concurrency) == 256
+    assert 1 <= float(small.concurrency) < 256 and float(small.waves) > 1
     assert float(small.output_tokens_per_s) < float(large.output_tokens_per_s)
     # the static-cache torch engine cannot run the whole batch there at all
     torch_w = Workload(**PAPER_WORKLOAD, engine="torch")
     assert not bool(predict_architecture(arch, get_device("A100-40GB"), torch_w,
                                          DEFAULT_FACTORS["torch"]).feasible)
+
+
+def test_chunked_prefill_leaves_the_kv_pool_to_the_batch():
+    """vLLM's pinned 16,384-token chunk runs the paper's 128 x 5,120 batch at once on an
+    A100-40GB; a whole-batch prefill (524,288 tokens) would spend the pool on activations."""
+    arch = Architecture(name="llama", **PAPER["LLaMA-3.2-1B"], vocab_size=128256,
+                        tie_word_embeddings=True)
+    chunked = Workload(**PAPER_WORKLOAD, engine="vllm")
+    whole = Workload(**PAPER_WORKLOAD, engine="vllm", max_num_batched_tokens=128 * 4096)
+    assert chunked.prefill_chunk == 16384 and Workload(**PAPER_WORKLOAD,
+                                                       engine="sglang").prefill_chunk == 8192
+    a100 = get_device("A100-40GB")
+    assert float(predict_architecture(arch, a100, chunked, DEFAULT_FACTORS["vllm"]).concurrency) \
+        == 128
+    assert float(predict_architecture(arch, a100, whole, DEFAULT_FACTORS["vllm"]).concurrency) \
+        < 64
+
+
+def test_engines_differ_beyond_their_factors():
+    """Same factors, same shape: SGLang's overlap scheduler hides the step cost that vLLM adds,
+    and a batch beyond the CUDA graphs pays eager launches."""
+    arch = Architecture(name="llama", **PAPER["LLaMA-3.2-1B"], vocab_size=128256,
+                        tie_word_embeddings=True)
+    h200, f = get_device("H200"), Factors(0.5, 0.7, 5e-3, 2e-6)   # a large step cost
+    vllm = predict_architecture(arch, h200, Workload(**PAPER_WORKLOAD, engine="vllm"), f)
+    sglang = predict_architecture(arch, h200, Workload(**PAPER_WORKLOAD, engine="sglang"), f)
+    steps = float(vllm.waves) * (1024 - 1)
+    assert float(vllm.decode_s) - float(sglang.decode_s) == pytest.approx(steps * 5e-3, rel=1e-6)
+    in_graphs = Workload(**PAPER_WORKLOAD, engine="vllm", cuda_graph_max_batch=128)
+    eager = Workload(**PAPER_WORKLOAD, engine="vllm", cuda_graph_max_batch=64)
+    t_graph = float(predict_architecture(arch, h200, in_graphs, f).decode_s)
+    t_eager = float(predict_architecture(arch, h200, eager, f).decode_s)
+    assert t_eager - t_graph == pytest.approx(steps * 16 * EAGER_LAYER_LAUNCH_S, rel=1e-6)
 
 
 def _synthetic(factors: Factors, engine: str = "torch", noise: float = 0.0,
@@ -259,21 +294,3 @@ def test_cli_predict_prints_json(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="missing: --n-layers"):
         cli_main(["throughput", "predict", "--d-model", "64"])
-
-
-def test_calibrating_on_the_papers_two_sglang_h200_numbers():
-    """Fitted to LLaMA-3.2-1B 8608.57 and Surefire-1B 12645.55 output tokens/s (SGLang, H200),
-    the model reproduces both and still puts Panda-1B (4.5x the KV heads of Surefire) last."""
-    device = get_device("H200")
-    w = Workload(**PAPER_WORKLOAD, engine="sglang")
-    measured = {"LLaMA-3.2-1B": 8608.57, "Surefire-1B": 12645.55}
-    ms = [Measurement(name=n, engine="sglang", device=device, workload=w,
-                      shape=dict(**PAPER[n], vocab_size=128256, tie_word_embeddings=True),
-                      time_s=128 * 1024 / tps) for n, tps in measured.items()]
-    factors, calibrated = fit_factors(ms).lookup("sglang", "H200")
-    assert calibrated
-    tps = {n: float(predict_tokens_per_s(**s, vocab_size=128256, device=device, workload=w,
-                                         factors=factors)) for n, s in PAPER.items()}
-    for name, value in measured.items():
-        assert tps[name] == pytest.approx(value, rel=0.02)
-    assert tps["Panda-1B"] < tps["LLaMA-3.2-1B"]

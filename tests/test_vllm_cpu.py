@@ -82,7 +82,7 @@ def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
     assert llm["load_format"] == "dummy" and llm["skip_tokenizer_init"] is True
     assert llm["enable_prefix_caching"] is False
     assert (llm["max_model_len"], llm["max_num_seqs"], llm["max_num_batched_tokens"]) == \
-        (48, 4, 128)
+        (48, 4, 16384)   # the pinned vLLM prefill chunk (engine_defaults)
     assert llm["hf_overrides"] == {"max_position_embeddings": 48}
     assert json.loads((model_dir / "config.json").read_text())["max_position_embeddings"] == 32
     assert record["settings"]["sampling"]["ignore_eos"] is True

@@ -1,8 +1,10 @@
 """`archscale fit ...`: the fit stages (archscale.fit.stages) on the command line.
 
     archscale fit chinchilla  --runs runs.csv --out chinchilla.json [--bootstrap K] [--plot PNG]
+                              [--l-opt best_shapes]
     archscale fit conditional --runs runs.csv --out conditional.json [--form multiplicative]
-                              [--l-opt empirical|chinchilla] [--chinchilla chinchilla.json]
+                              [--l-opt empirical|chinchilla|best_shapes]
+                              [--chinchilla chinchilla.json]
     archscale fit quality     --runs runs.csv --out quality.csv
 
 Each writes --out and prints the result as JSON on stdout (the document without its per-point
@@ -48,7 +50,7 @@ def _run_chinchilla(args: argparse.Namespace) -> int:
     from archscale.fit.stages import chinchilla_stage
 
     doc = chinchilla_stage(args.runs, args.out,
-                           _settings(args, bootstrap=args.bootstrap,
+                           _settings(args, bootstrap=args.bootstrap, l_opt=args.l_opt,
                                      compute_budgets=args.compute_budgets),
                            plot=args.plot, workers=args.workers,
                            extra_provenance={"command_line": "archscale fit chinchilla"})
@@ -91,6 +93,10 @@ def register(subparsers: Any) -> None:
     chin.add_argument("--compute-budgets", type=float, nargs="+",
                       default=FIT_DEFAULTS["compute_budgets"],
                       help="FLOP budgets C = 6ND for the compute-optimal N, D")
+    chin.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
+                      default=FIT_DEFAULTS["l_opt"],
+                      help="the L_opt source it serves: 'best_shapes' fits the lowest loss of "
+                           "each size and budget, the others every run")
     chin.add_argument("--workers", type=int, default=2, help="bootstrap processes")
     chin.add_argument("--plot", help="also write loss vs N and D with the fit (PNG)")
     chin.set_defaults(func=_run_chinchilla)
@@ -99,7 +105,7 @@ def register(subparsers: Any) -> None:
     _common(cond)
     cond.add_argument("--form", choices=("multiplicative", "additive"),
                       default=FIT_DEFAULTS["form"])
-    cond.add_argument("--l-opt", choices=("chinchilla", "empirical"),
+    cond.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
                       default=FIT_DEFAULTS["l_opt"], help="reference loss L_opt(N, D)")
     cond.add_argument("--chinchilla", help="a chinchilla.json to use instead of fitting one")
     cond.add_argument("--r-range", type=float, nargs=2, default=FIT_DEFAULTS["r_range"],

@@ -453,6 +453,31 @@ def empirical_points(runs: pd.DataFrame, size_tol: float = 0.25) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+#: What the Chinchilla stage fits, by the config's fit.l_opt: every run, or ("best_shapes") the
+#: best shape of each (size, budget), the paper's "optimal reference loss".
+CHINCHILLA_POINTS = {"chinchilla": "all_runs", "empirical": "all_runs",
+                     "best_shapes": "best_shape_per_size_and_budget"}
+
+
+def chinchilla_points(runs: pd.DataFrame, l_opt: str, size_tol: float = 0.25
+                      ) -> tuple[pd.DataFrame, str]:
+    """The (N, D, loss, name) points the Chinchilla stage fits, and what they are.
+
+    With fit.l_opt 'best_shapes' these are the per-(size, budget) minima of `empirical_points`
+    (one point each, N the size's geometric mean); otherwise every run.
+    """
+    if l_opt not in CHINCHILLA_POINTS:
+        raise FitError(f"fit.l_opt must be one of {sorted(CHINCHILLA_POINTS)}, got {l_opt!r}")
+    names = runs["name"] if "name" in runs.columns else pd.Series([None] * len(runs))
+    if CHINCHILLA_POINTS[l_opt] == "all_runs":
+        points = runs[["N", "D", "loss"]].assign(name=names.to_numpy())
+    else:
+        best = empirical_points(runs, size_tol)
+        points = best[["N", "D", "loss"]].assign(
+            name=names.to_numpy()[best["best_row"].to_numpy()] if len(best) else [])
+    return points.reset_index(drop=True), CHINCHILLA_POINTS[l_opt]
+
+
 def empirical_l_opt_per_run(runs: pd.DataFrame, size_tol: float = 0.25) -> np.ndarray:
     """For each run, the lowest loss among runs of its size at its token budget."""
     sizes = size_groups(runs["N"].to_numpy(), size_tol)

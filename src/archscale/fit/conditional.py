@@ -26,7 +26,8 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
                     r_extrapolated, x_fitted: [min, max], r_fitted: [min, max]}
     confidence_intervals  null, or {method, level, n_resamples, n_converged,
                     coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...}}
-    l_opt          {source: "chinchilla" | "empirical" | "given" (per-run values by the caller),
+    l_opt          {source: "chinchilla" | "best_shapes" | "empirical" | "given" (per-run
+                    values by the caller),
                     chinchilla: {E, A, B, alpha, beta} or null,
                     empirical: {columns: [N, D, loss], points: [[...], ...]} or null,
                     size_tolerance, between_points, outside_points}
@@ -38,7 +39,8 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
     provenance     archscale version, commit, packages, host, settings, plus caller keys
 
 How the search stage gets L_opt at any (N, D), `ConditionalLaw.l_opt(n, d)`:
-- source "chinchilla": the Chinchilla law stored in `l_opt.chinchilla`.
+- source "chinchilla" or "best_shapes": the Chinchilla law stored in `l_opt.chinchilla` (fitted
+  on every run, or on the best shape of each size and budget).
 - source "empirical": linear interpolation over the empirical points in (ln N, ln D) (over
   ln N alone when they share one D); outside the points, the stored Chinchilla law's shape
   anchored to the nearest empirical point; without a stored Chinchilla law such a query is an
@@ -63,7 +65,7 @@ from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalL
 from archscale.fit.io import provenance
 
 FORMS = ("multiplicative", "additive")
-L_OPT_SOURCES = ("chinchilla", "empirical")
+L_OPT_SOURCES = ("chinchilla", "best_shapes", "empirical")
 LAW_L_OPT_SOURCES = L_OPT_SOURCES + ("given",)  # "given": per-run values passed by the caller
 COEFFICIENTS = ("a0", "a1", "a2", "b0", "b1", "b2")
 FORMULAS = {
@@ -357,7 +359,8 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     """Fit the conditional law to runs (columns N, D, loss, x, r; see io.read_runs).
 
     l_opt: "empirical" (lowest loss of each size at each budget, over all runs read),
-    "chinchilla" (the `chinchilla` law at each run's N, D) or an array of per-run values
+    "chinchilla" (the `chinchilla` law at each run's N, D), "best_shapes" (the same, for a law
+    fitted on the best shape of each size and budget: chinchilla_points) or an array of per-run values
     (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given, else raises).
     bootstrap: resamples of the used runs for percentile intervals (serial; LM fits are ms).
     """
@@ -376,9 +379,9 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
         if l_opt not in L_OPT_SOURCES:
             raise ValueError(f"l_opt must be one of {L_OPT_SOURCES} or an array, got {l_opt!r}")
         source = l_opt
-        if source == "chinchilla":
+        if source in ("chinchilla", "best_shapes"):
             if chinchilla is None:
-                raise FitError("l_opt='chinchilla' needs a fitted Chinchilla law (chinchilla=); "
+                raise FitError(f"l_opt={source!r} needs a fitted Chinchilla law (chinchilla=); "
                                "fit one with fit_chinchilla or use l_opt='empirical'")
             table["l_opt"] = chinchilla(table["N"], table["D"])
         else:

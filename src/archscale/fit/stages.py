@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from archscale.config import section_defaults
-from archscale.fit.chinchilla import FitError, fit_chinchilla, load_chinchilla
+from archscale.fit.chinchilla import (FitError, chinchilla_points, fit_chinchilla,
+                                      load_chinchilla)
 from archscale.fit.conditional import fit_conditional
 from archscale.fit.io import read_runs
 from archscale.fit.quality import progressive_extrapolation
@@ -46,11 +47,14 @@ def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] |
     started = now()
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss"))
-    result = fit_chinchilla(table["N"], table["D"], table["loss"],
+    points, fitted_on = chinchilla_points(table, s["l_opt"], s["size_tolerance"])
+    result = fit_chinchilla(points["N"], points["D"], points["loss"],
                             huber_delta=s["huber_delta"], bootstrap=s["bootstrap"],
                             compute_budgets=s["compute_budgets"], seed=s["seed"],
                             n_starts=s["n_starts"], workers=workers)
     doc = result.to_dict(extra_provenance, settings={"fit": s, "runs": str(runs)})
+    doc["fitted_on"] = {"l_opt_source": s["l_opt"], "points": fitted_on,
+                        "runs": [n if isinstance(n, str) else None for n in points["name"]]}
     _complete_provenance(doc, started, [runs])
     write_json(out, doc)
     if plot:
@@ -67,7 +71,8 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
     """Fit the conditional law and write conditional.json (and plots).
 
     The Chinchilla law is read from `chinchilla` (a chinchilla.json) when given, else fitted on
-    the runs without bootstrap. It is the L_opt when fit.l_opt is 'chinchilla', and the
+    the runs without bootstrap (on the best shape per (size, budget) when fit.l_opt is
+    'best_shapes'). It is the L_opt when fit.l_opt is 'chinchilla' or 'best_shapes', and the
     extrapolation outside the empirical points when it is 'empirical' (where a table too small
     for a Chinchilla fit is allowed: the law then answers L_opt only at its points).
     plots: optional paths under the keys 'u_curves' and 'predicted'.
@@ -80,10 +85,11 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
         law = load_chinchilla(chinchilla)
     else:
         try:
-            law = fit_chinchilla(table["N"], table["D"], table["loss"],
+            points, _ = chinchilla_points(table, s["l_opt"], s["size_tolerance"])
+            law = fit_chinchilla(points["N"], points["D"], points["loss"],
                                  huber_delta=s["huber_delta"], n_starts=s["n_starts"]).law
         except FitError as exc:
-            if s["l_opt"] == "chinchilla":
+            if s["l_opt"] != "empirical":
                 raise
             law = None
             notes.append(f"no Chinchilla fit for extrapolating L_opt ({exc}); the law answers "

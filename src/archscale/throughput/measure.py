@@ -73,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int)
     p.add_argument("--gpu-memory-utilization", type=float)
     p.add_argument("--chunked-prefill-size", type=int)
+    p.add_argument("--cuda-graph-max-batch", type=int)
     p.add_argument("--enforce-eager", action="store_true", default=None)
     p.add_argument("--engine-args", type=json.loads,
                    help="JSON object passed through to the engine's constructor")
@@ -90,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> MeasureSettings:
              "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
              "gpu_memory_utilization": "gpu_memory_utilization",
              "chunked_prefill_size": "chunked_prefill_size", "enforce_eager": "enforce_eager",
+             "cuda_graph_max_batch": "cuda_graph_max_batch",
              "engine_args": "engine_args"}
     for attr, key in flags.items():
         value = getattr(args, attr)

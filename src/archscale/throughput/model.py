@@ -11,7 +11,7 @@ The model, for a batch of B requests of S_in prompt and S_out generated tokens:
   waves; a static-cache engine (torch) needs the whole batch's cache or cannot run it.
 - Prefill: FLOPs from archscale.architecture.prefill_flops (layers, causal attention) plus the LM
   head for the one sampled position; bytes = the weights once per prefill step (chunks of
-  max_num_batched_tokens) plus the KV written.
+  the prefill chunk) plus the KV written.
 - Decode (S_out-1 steps per wave; prefill samples the first token): per token
   forward_flops_per_token at the mean context (S_in + S_out/2; the full S_in+S_out for a static
   cache, whose attention spans the whole buffer); bytes = every layer weight and the LM head once
@@ -19,6 +19,12 @@ The model, for a batch of B requests of S_in prompt and S_out generated tokens:
 - Each phase takes max(FLOPs / (peak * compute_efficiency), bytes / (bandwidth *
   memory_efficiency)) plus a fixed cost per forward step (step_overhead_s + n_layers *
   layer_overhead_s: scheduling, sampling, kernel launches).
+- The engines differ in more than their factors (engine_defaults.py, pinned by the engines
+  when they run): the prefill chunk (vLLM 16384 tokens, SGLang 8192, torch the whole batch) sets
+  the prefill steps and the activation memory; decode steps with more running sequences than
+  the captured CUDA graphs (vLLM 512, SGLang 256) pay eager kernel launches
+  (EAGER_LAYER_LAUNCH_S per layer); SGLang's overlap scheduler hides step_overhead_s behind the
+  GPU time of each phase instead of adding it.
 The four efficiency factors are fitted per (engine, device) to measured runs by least squares on
 log time with a weak prior towards the documented defaults (DEFAULT_FACTORS), so a factor the
 measurements cannot see stays at its default. Where nothing was measured for an (engine,
@@ -38,23 +44,14 @@ from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per
                                     kv_bytes_per_token, non_embedding_params, prefill_flops)
 from archscale.io import write_json
 from archscale.throughput.devices import Device
+from archscale.throughput.engine_defaults import ENGINE_DEFAULTS, EngineDefaults
 
 MODEL_ID = "roofline-prefill-decode/1"
 CALIBRATION_FORMAT = "archscale-throughput-calibration/1"
 
 
-@dataclass(frozen=True)
-class EngineTraits:
-    """How an engine schedules a batch, which decides the memory and attention terms."""
-
-    paged: bool  # paged KV pool, continuous batching, chunked prefill (vLLM, SGLang)
-
-
-ENGINE_TRAITS: dict[str, EngineTraits] = {
-    "vllm": EngineTraits(paged=True),
-    "sglang": EngineTraits(paged=True),
-    "torch": EngineTraits(paged=False),  # HF generate with a static cache: one batch, one prefill
-}
+#: The engines the model knows, with their pinned scheduling defaults (engine_defaults.py).
+ENGINE_TRAITS: dict[str, EngineDefaults] = ENGINE_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -89,6 +86,17 @@ DEFAULT_FACTORS: dict[str, Factors] = {
     "torch": Factors(0.40, 0.50, 4.0e-3, 4.0e-4),
 }
 
+#: Where each default factor comes from (calibration.json and docs/throughput.md repeat it).
+DEFAULT_FACTOR_SOURCE = ("documented typical values, not fitted to any measurement: served "
+                         "engines reach 50-60 % of dense peak in large prefills and 70-80 % of "
+                         "bandwidth in decode, a CUDA-graph decode step costs well under 1 ms of "
+                         "scheduling; HF eager generation launches every kernel from Python "
+                         "(milliseconds per step, about 0.4 ms per layer)")
+
+#: Extra cost per layer of a decode step an engine with CUDA graphs runs eagerly (its running
+#: batch exceeds the captured sizes): the kernel launches from Python, as in HF eager generation.
+EAGER_LAYER_LAUNCH_S = DEFAULT_FACTORS["torch"].layer_overhead_s
+
 # Bounds of the fitted factors (efficiencies cannot exceed 1).
 _LOWER = np.log([1e-4, 1e-4, 1e-8, 1e-9])
 _UPPER = np.log([1.0, 1.0, 10.0, 1.0])
@@ -104,8 +112,9 @@ class Workload:
     dtype: str = "bfloat16"
     engine: str = "vllm"
     max_num_seqs: int | None = None            # None: the batch
-    max_num_batched_tokens: int | None = None  # None: batch * input_len (one prefill step)
+    max_num_batched_tokens: int | None = None  # None: the engine's pinned prefill chunk
     memory_fraction: float = 0.9
+    cuda_graph_max_batch: int | None = None    # None: the engine's pinned CUDA-graph limit
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINE_TRAITS:
@@ -123,8 +132,22 @@ class Workload:
         return DTYPE_BYTES[self.dtype]
 
     @property
-    def traits(self) -> EngineTraits:
+    def traits(self) -> EngineDefaults:
         return ENGINE_TRAITS[self.engine]
+
+    @property
+    def prefill_chunk(self) -> int:
+        """Prompt tokens per prefill step: configured, else the engine's pinned default, else
+        (an engine without chunked prefill) the whole batch."""
+        return int(self.max_num_batched_tokens or self.traits.prefill_chunk_tokens
+                   or self.batch * self.input_len)
+
+    @property
+    def graph_max_batch(self) -> int:
+        """The largest running batch whose decode step replays a CUDA graph (0: none)."""
+        if self.cuda_graph_max_batch is not None:
+            return int(self.cuda_graph_max_batch)
+        return self.traits.cuda_graph_max_batch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +158,7 @@ class Workload:
 
     #: The keys of config.yaml's throughput section that `from_settings` reads.
     SETTINGS_KEYS = ("dtype", "batch_size", "input_len", "output_len", "max_num_seqs",
-                     "max_num_batched_tokens", "gpu_memory_utilization")
+                     "max_num_batched_tokens", "gpu_memory_utilization", "cuda_graph_max_batch")
 
     @classmethod
     def from_settings(cls, throughput: Mapping[str, Any], engine: str,
@@ -150,7 +173,8 @@ class Workload:
                    dtype=dtype, engine=engine,
                    max_num_seqs=throughput.get("max_num_seqs"),
                    max_num_batched_tokens=throughput.get("max_num_batched_tokens"),
-                   memory_fraction=float(throughput.get("gpu_memory_utilization", 0.9)))
+                   memory_fraction=float(throughput.get("gpu_memory_utilization", 0.9)),
+                   cuda_graph_max_batch=throughput.get("cuda_graph_max_batch"))
 
 
 @dataclass(frozen=True)
@@ -185,8 +209,8 @@ def predict(d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_siz
     step_weight_bytes = (n + head) * nbytes          # the input embedding is a gather
     kv_token = kv_bytes_per_token(L, hkv, dh, nbytes)
 
+    chunk = float(w.prefill_chunk)
     if w.traits.paged:
-        chunk = float(w.max_num_batched_tokens or B * s_in)
         max_seqs = float(w.max_num_seqs or B)
         activations = chunk * (2 * f + 4 * d) * nbytes + min(B, max_seqs) * V * 4
         pool = device.memory_bytes * w.memory_fraction - resident_weight_bytes - activations
@@ -194,7 +218,6 @@ def predict(d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_siz
         concurrency = np.minimum(np.minimum(B, max_seqs), fits)
         decode_context = s_in + s_out / 2
     else:
-        chunk = B * s_in
         activations = chunk * (2 * f + 4 * d) * nbytes + B * V * 4
         pool = device.memory_bytes * w.memory_fraction - resident_weight_bytes - activations
         concurrency = np.where(pool >= B * seq_len * kv_token, B, 0.0)
@@ -207,17 +230,31 @@ def predict(d_model, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_siz
 
     peak = device.peak_flops * factors.compute_efficiency
     bandwidth = device.bandwidth * factors.memory_efficiency
-    per_step = factors.step_overhead_s + L * factors.layer_overhead_s
+    layer_cost = L * factors.layer_overhead_s
+    graphs = w.graph_max_batch
+    if graphs > 0:  # decode steps whose running batch exceeds the captured graphs run eagerly
+        layer_cost_decode = layer_cost + np.where(running > graphs, L * EAGER_LAYER_LAUNCH_S, 0.0)
+    else:
+        layer_cost_decode = layer_cost
+
+    def phase_time(flops, nbytes, steps, per_layer):
+        """GPU time, plus the per-step scheduling cost: added after each step, or (an engine
+        that overlaps scheduling with the GPU) hidden behind the GPU time where shorter."""
+        gpu = np.maximum(flops / peak, nbytes / bandwidth)
+        scheduling = steps * factors.step_overhead_s
+        if w.traits.overlap_scheduling:
+            return np.maximum(gpu, scheduling) + steps * per_layer
+        return gpu + scheduling + steps * per_layer
 
     # Prefill: the LM head runs on the sampled (last) position only.
     flops_pre = B * (prefill_flops(n, d, 0, L, h, dh, s_in) + 2 * head)
     bytes_pre = prefill_steps * step_weight_bytes + B * s_in * kv_token
-    prefill_s = np.maximum(flops_pre / peak, bytes_pre / bandwidth) + prefill_steps * per_step
+    prefill_s = phase_time(flops_pre, bytes_pre, prefill_steps, layer_cost)
 
     tokens_dec = B * (s_out - 1)
     flops_dec = tokens_dec * forward_flops_per_token(n, d, V, L, h, dh, decode_context)
     bytes_dec = decode_steps * step_weight_bytes + tokens_dec * decode_context * kv_token
-    decode_s = np.maximum(flops_dec / peak, bytes_dec / bandwidth) + decode_steps * per_step
+    decode_s = phase_time(flops_dec, bytes_dec, decode_steps, layer_cost_decode)
 
     time_s = np.where(feasible, prefill_s + decode_s, np.inf)
     return Prediction(
@@ -274,7 +311,8 @@ class Measurement:
                             engine=result["engine"],
                             max_num_seqs=settings.get("max_num_seqs"),
                             max_num_batched_tokens=settings.get("max_num_batched_tokens"),
-                            memory_fraction=float(settings.get("gpu_memory_utilization", 0.9)))
+                            memory_fraction=float(settings.get("gpu_memory_utilization", 0.9)),
+                            cuda_graph_max_batch=settings.get("cuda_graph_max_batch"))
         arch = result["architecture"]
         return cls(name=name or arch.get("name", "model"), engine=result["engine"],
                    device=device, workload=workload,
@@ -300,9 +338,14 @@ class CalibrationEntry:
     measurements: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        fitted = (f"fitted to the {self.n_measurements} measurement(s) of {self.engine} on "
+                  f"{self.device} listed here: least squares on log time, with a weak prior "
+                  "toward the default (a factor the measurements cannot see stays near it)")
         return {"engine": self.engine, "device": self.device, "calibrated": True,
                 "n_measurements": self.n_measurements, "rms_log_error": self.rms_log_error,
-                "factors": self.factors.to_dict(), "measurements": list(self.measurements)}
+                "factors": self.factors.to_dict(),
+                "factor_sources": {name: fitted for name in FACTOR_NAMES},
+                "measurements": list(self.measurements)}
 
 
 @dataclass
@@ -325,7 +368,12 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"format": CALIBRATION_FORMAT, "model": MODEL_ID,
                 "entries": [e.to_dict() for _, e in sorted(self.entries.items())],
-                "defaults": {k: v.to_dict() for k, v in sorted(self.defaults.items())}}
+                "defaults": {k: v.to_dict() for k, v in sorted(self.defaults.items())},
+                "defaults_source": DEFAULT_FACTOR_SOURCE,
+                "engine_scheduling": {k: {**asdict(v)} for k, v in sorted(ENGINE_TRAITS.items())},
+                "eager_layer_launch_s": {"value": EAGER_LAYER_LAUNCH_S,
+                                         "source": "the torch engine's default layer_overhead_s: "
+                                                   "kernels launched from Python"}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Calibration":

@@ -21,6 +21,7 @@ import numpy as np
 
 from archscale.architecture import Architecture
 from archscale.io import write_json
+from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
 
 ENGINES = ("torch", "vllm", "sglang")
 
@@ -29,7 +30,7 @@ ENGINES = ("torch", "vllm", "sglang")
 COMMON_KEYS = ("device", "dtype", "batch_size", "input_len", "output_len", "warmup", "repeats",
                "seed", "threads")
 SERVED_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens",
-               "gpu_memory_utilization", "enforce_eager")
+               "gpu_memory_utilization", "enforce_eager", "cuda_graph_max_batch")
 ENGINE_KEYS: dict[str, tuple[str, ...]] = {
     "torch": COMMON_KEYS,
     "vllm": COMMON_KEYS + SERVED_KEYS,
@@ -63,10 +64,11 @@ class MeasureSettings:
     threads: int | None = None
     max_model_len: int | None = None           # None: input_len + output_len
     max_num_seqs: int | None = None            # None: batch (all requests run at once)
-    max_num_batched_tokens: int | None = None  # None: batch * input_len (one prefill step)
+    max_num_batched_tokens: int | None = None  # None: the engine's pinned prefill chunk
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
     chunked_prefill_size: int | None = None    # SGLang; None: max_num_batched_tokens
+    cuda_graph_max_batch: int | None = None    # None: the engine's pinned CUDA-graph limit
     engine_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,9 +90,20 @@ class MeasureSettings:
     def seqs(self) -> int:
         return int(self.max_num_seqs or self.batch)
 
-    @property
-    def batched_tokens(self) -> int:
-        return int(self.max_num_batched_tokens or self.batch * self.input_len)
+    def batched_tokens(self, engine: str) -> int:
+        """Prompt tokens per prefill step: configured, else `engine`'s pinned default
+        (archscale.throughput.engine_defaults), else the whole batch."""
+        return int(self.max_num_batched_tokens or ENGINE_DEFAULTS[engine].prefill_chunk_tokens
+                   or self.batch * self.input_len)
+
+    def graph_max_batch(self, engine: str) -> int:
+        """The largest decode batch `engine` captures CUDA graphs for: configured, else its
+        pinned default, and never more than the running sequences (larger graphs would only
+        cost start-up time and memory)."""
+        limit = self.cuda_graph_max_batch
+        if limit is None:
+            limit = ENGINE_DEFAULTS[engine].cuda_graph_max_batch
+        return min(int(limit), self.seqs)
 
     def resolved_dtype(self, on_gpu: bool) -> str:
         if self.dtype != "auto":

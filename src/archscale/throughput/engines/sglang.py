@@ -2,7 +2,8 @@
 
 Why these arguments: SGLang's defaults adapt to the GPU (chunk sizes, CUDA-graph batch sizes,
 memory fraction), so every one that changes throughput is pinned: prefix (radix) cache off,
-decode CUDA graphs captured up to the batch, chunked-prefill and max-prefill sizes, running
+the decode CUDA-graph limit and the chunked-prefill and max-prefill sizes (the defaults in
+archscale.throughput.engine_defaults, which the throughput model assumes), running
 requests, context length, memory fraction and seed. Requests are exact token ids with
 ignore_eos and min_new_tokens = max_new_tokens. The argument names are checked against the
 pinned SGLang release's ServerArgs fields by tests/test_sglang_args.py (SGLang cannot be
@@ -33,10 +34,11 @@ def engine_kwargs(model_dir: str | Path, settings: MeasureSettings) -> dict[str,
         "dtype": settings.resolved_dtype(True),
         "context_length": settings.model_len,
         "max_running_requests": settings.seqs,
-        "chunked_prefill_size": int(settings.chunked_prefill_size or settings.batched_tokens),
-        "max_prefill_tokens": settings.batched_tokens,
+        "chunked_prefill_size": int(settings.chunked_prefill_size
+                                    or settings.batched_tokens("sglang")),
+        "max_prefill_tokens": settings.batched_tokens("sglang"),
         "disable_radix_cache": True,
-        "cuda_graph_max_bs_decode": settings.seqs,
+        "cuda_graph_max_bs_decode": settings.graph_max_batch("sglang"),
         "disable_cuda_graph": settings.enforce_eager,
         "mem_fraction_static": settings.gpu_memory_utilization,
         "random_seed": settings.seed,
@@ -73,7 +75,8 @@ class SglangSession(Session):
         self.settings = {"engine": {k: v for k, v in self.kwargs.items() if k != "model_path"},
                          "sampling": dict(self.sampling),
                          "max_num_seqs": settings.seqs,
-                         "max_num_batched_tokens": settings.batched_tokens,
+                         "max_num_batched_tokens": settings.batched_tokens("sglang"),
+                         "cuda_graph_max_batch": settings.graph_max_batch("sglang"),
                          "gpu_memory_utilization": settings.gpu_memory_utilization}
 
     def generate(self, prompts: list[list[int]]) -> list[int]:

@@ -4,7 +4,8 @@ Why the offline API and not `vllm bench throughput`: the latter ignores --input-
 in current releases; here every request is an exact TokensPrompt and SamplingParams forces
 exactly output_len tokens (ignore_eos, min_tokens), with no tokenizer and no detokenisation.
 Everything that changes the result is pinned and recorded: dtype, max_model_len, max_num_seqs,
-max_num_batched_tokens, prefix caching off, memory fraction, seed, CUDA graphs up to the batch.
+max_num_batched_tokens, prefix caching off, memory fraction, seed, the CUDA-graph limit
+(the defaults in archscale.throughput.engine_defaults, which the throughput model assumes).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def llm_kwargs(model_dir: str | Path, settings: MeasureSettings, on_gpu: bool) -
         "dtype": settings.resolved_dtype(on_gpu),
         "max_model_len": settings.model_len,
         "max_num_seqs": settings.seqs,
-        "max_num_batched_tokens": settings.batched_tokens,
+        "max_num_batched_tokens": settings.batched_tokens("vllm"),
         "enable_prefix_caching": False,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "seed": settings.seed,
@@ -46,8 +47,9 @@ def llm_kwargs(model_dir: str | Path, settings: MeasureSettings, on_gpu: bool) -
         "disable_log_stats": True,
     }
     if on_gpu and not settings.enforce_eager:
-        # capture decode CUDA graphs up to the batch (vLLM caps its default at 512)
-        kwargs["compilation_config"] = {"max_cudagraph_capture_size": settings.seqs}
+        # pin the CUDA-graph limit the throughput model assumes (engine_defaults: 512)
+        kwargs["compilation_config"] = {
+            "max_cudagraph_capture_size": settings.graph_max_batch("vllm")}
     override = context_override(model_dir, settings)
     if override:  # a workload longer than config.json's context: raise it in vLLM's copy
         kwargs["hf_overrides"] = override
@@ -84,7 +86,8 @@ class VllmSession(Session):
         self.settings = {"llm": {k: v for k, v in self.kwargs.items() if k != "model"},
                          "sampling": sampling_kwargs(settings),
                          "max_num_seqs": settings.seqs,
-                         "max_num_batched_tokens": settings.batched_tokens,
+                         "max_num_batched_tokens": settings.batched_tokens("vllm"),
+                         "cuda_graph_max_batch": settings.graph_max_batch("vllm"),
                          "gpu_memory_utilization": settings.gpu_memory_utilization}
 
     def generate(self, prompts: list[list[int]]) -> list[int]:
