@@ -31,6 +31,7 @@ include: "rules/throughput.smk"
 include: "rules/fit.smk"
 include: "rules/search.smk"
 include: "rules/validation.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -40,5 +41,7 @@ rule all:
         "results/recommendations.json",
         "results/fits/quality.csv",
         "results/plan.csv",
+        # the report's Training, Data and Throughput figures (rules/report.smk)
+        REPORT_EXTRAS,
         # the validation loop, when search.validation.enabled (see rules/validation.smk)
         ["results/validation.csv"] if VALIDATION["enabled"] else [],

@@ -60,7 +60,7 @@ rule collect_runs:
         metrics=run_paths(f"{RUN}/metrics.json"),
         evals=run_paths(f"{RUN}/eval.json"),
     output:
-        "results/runs.csv",
+        report("results/runs.csv", category="Training", caption="../report/runs.rst"),
     params:
         runs=STUDY.runs(),
         tasks=EVAL_TASKS,

@@ -33,7 +33,8 @@ rule throughput_table:
         results=expand("results/throughput/{arch}/{engine}.json", arch=ARCHS,
                        engine=THROUGHPUT_ENGINES),
     output:
-        table="results/throughput.csv",
+        table=report("results/throughput.csv", category="Throughput",
+                     caption="../report/throughput_table.rst"),
         calibration="results/throughput/calibration.json",
     params:
         gpu=config["throughput"]["gpu"],

@@ -3,6 +3,7 @@ import io
 import json
 from contextlib import redirect_stdout
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,6 +37,13 @@ def test_plan_totals(tmp_path):
             "--out", str(out))
     table = pd.read_csv(out)
     total = table[table.architecture == "TOTAL"].iloc[0]
+    # with --out, stdout is one line naming the file and the totals, not the table
+    summary = run_cli("plan", "--configfile", str(REPO / "configs/paper-1b.yaml"), "--gpu",
+                      "H200", "--out", str(out))
+    assert summary == (f"wrote {out}: {len(table) - 1} architectures, {int(total.runs)} runs, "
+                       f"{total.gpu_hours:,.0f} H200 GPU-hours at MFU 0.35\n")
+    assert run_cli("plan", "--configfile", str(REPO / "configs/paper-1b.yaml")).startswith(
+        "architecture,gpu,")
     assert total.runs == table[table.architecture != "TOTAL"].runs.sum() > 0
     assert total.gpu_hours > 0 and total.checkpoint_disk_gb > 0
 
@@ -45,7 +53,9 @@ def test_search_with_paper_coefficients_on_h200(tmp_path):
     text = run_cli("search", "--coefficients", "paper", "--configfile",
                    str(REPO / "configs/paper-1b.yaml"), "--gpu", "H200", "--engine", "sglang",
                    "--budget", "973e6", "--tokens", "20e9", "--out-dir", str(tmp_path))
-    rec = json.loads(text)[0]
+    assert text.count("\n") == 1 and text.startswith(f"wrote {tmp_path}/: candidates.csv")
+    rec = json.loads((tmp_path / "recommendations.json").read_text())[0]
+    assert f"{rec['speedup_vs_baseline']:.2f}x" in text
     best, fast, base = (rec["most_accurate"], rec["fastest_at_baseline_loss_after_gqa_search"],
                         rec["baseline"])
     assert base["name"] == "d2048-L16-h32-kv8-dh64-f8192"  # LLaMA-3.2-1B, named in the config
@@ -64,3 +74,35 @@ def test_search_with_paper_coefficients_on_h200(tmp_path):
     expected = set(zip(cand.predicted_loss[mask].round(12), cand.predicted_tokens_per_s[mask].round(6)))
     got = set(zip(pareto.predicted_loss.round(12), pareto.predicted_tokens_per_s.round(6)))
     assert got == expected
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["search", "--help"],
+                                  ["throughput", "--help"]])
+def test_help_and_version_import_no_heavy_package(argv):
+    """Start-up: --help and --version load none of pandas, scipy, torch or matplotlib (the
+    figure is benchmarks/bench_cli_startup.py's, in the README)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom archscale.cli.main import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('pandas', 'scipy', 'torch', 'matplotlib') "
+            "if m in sys.modules)\nprint('HEAVY', heavy, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert "HEAVY []" in proc.stderr, proc.stderr
+    assert "archscale" in proc.stdout
+
+
+def test_fit_chinchilla_prints_one_line_with_out(tmp_path):
+    runs = tmp_path / "runs.csv"
+    n, d = np.meshgrid([1e7, 3e7, 1e8], [2e8, 6e8, 2e9])
+    loss = 1.8 + 400 / n.ravel() ** 0.34 + 2000 / d.ravel() ** 0.36
+    pd.DataFrame({"N": n.ravel(), "D": d.ravel(), "loss": loss}).to_csv(runs, index=False)
+    out = tmp_path / "chinchilla.json"
+    text = run_cli("fit", "chinchilla", "--runs", str(runs), "--out", str(out),
+                   "--bootstrap", "0")
+    doc = json.loads(out.read_text())
+    assert text.count("\n") == 1
+    assert text.startswith(f"wrote {out}: E {doc['coefficients']['E']:.4g}, ")
+    assert "(9 points, all_runs)" in text

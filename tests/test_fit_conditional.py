@@ -201,10 +201,11 @@ def test_cli_fits_runs_csv_columns_and_writes_plots(tmp_path, capsys):
                     "--bootstrap", "5", "--plot-u-curves", str(tmp_path / "u.png"),
                     "--plot-predicted", str(tmp_path / "p.png")])
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["law"] == "conditional" and "data" not in printed
-    assert printed["optimum"]["x_star"] == pytest.approx(truth.x_star, rel=0.05)
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and printed.startswith(f"wrote {out}: x* ")  # one line
     stored = json.loads(out.read_text())
+    assert stored["optimum"]["x_star"] == pytest.approx(truth.x_star, rel=0.05)
+    assert f"x* {stored['optimum']['x_star']:.4g}" in printed
     assert stored["l_opt"]["source"] == "empirical" and stored["l_opt"]["chinchilla"]
     for png in ("u.png", "p.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"

@@ -127,3 +127,12 @@ def test_gqa_local_search_keeps_loss_and_speeds_up():
     assert best.predicted_tokens_per_s > row.predicted_tokens_per_s
     assert best.predicted_loss <= row.predicted_loss + 0.01
     assert size.n_layers == best.n_layers and 32 % best.n_kv_heads == 0
+
+
+def test_shape_names_by_column_equal_shape_name_by_row():
+    from archscale.architecture import shape_name
+    from archscale.search.frontier import shape_names
+
+    grid = candidate_grid(SizeSpec(973e6, 16, 64), 128256, (0.05, 0.1), 64, [1, 4], 64, 0.05)
+    assert shape_names(grid) == [shape_name(row) for _, row in grid.iterrows()]
+    assert shape_names(grid.iloc[:0]) == []

@@ -102,14 +102,6 @@ def shape_name(shape: Mapping[str, Any]) -> str:
                     for prefix, field in zip(_SHAPE_NAME_PREFIXES, SHAPE_FIELDS))
 
 
-def shape_names(table: Any) -> list[str]:
-    """`shape_name` of every row of a table (a DataFrame with the SHAPE_FIELDS), built column
-    by column: the search names 10^5 candidates, where a row-wise apply takes seconds."""
-    columns = [[f"{prefix}{int(v)}" for v in table[field].to_numpy()]
-               for prefix, field in zip(_SHAPE_NAME_PREFIXES, SHAPE_FIELDS)]
-    return ["-".join(parts) for parts in zip(*columns)]
-
-
 def shape_from_name(name: str) -> dict[str, int]:
     """The shape a name spells (the inverse of `shape_name`), so a shape's config.json can
     depend on its name alone."""

@@ -7,13 +7,11 @@
                               [--chinchilla chinchilla.json]
     archscale fit quality     --runs runs.csv --out quality.csv
 
-Each writes --out and prints the result as JSON on stdout (the document without its per-point
-`data` section, which stays in the file).
+Each writes --out and prints one line on stdout: the file and its headline numbers.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Mapping
 
 from archscale.config import section_defaults
@@ -25,10 +23,19 @@ FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")
 # argparse
 # ---------------------------------------------------------------------------------------------
 
-def _print(doc: Mapping[str, Any]) -> None:
-    from archscale.io import to_jsonable
-
-    print(json.dumps(to_jsonable({k: v for k, v in doc.items() if k != "data"}), indent=2))
+def _summary(out: str, doc: Mapping[str, Any]) -> str:
+    """One line for stdout: what was written and its headline numbers."""
+    warnings = len(doc.get("warnings") or [])
+    tail = f"; {warnings} warning(s), see the file" if warnings else ""
+    if doc.get("law") == "chinchilla":
+        c = doc["coefficients"]
+        fitted = doc.get("fitted_on", {}).get("points", "all_runs")
+        return (f"wrote {out}: E {c['E']:.4g}, A {c['A']:.4g}, B {c['B']:.4g}, alpha "
+                f"{c['alpha']:.3g}, beta {c['beta']:.3g} ({doc['data']['n_points']} points, "
+                f"{fitted}){tail}")
+    opt = doc["optimum"]
+    return (f"wrote {out}: x* {opt['x_star']:.4g}, r* {opt['r_star']:.4g} "
+            f"({doc['fit']['n_points']} runs used, L_opt {doc['l_opt']['source']}){tail}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +61,7 @@ def _run_chinchilla(args: argparse.Namespace) -> int:
                                      compute_budgets=args.compute_budgets),
                            plot=args.plot, workers=args.workers,
                            extra_provenance={"command_line": "archscale fit chinchilla"})
-    _print(doc)
+    print(_summary(args.out, doc))
     return 0
 
 
@@ -67,17 +74,20 @@ def _run_conditional(args: argparse.Namespace) -> int:
                                       r_range=list(args.r_range), bootstrap=args.bootstrap),
                             chinchilla=args.chinchilla, plots=plots,
                             extra_provenance={"command_line": "archscale fit conditional"})
-    _print(doc)
+    print(_summary(args.out, doc))
     return 0
 
 
 def _run_quality(args: argparse.Namespace) -> int:
     from archscale.fit.stages import quality_stage
-    from archscale.io import to_jsonable
 
     table = quality_stage(args.runs, args.out,
                           _settings(args, form=args.form, r_range=list(args.r_range)))
-    print(json.dumps(to_jsonable(table.to_dict(orient="records")), indent=2))
+    ok = table[table["status"] == "ok"] if len(table) else table
+    scores = (f"mean MSE {ok['mse'].mean():.3g}, mean Spearman {ok['spearman'].mean():.3g}"
+              if len(ok) else "no fold could be evaluated")
+    print(f"wrote {args.out}: {len(ok)} of {len(table)} progressive-extrapolation fold(s) "
+          f"evaluated, {scores}")
     return 0
 
 

@@ -19,7 +19,11 @@ def _plan(args: argparse.Namespace) -> int:
     table = study_plan(load_study(args.configfile), mfu=args.mfu, gpu=args.gpu)
     if args.out:
         write_csv(args.out, table)
-    print(table.to_csv(index=False), end="")
+        total = table[table.architecture == "TOTAL"].iloc[0]
+        print(f"wrote {args.out}: {len(table) - 1} architectures, {int(total.runs)} runs, "
+              f"{total.gpu_hours:,.0f} {args.gpu} GPU-hours at MFU {args.mfu}")
+    else:
+        print(table.to_csv(index=False), end="")
     return 0
 
 

@@ -76,7 +76,13 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(out / "candidates.csv", result["candidates"])
         write_csv(out / "pareto.csv", pareto_columns(result["pareto"]))
         write_json(out / "recommendations.json", result["recommendations"])
-    print(json.dumps(result["recommendations"], indent=2, default=float))
+        speedups = ", ".join(f"{r['budget']:.3g}: {r['speedup_vs_baseline']:.2f}x"
+                             for r in result["recommendations"] if "speedup_vs_baseline" in r)
+        print(f"wrote {out}/: candidates.csv ({len(result['candidates']):,} shapes), pareto.csv "
+              f"({len(result['pareto'])} frontier points), recommendations.json; speed-up at the "
+              f"baseline's loss by budget: {speedups or 'none found'}")
+    else:
+        print(json.dumps(result["recommendations"], indent=2, default=float))
     return 0
 
 

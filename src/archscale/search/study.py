@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from archscale.architecture import (DTYPE_BYTES, SHAPE_FIELDS, Architecture, shape_name,
-                                    shape_names)
+from archscale.architecture import DTYPE_BYTES, SHAPE_FIELDS, Architecture, shape_name
 from archscale.config import search_engine
 from archscale.search.frontier import (SearchError, SearchProblem, SizeSpec, add_accounting,
-                                       run_search)
+                                       run_search, shape_names)
 from archscale.throughput.devices import Device, get_device
 from archscale.throughput.model import Calibration, Workload, predict_tokens_per_s
 
