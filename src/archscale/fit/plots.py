@@ -15,23 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from archscale.fit.chinchilla import ChinchillaFit  # noqa: E402
 from archscale.fit.conditional import ConditionalFit  # noqa: E402
+from archscale.figures import PLAIN_LOG_TICKS  # noqa: E402
 from archscale.fit.io import size_groups  # noqa: E402
 from archscale.io import atomic_path  # noqa: E402
-
-
-def _tick(value: float, _pos: object) -> str:
-    """Label log-axis ticks at 1, 2, 3 and 5 times a power of ten, in plain numbers."""
-    if value <= 0:
-        return ""
-    mantissa = round(value / 10 ** np.floor(np.log10(value)), 6)
-    return f"{value:g}" if mantissa in (1.0, 2.0, 3.0, 5.0) else ""
-
-
-_PLAIN = FuncFormatter(_tick)
 
 
 def _save(fig, path: str | Path, notes: list[str] | None = None) -> None:
@@ -121,8 +110,8 @@ def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
         else:
             ax.plot([], [], " ", label="fitted factor has no minimum")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_PLAIN)
-        ax.xaxis.set_minor_formatter(_PLAIN)
+        ax.xaxis.set_major_formatter(PLAIN_LOG_TICKS)
+        ax.xaxis.set_minor_formatter(PLAIN_LOG_TICKS)
         ax.set_xlabel(name)
         ax.set_ylabel(ylab)
         ax.legend(fontsize=7)

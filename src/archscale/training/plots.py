@@ -5,7 +5,6 @@ stalled or was still falling steeply hides behind it; the curves show it at a gl
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -15,20 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from archscale.figures import PLAIN_LOG_TICKS  # noqa: E402
 from archscale.io import atomic_path  # noqa: E402
-
-
-def _tick(value: float, _pos: object) -> str:
-    """Plain labels (2,000 rather than 2x10^3) at 1, 2, 3 and 5 times a power of ten."""
-    if value <= 0:
-        return ""
-    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
-    return f"{value:,.0f}" if mantissa in (1.0, 2.0, 3.0, 5.0) else ""
-
-
-_PLAIN = FuncFormatter(_tick)
 
 
 def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, int, int]],
@@ -52,8 +40,8 @@ def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, i
             ax.plot(curve["tokens"], curve["loss"], color=colours[arch], lw=1.2,
                     ls="-" if seed == min(s for a, t, s in runs if a == arch) else ":")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_PLAIN)
-        ax.xaxis.set_minor_formatter(_PLAIN)
+        ax.xaxis.set_major_formatter(PLAIN_LOG_TICKS)
+        ax.xaxis.set_minor_formatter(PLAIN_LOG_TICKS)
         ax.tick_params(axis="x", labelsize=8)
         ax.set_title(f"budget {budget:,} tokens", fontsize=10)
         ax.set_xlabel("training tokens seen (log scale)")

@@ -26,14 +26,15 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                    "throughput/engine_defaults.py", "throughput/measure.py"),
     "throughput_model": ("architecture.py", "throughput/model.py", "throughput/devices.py",
                          "throughput/engine_defaults.py", "throughput/calibrate.py"),
-    "fit": ("fit",),
+    "fit": ("fit", "figures.py"),
     "search": ("architecture.py", "search/frontier.py", "search/study.py", "search/plots.py",
                "throughput/model.py", "throughput/devices.py", "throughput/engine_defaults.py",
                "fit"),
     "plan": ("architecture.py", "config.py", "data/corpus.py", "costs.py",
              "throughput/devices.py"),
     "validation": ("architecture.py", "costs.py", "search/frontier_check.py"),
-    "report": ("io.py", "training/plots.py", "throughput/plots.py", "data/summary.py"),
+    "report": ("io.py", "figures.py", "training/plots.py", "throughput/plots.py",
+               "data/summary.py"),
 }
 
 
