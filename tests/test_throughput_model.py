@@ -142,6 +142,9 @@ def test_chunked_prefill_leaves_the_kv_pool_to_the_batch():
     whole = Workload(**PAPER_WORKLOAD, engine="vllm", max_num_batched_tokens=128 * 4096)
     assert chunked.prefill_chunk == 16384 and Workload(**PAPER_WORKLOAD,
                                                        engine="sglang").prefill_chunk == 8192
+    # the torch engine has no chunked prefill: a configured chunk does not apply to it
+    assert Workload(**PAPER_WORKLOAD, engine="torch",
+                    max_num_batched_tokens=4096).prefill_chunk == 128 * 4096
     a100 = get_device("A100-40GB")
     assert float(predict_architecture(arch, a100, chunked, DEFAULT_FACTORS["vllm"]).concurrency) \
         == 128

@@ -137,10 +137,11 @@ class Workload:
 
     @property
     def prefill_chunk(self) -> int:
-        """Prompt tokens per prefill step: configured, else the engine's pinned default, else
-        (an engine without chunked prefill) the whole batch."""
-        return int(self.max_num_batched_tokens or self.traits.prefill_chunk_tokens
-                   or self.batch * self.input_len)
+        """Prompt tokens per prefill step: configured, else the engine's pinned default; an
+        engine without chunked prefill (torch) always prefills the whole batch at once."""
+        if self.traits.prefill_chunk_tokens is None:
+            return self.batch * self.input_len
+        return int(self.max_num_batched_tokens or self.traits.prefill_chunk_tokens)
 
     @property
     def graph_max_batch(self) -> int:

@@ -33,7 +33,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "plan": ("architecture.py", "config.py", "data/corpus.py", "costs.py",
              "throughput/devices.py"),
     "validation": ("architecture.py", "costs.py", "search/frontier_check.py"),
-    "report": ("io.py", "figures.py", "training/plots.py", "throughput/plots.py",
+    "report": ("figures.py", "training/plots.py", "throughput/plots.py",
                "data/summary.py"),
 }
 
