@@ -16,8 +16,8 @@ from typing import Any
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
 from archscale.throughput.devices import get_device, known_devices
-from archscale.throughput.model import (ENGINE_TRAITS, Workload, load_calibration,
-                                        predict_architecture)
+from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
+from archscale.throughput.model import Workload, load_calibration, predict_architecture
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tie-word-embeddings", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--name", default="shape", help="name of the architecture given by flags")
     p.add_argument("--gpu", default="H200", help=f"device preset: {sorted(known_devices())}")
-    p.add_argument("--engine", default="vllm", choices=sorted(ENGINE_TRAITS))
+    p.add_argument("--engine", default="vllm", choices=sorted(ENGINE_DEFAULTS))
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--input-len", type=int, default=4096)
     p.add_argument("--output-len", type=int, default=1024)

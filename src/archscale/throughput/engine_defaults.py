@@ -31,6 +31,18 @@ class EngineDefaults:
     overlap_scheduling: bool        # CPU scheduling overlapped with the GPU's previous step
     source: str                     # where the values come from
 
+    def prefill_chunk(self, configured: int | None, batch: int, input_len: int) -> int:
+        """Prompt tokens per prefill step: the configured chunk, else this engine's default; an
+        engine without chunked prefill (torch) always prefills the whole batch at once."""
+        if self.prefill_chunk_tokens is None:
+            return int(batch * input_len)
+        return int(configured or self.prefill_chunk_tokens)
+
+    def graph_limit(self, configured: int | None) -> int:
+        """The largest running batch whose decode step replays a CUDA graph (0: none): the
+        configured limit, else this engine's default."""
+        return int(self.cuda_graph_max_batch if configured is None else configured)
+
 
 ENGINE_DEFAULTS: dict[str, EngineDefaults] = {
     "vllm": EngineDefaults(

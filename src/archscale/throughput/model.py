@@ -50,10 +50,6 @@ MODEL_ID = "roofline-prefill-decode/1"
 CALIBRATION_FORMAT = "archscale-throughput-calibration/1"
 
 
-#: The engines the model knows, with their pinned scheduling defaults (engine_defaults.py).
-ENGINE_TRAITS: dict[str, EngineDefaults] = ENGINE_DEFAULTS
-
-
 @dataclass(frozen=True)
 class Factors:
     """Efficiency factors of one (engine, device): the only fitted part of the model."""
@@ -117,8 +113,8 @@ class Workload:
     cuda_graph_max_batch: int | None = None    # None: the engine's pinned CUDA-graph limit
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINE_TRAITS:
-            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINE_TRAITS)}")
+        if self.engine not in ENGINE_DEFAULTS:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINE_DEFAULTS)}")
         if self.dtype not in DTYPE_BYTES:
             raise ValueError(f"unknown dtype {self.dtype!r}; known: {sorted(DTYPE_BYTES)}")
         for key in ("batch", "input_len", "output_len"):
@@ -133,22 +129,18 @@ class Workload:
 
     @property
     def traits(self) -> EngineDefaults:
-        return ENGINE_TRAITS[self.engine]
+        return ENGINE_DEFAULTS[self.engine]
 
     @property
     def prefill_chunk(self) -> int:
         """Prompt tokens per prefill step: configured, else the engine's pinned default; an
         engine without chunked prefill (torch) always prefills the whole batch at once."""
-        if self.traits.prefill_chunk_tokens is None:
-            return self.batch * self.input_len
-        return int(self.max_num_batched_tokens or self.traits.prefill_chunk_tokens)
+        return self.traits.prefill_chunk(self.max_num_batched_tokens, self.batch, self.input_len)
 
     @property
     def graph_max_batch(self) -> int:
         """The largest running batch whose decode step replays a CUDA graph (0: none)."""
-        if self.cuda_graph_max_batch is not None:
-            return int(self.cuda_graph_max_batch)
-        return self.traits.cuda_graph_max_batch
+        return self.traits.graph_limit(self.cuda_graph_max_batch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -371,7 +363,7 @@ class Calibration:
                 "entries": [e.to_dict() for _, e in sorted(self.entries.items())],
                 "defaults": {k: v.to_dict() for k, v in sorted(self.defaults.items())},
                 "defaults_source": DEFAULT_FACTOR_SOURCE,
-                "engine_scheduling": {k: {**asdict(v)} for k, v in sorted(ENGINE_TRAITS.items())},
+                "engine_scheduling": {k: {**asdict(v)} for k, v in sorted(ENGINE_DEFAULTS.items())},
                 "eager_layer_launch_s": {"value": EAGER_LAYER_LAUNCH_S,
                                          "source": "the torch engine's default layer_overhead_s: "
                                                    "kernels launched from Python"}}

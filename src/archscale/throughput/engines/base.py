@@ -91,19 +91,16 @@ class MeasureSettings:
         return int(self.max_num_seqs or self.batch)
 
     def batched_tokens(self, engine: str) -> int:
-        """Prompt tokens per prefill step: configured, else `engine`'s pinned default
-        (archscale.throughput.engine_defaults), else the whole batch."""
-        return int(self.max_num_batched_tokens or ENGINE_DEFAULTS[engine].prefill_chunk_tokens
-                   or self.batch * self.input_len)
+        """Prompt tokens per prefill step as `engine` runs them (configured, else its pinned
+        default: archscale.throughput.engine_defaults)."""
+        return ENGINE_DEFAULTS[engine].prefill_chunk(self.max_num_batched_tokens, self.batch,
+                                                     self.input_len)
 
     def graph_max_batch(self, engine: str) -> int:
         """The largest decode batch `engine` captures CUDA graphs for: configured, else its
         pinned default, and never more than the running sequences (larger graphs would only
         cost start-up time and memory)."""
-        limit = self.cuda_graph_max_batch
-        if limit is None:
-            limit = ENGINE_DEFAULTS[engine].cuda_graph_max_batch
-        return min(int(limit), self.seqs)
+        return min(ENGINE_DEFAULTS[engine].graph_limit(self.cuda_graph_max_batch), self.seqs)
 
     def resolved_dtype(self, on_gpu: bool) -> str:
         if self.dtype != "auto":
