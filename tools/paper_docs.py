@@ -32,14 +32,12 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.0f} %"
 
 
-def _search(config: str, baseline: str, engine: str) -> dict[str, Any]:
+def _search(study: Any, baseline: str, engine: str) -> dict[str, Any]:
     """The search's recommendation at the baseline's budget, paper coefficients, H200."""
-    from archscale.config import load_study
     from archscale.fit.conditional import paper_law
     from archscale.search.study import SearchSettings, run_study_search
     from archscale.throughput.model import Calibration
 
-    study = load_study(ROOT / config)
     archs = list(study.architectures.values())
     base = study.architectures[baseline]
     search = {**study.config["search"], "budgets": [base.n_params_non_embedding]}
@@ -72,6 +70,7 @@ def _shape_gains(shapes: dict[str, dict[str, int]], baseline: str) -> dict[str, 
 
 def paper_check() -> str:
     from archscale.architecture import Architecture
+    from archscale.config import load_study
     from archscale.paper import PAPER_1B_SHAPES, PAPER_3B_SHAPES, PAPER_MEASURED_GAINS
 
     shapes_by_size = {"1B": (PAPER_1B_SHAPES, "LLaMA-3.2-1B"),
@@ -95,7 +94,8 @@ def paper_check() -> str:
         "",
     ]
     for size, config, baseline, (panda, surefire) in STUDIES:
-        recs = {engine: _search(config, baseline, engine) for engine in ENGINES}
+        study = load_study(ROOT / config)
+        recs = {engine: _search(study, baseline, engine) for engine in ENGINES}
         shapes, base_name = shapes_by_size[size]
         paper_arch = {n: Architecture(name=n, **s, vocab_size=128256) for n, s in shapes.items()}
         lines += [f"## {size}: `{config}`, baseline `{baseline}`", "",
