@@ -360,8 +360,8 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
 
     l_opt: "empirical" (lowest loss of each size at each budget, over all runs read),
     "chinchilla" (the `chinchilla` law at each run's N, D), "best_shapes" (the same, for a law
-    fitted on the best shape of each size and budget: chinchilla_points) or an array of per-run values
-    (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given, else raises).
+    fitted on the best shape of each size and budget: chinchilla_points) or an array of per-run
+    values (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given, else raises).
     bootstrap: resamples of the used runs for percentile intervals (serial; LM fits are ms).
     """
     _check_form(form)
@@ -374,26 +374,7 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     table = runs.reset_index(drop=True).copy()
     if "name" not in table.columns:
         table["name"] = None
-    empirical = None
-    if isinstance(l_opt, str):
-        if l_opt not in L_OPT_SOURCES:
-            raise ValueError(f"l_opt must be one of {L_OPT_SOURCES} or an array, got {l_opt!r}")
-        source = l_opt
-        if source in ("chinchilla", "best_shapes"):
-            if chinchilla is None:
-                raise FitError(f"l_opt={source!r} needs a fitted Chinchilla law (chinchilla=); "
-                               "fit one with fit_chinchilla or use l_opt='empirical'")
-            table["l_opt"] = chinchilla(table["N"], table["D"])
-        else:
-            table["l_opt"] = empirical_l_opt_per_run(table, size_tol)
-            pts = empirical_points(table, size_tol)
-            empirical = EmpiricalLopt(pts["N"], pts["D"], pts["loss"], fallback=chinchilla)
-    else:
-        values = np.asarray(l_opt, dtype=float).ravel()
-        if len(values) != len(table):
-            raise FitError(f"l_opt has {len(values)} values for {len(table)} runs")
-        table["l_opt"] = values
-        source = "given"
+    table["l_opt"], source, empirical = _reference_loss(table, l_opt, chinchilla, size_tol)
     for col in ("N", "D", "loss", "x", "r", "l_opt"):
         values = table[col].to_numpy(dtype=float)
         bad = ~(np.isfinite(values) & (values > 0))
@@ -447,6 +428,26 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
                                 "(too few distinct x or r, or no convergence) and are excluded")
     return fit
 
+
+def _reference_loss(table: pd.DataFrame, l_opt: str | np.ndarray,
+                    chinchilla: ChinchillaLaw | None, size_tol: float
+                    ) -> tuple[np.ndarray, str, EmpiricalLopt | None]:
+    """Each run's L_opt, the source's name, and the empirical points when that is the source."""
+    if not isinstance(l_opt, str):
+        values = np.asarray(l_opt, dtype=float).ravel()
+        if len(values) != len(table):
+            raise FitError(f"l_opt has {len(values)} values for {len(table)} runs")
+        return values, "given", None
+    if l_opt not in L_OPT_SOURCES:
+        raise ValueError(f"l_opt must be one of {L_OPT_SOURCES} or an array, got {l_opt!r}")
+    if l_opt in ("chinchilla", "best_shapes"):
+        if chinchilla is None:
+            raise FitError(f"l_opt={l_opt!r} needs a fitted Chinchilla law (chinchilla=); "
+                           "fit one with fit_chinchilla or use l_opt='empirical'")
+        return np.asarray(chinchilla(table["N"], table["D"]), dtype=float), l_opt, None
+    pts = empirical_points(table, size_tol)
+    return (empirical_l_opt_per_run(table, size_tol), l_opt,
+            EmpiricalLopt(pts["N"], pts["D"], pts["loss"], fallback=chinchilla))
 
 def _bootstrap(p0, form, x, r, loss, l_opt, n_resamples, level, seed) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
