@@ -25,7 +25,13 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
     optimum        {x_star, r_star, x_is_minimum, r_is_minimum, x_extrapolated,
                     r_extrapolated, x_fitted: [min, max], r_fitted: [min, max]}
     confidence_intervals  null, or {method, level, n_resamples, n_converged,
-                    coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...}}
+                    coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...}};
+                    the bootstrap resamples runs and, within each run, its seeds
+    seed_noise     {pooled_sd, degrees_of_freedom, n_shapes, relative_sd, method, shapes}: the
+                    seed-to-seed SD of val_loss (archscale.fit.seeds); pooled_sd is null when
+                    no shape has 2 or more seeds
+    optimum_margins  per size and budget with 3+ shapes: the best trained shape against its
+                    nearest trained neighbours on each side in x and in r, in seed SDs
     l_opt          {source: "chinchilla" | "best_shapes" | "empirical" | "given" (per-run
                     values by the caller),
                     chinchilla: {E, A, B, alpha, beta} or null,
@@ -63,6 +69,7 @@ from scipy.optimize import least_squares
 from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
                                       empirical_l_opt_per_run, empirical_points)
 from archscale.fit.io import provenance
+from archscale.fit.seeds import optimum_margins, resample_losses, seed_noise
 
 FORMS = ("multiplicative", "additive")
 L_OPT_SOURCES = ("chinchilla", "best_shapes", "empirical")
@@ -139,6 +146,10 @@ class ConditionalLaw:
     chinchilla: ChinchillaLaw | None = None
     empirical: EmpiricalLopt | None = None
     normalisation: str = ""
+    #: the x and r spans of the runs the law was fitted on ([low, high]); None when unknown
+    #: (the published law). The search marks candidates outside them.
+    x_fitted: tuple[float, float] | None = None
+    r_fitted: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_form(self.form)
@@ -286,6 +297,9 @@ class ConditionalFit:
     warnings: list[str] = field(default_factory=list)
     size_tol: float = 0.25
 
+    seed_noise: dict[str, Any] = field(default_factory=dict)
+    margins: list[dict[str, Any]] = field(default_factory=list)
+
     def to_dict(self, extra_provenance: Mapping[str, Any] | None = None,
                 settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The conditional.json document (format in the module docstring)."""
@@ -306,6 +320,8 @@ class ConditionalFit:
             "normalisation": law.normalisation,
             "optimum": self.optimum,
             "confidence_intervals": self.intervals,
+            "seed_noise": self.seed_noise,
+            "optimum_margins": self.margins,
             "l_opt": {
                 "source": law.l_opt_source,
                 "chinchilla": law.chinchilla.as_dict() if law.chinchilla else None,
@@ -414,14 +430,31 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
         "nfev": int(res.nfev), "status": int(res.status), "message": str(res.message),
         "success": bool(res.success), "time_s": round(time.perf_counter() - t0, 4)}
     optimum, warnings = _optimum(law, x, r)
+    law.x_fitted, law.r_fitted = tuple(optimum["x_fitted"]), tuple(optimum["r_fitted"])
+    noise = seed_noise(table[used])
+    if noise["pooled_sd"] is None:
+        warnings.append("seed noise is unmeasured: no shape was trained with 2 or more seeds, "
+                        "so nothing says whether loss differences between shapes exceed it; "
+                        "give one size's shapes `training: {seeds: [0, 1]}`")
     if not res.success:
         warnings.append(f"Levenberg-Marquardt did not converge: {res.message}")
     if not at_r_star:
         warnings.append(f"normalisation: {note}")
     fit = ConditionalFit(law=law, fit_info=fit_info, table=table, r_range=(lo, hi),
-                         optimum=optimum, warnings=warnings, size_tol=size_tol)
+                         optimum=optimum, warnings=warnings, size_tol=size_tol,
+                         seed_noise=noise,
+                         margins=optimum_margins(table[used], noise["pooled_sd"], size_tol))
     if bootstrap > 0:
-        fit.intervals = _bootstrap(res.x, form, x, r, loss, lo_pt, int(bootstrap), level, seed)
+        fit.intervals = _bootstrap(res.x, form, x, r, u, lo_pt, int(bootstrap), level, seed)
+        for name in ("x", "r"):
+            ci, (lo_f, hi_f) = fit.intervals["optimum"][f"{name}_star"], optimum[f"{name}_fitted"]
+            inside = bool(lo_f < ci["low"] and ci["high"] < hi_f)
+            optimum[f"{name}_interval_inside_fitted"] = inside
+            if not inside:
+                fit.warnings.append(
+                    f"the {level:.0%} interval of {name}* [{ci['low']:.4g}, {ci['high']:.4g}] "
+                    f"is not inside the fitted {name} range [{lo_f:.4g}, {hi_f:.4g}]: the data "
+                    f"do not pin the optimum down; train more variants around {name}* or seeds")
         skipped = fit.intervals["n_resamples"] - fit.intervals["n_converged"]
         if skipped:
             fit.warnings.append(f"{skipped} of {bootstrap} bootstrap resamples were unusable "
@@ -449,7 +482,9 @@ def _reference_loss(table: pd.DataFrame, l_opt: str | np.ndarray,
     return (empirical_l_opt_per_run(table, size_tol), l_opt,
             EmpiricalLopt(pts["N"], pts["D"], pts["loss"], fallback=chinchilla))
 
-def _bootstrap(p0, form, x, r, loss, l_opt, n_resamples, level, seed) -> dict[str, Any]:
+def _bootstrap(p0, form, x, r, used: pd.DataFrame, l_opt, n_resamples, level, seed
+               ) -> dict[str, Any]:
+    """Percentile intervals from refits on resampled runs, each run's seeds resampled too."""
     rng = np.random.default_rng(seed)
     n = len(x)
     samples = []
@@ -457,6 +492,7 @@ def _bootstrap(p0, form, x, r, loss, l_opt, n_resamples, level, seed) -> dict[st
         idx = rng.integers(0, n, size=n)
         if _distinct(x[idx]) < 3 or _distinct(r[idx]) < 3:
             continue
+        loss = resample_losses(used, rng)
         res = _lm(p0, form, x[idx], r[idx], loss[idx], l_opt[idx])
         if not (res.success and np.all(np.isfinite(res.x))):
             continue
@@ -472,8 +508,9 @@ def _bootstrap(p0, form, x, r, loss, l_opt, n_resamples, level, seed) -> dict[st
         low, high = np.quantile(col, [(1 - level) / 2, (1 + level) / 2])
         return {"low": float(low), "high": float(high), "se": float(col.std(ddof=1))}
 
-    return {"method": "percentile bootstrap over runs, each refit by LM from the full-data "
-                      "optimum; L_opt held at each run's full-data value",
+    return {"method": "percentile bootstrap over runs (shape and budget) and, within each, "
+                      "over its seeds; each resample refit by LM from the full-data optimum; "
+                      "L_opt held at each run's full-data value",
             "level": level, "n_resamples": n_resamples, "n_converged": int(len(arr)),
             "seed": seed,
             "coefficients": {k: interval(arr[:, j]) for j, k in enumerate(COEFFICIENTS)},
@@ -496,10 +533,13 @@ def law_from_dict(doc: Mapping[str, Any]) -> ConditionalLaw:
     if l_opt.get("empirical"):
         pts = np.asarray(l_opt["empirical"]["points"], dtype=float).reshape(-1, 3)
         emp = EmpiricalLopt(pts[:, 0], pts[:, 1], pts[:, 2], fallback=chin)
+    optimum = doc.get("optimum") or {}
+    spans = {k: tuple(float(v) for v in optimum[k]) if optimum.get(k) else None
+             for k in ("x_fitted", "r_fitted")}
     return ConditionalLaw(form=doc.get("form", "multiplicative"),
                           a=(c["a0"], c["a1"], c["a2"]), b=(c.get("b0", 0.0), c["b1"], c["b2"]),
                           l_opt_source=l_opt.get("source", "chinchilla"), chinchilla=chin,
-                          empirical=emp, normalisation=doc.get("normalisation", ""))
+                          empirical=emp, normalisation=doc.get("normalisation", ""), **spans)
 
 
 def load_conditional(path: str | Path) -> ConditionalLaw:

@@ -11,7 +11,8 @@ measurements need not rename anything: results/runs.csv's own columns and short 
     r          r_mlp_attn                 r
 
 Rows of the same architecture and token budget trained with several seeds are averaged (the
-fits model the expected loss; the seed spread is kept in `loss_sd`).
+fits model the expected loss; the seed spread is kept in `loss_sd`, the seeds' own losses in
+`seed_losses` for archscale.fit.seeds).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
 
     `require` names the canonical columns the caller needs; a missing one is an error naming
     both accepted spellings. Extra columns `name` and `seed` are kept when present; repeated
-    seeds of one (name, D) are averaged into one row with `n_seeds` and `loss_sd`.
+    seeds of one (name, D) are averaged into one row with `n_seeds`, `loss_sd` and
+    `seed_losses` (a tuple of the seeds' losses; one value for a single seed).
     """
     if isinstance(source, pd.DataFrame):
         table, where = source.copy(), "the runs table"
@@ -93,13 +95,16 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
             out[extra] = table[extra].to_numpy()
     out["n_seeds"] = 1
     out["loss_sd"] = 0.0
+    out["seed_losses"] = [(float(v),) for v in out["loss"]]
     if "name" in out.columns and out.duplicated(["name", "D"]).any():
         keys = ["name", "D"]
-        agg = {c: "mean" for c in out.columns if c not in keys + ["seed", "n_seeds", "loss_sd"]}
+        per_seed = ["seed", "n_seeds", "loss_sd", "seed_losses"]
+        agg = {c: "mean" for c in out.columns if c not in keys + per_seed}
         grouped = out.groupby(keys, sort=False)
         merged = grouped.agg(agg)
         merged["n_seeds"] = grouped.size()
         merged["loss_sd"] = grouped["loss"].std(ddof=1).fillna(0.0)
+        merged["seed_losses"] = grouped["loss"].agg(lambda s: tuple(float(v) for v in s))
         out = merged.reset_index()
     return out.reset_index(drop=True)
 

@@ -148,11 +148,56 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
         frame["engine"] = inputs.engine
         frame["device"] = inputs.device.name
         frame["throughput_calibrated"] = calibrated
+        frame["law_range"] = law_range(frame, inputs.law)
         _attach_measurements(frame, archs, measured_loss, measured_speed, inputs)
     for rec in result["recommendations"]:
         rec.update(engine=inputs.engine, device=inputs.device.name,
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
+        rec["warnings"] = range_warnings(rec, inputs.law)
     return result
+
+
+#: The picks of a recommendation that a user may act on (archscale.search.frontier).
+PICKS = ("baseline", "most_accurate", "fastest_at_baseline_loss",
+         "fastest_at_baseline_loss_after_gqa_search")
+
+
+def _range_status(x: np.ndarray, r: np.ndarray, law: Any) -> np.ndarray:
+    x_span, r_span = getattr(law, "x_fitted", None), getattr(law, "r_fitted", None)
+    if x_span is None or r_span is None:
+        return np.full(len(x), "unknown", dtype=object)
+    out_x = (x < x_span[0]) | (x > x_span[1])
+    out_r = (r < r_span[0]) | (r > r_span[1])
+    return np.select([out_x & out_r, out_x, out_r],
+                     ["outside x and r", "outside x", "outside r"], "inside").astype(object)
+
+
+def law_range(frame: pd.DataFrame, law: Any) -> np.ndarray:
+    """Per row: "inside" the x and r spans the law was fitted on, "outside x", "outside r",
+    "outside x and r", or "unknown" (a law that stores no spans, such as the published one).
+    Outside, the predicted loss extrapolates the law."""
+    return _range_status(frame["d_over_sqrt_n"].to_numpy(float),
+                         frame["r_mlp_attn"].to_numpy(float), law)
+
+
+def range_warnings(rec: dict[str, Any], law: Any) -> list[str]:
+    """One sentence per pick of a recommendation whose shape lies outside the fitted spans."""
+    warnings = []
+    for key in PICKS:
+        pick = rec.get(key)
+        if not pick:
+            continue
+        status = _range_status(np.array([pick["d_over_sqrt_n"]]), np.array([pick["r_mlp_attn"]]),
+                               law)[0]
+        pick["law_range"] = status
+        if status.startswith("outside"):
+            warnings.append(
+                f"{key} {pick['name']} (x = {pick['d_over_sqrt_n']:.3g}, r = "
+                f"{pick['r_mlp_attn']:.3g}) lies {status} of the fitted range (x "
+                f"{law.x_fitted[0]:.3g}-{law.x_fitted[1]:.3g}, r {law.r_fitted[0]:.3g}-"
+                f"{law.r_fitted[1]:.3g}): its predicted loss extrapolates the law; train it "
+                "(search.validation) before relying on it")
+    return warnings
 
 
 def _attach_measurements(frame: pd.DataFrame, archs: list[Architecture],
@@ -183,7 +228,7 @@ PARETO_COLUMNS = ["budget", "name", "d_model", "n_layers", "n_heads", "n_kv_head
                   "predicted_loss", "predicted_tokens_per_s", "loss_threshold",
                   "nearest_trained", "nearest_distance", "loss_source", "measured_loss",
                   "throughput_source", "measured_tokens_per_s", "engine", "device",
-                  "throughput_calibrated", "kv_bytes_per_token"]
+                  "throughput_calibrated", "law_range", "kv_bytes_per_token"]
 
 
 def pareto_columns(frame: pd.DataFrame) -> pd.DataFrame:

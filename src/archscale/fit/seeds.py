@@ -1,0 +1,108 @@
+"""Seed noise: how much val_loss moves when only the seed changes, and what that means for a fit.
+
+Small models trained briefly differ by a few hundredths of a nat between seeds, which can be as
+large as the architecture effect a study looks for. This module measures that spread and puts
+it where a reader of the fit sees it:
+
+- `seed_noise`: the pooled standard deviation of val_loss over the shapes trained with two or
+  more seeds (pooled as in a one-way ANOVA: sum of (n_i - 1) s_i^2 over sum of (n_i - 1)).
+- `resample_losses`: one bootstrap draw of the per-shape mean losses, resampling each shape's
+  seeds with replacement, so that a bootstrap over runs also carries the seed noise.
+- `optimum_margins`: per size and token budget, the best trained shape against its nearest
+  trained neighbours below and above it in x = d/sqrt(N) and in r, in units of the seed SD.
+
+The runs table is the one `archscale.fit.io.read_runs` returns: one row per (name, D), with the
+seed mean in `loss`, the seed count in `n_seeds` and the seeds' own losses in `seed_losses`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from archscale.fit.io import size_groups
+
+#: Shapes of one series: r (for an x series) or x (for an r series) within this factor.
+SERIES_TOLERANCE = 1.25
+
+
+def seed_noise(table: pd.DataFrame) -> dict[str, Any]:
+    """The pooled seed SD of the loss, with each multi-seed shape's own spread."""
+    groups = []
+    if {"seed_losses", "n_seeds"} <= set(table.columns):
+        for rec in table[table["n_seeds"] >= 2].itertuples(index=False):
+            losses = np.asarray(rec.seed_losses, dtype=float)
+            groups.append({"name": None if pd.isna(rec.name) else str(rec.name),
+                           "N": float(rec.N), "D": float(rec.D), "n_seeds": int(len(losses)),
+                           "mean": float(losses.mean()), "sd": float(losses.std(ddof=1))})
+    dof = sum(g["n_seeds"] - 1 for g in groups)
+    pooled = (math.sqrt(sum((g["n_seeds"] - 1) * g["sd"] ** 2 for g in groups) / dof)
+              if dof else None)
+    mean_loss = float(np.mean([g["mean"] for g in groups])) if groups else None
+    return {"pooled_sd": pooled, "degrees_of_freedom": dof, "n_shapes": len(groups),
+            "relative_sd": pooled / mean_loss if pooled is not None else None,
+            "method": "pooled over shapes with 2 or more seeds: sqrt(sum (n_i - 1) s_i^2 / "
+                      "sum (n_i - 1)); the SD of one run's val_loss, not of a mean",
+            "shapes": groups}
+
+
+def resample_losses(table: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Each row's loss recomputed from a with-replacement draw of its seeds (one-seed rows
+    keep their loss)."""
+    loss = table["loss"].to_numpy(dtype=float).copy()
+    if "seed_losses" not in table.columns:
+        return loss
+    for i, seeds in enumerate(table["seed_losses"]):
+        seeds = np.asarray(seeds, dtype=float)
+        if seeds.size >= 2:
+            loss[i] = rng.choice(seeds, size=seeds.size, replace=True).mean()
+    return loss
+
+
+def _neighbour(cands: pd.DataFrame, axis: str, centre: float, side: str) -> pd.Series | None:
+    pool = cands[cands[axis] < centre] if side == "below" else cands[cands[axis] > centre]
+    if pool.empty:
+        return None
+    return pool.loc[np.abs(np.log(pool[axis] / centre)).idxmin()]
+
+
+def optimum_margins(table: pd.DataFrame, seed_sd: float | None, size_tol: float = 0.25,
+                    min_shapes: int = 3) -> list[dict[str, Any]]:
+    """Per (size, budget) with `min_shapes` or more shapes: the best trained shape and, on each
+    side in x (shapes of the same r within SERIES_TOLERANCE) and in r (same x), the nearest
+    trained neighbour, its loss margin over the best and that margin in seed SDs."""
+    if table.empty:
+        return []
+    table = table.assign(size=size_groups(table["N"].to_numpy(), size_tol))
+    out = []
+    for (_, d), group in table.groupby(["size", "D"], sort=True):
+        if len(group) < min_shapes:
+            continue
+        best = group.loc[group["loss"].idxmin()]
+        entry: dict[str, Any] = {
+            "N": float(np.exp(np.log(group["N"]).mean())), "D": float(d),
+            "n_shapes": int(len(group)),
+            "best": {"name": None if pd.isna(best.get("name")) else str(best.get("name")),
+                     "x": float(best.x), "r": float(best.r), "loss": float(best.loss),
+                     "n_seeds": int(best.get("n_seeds", 1))}}
+        for axis, other in (("x", "r"), ("r", "x")):
+            series = group[np.abs(np.log(group[other] / best[other]))
+                           <= math.log(SERIES_TOLERANCE)]
+            sides = {}
+            for side in ("below", "above"):
+                nb = _neighbour(series, axis, float(best[axis]), side)
+                if nb is None:
+                    sides[side] = None
+                    continue
+                margin = float(nb.loss - best.loss)
+                sides[side] = {"name": None if pd.isna(nb.get("name")) else str(nb.get("name")),
+                               axis: float(nb[axis]), "loss": float(nb.loss), "margin": margin,
+                               "margin_in_seed_sd": margin / seed_sd if seed_sd else None}
+            bracketed = all(sides[s] is not None for s in sides)
+            entry[axis] = {**sides, "bracketed": bracketed,
+                           "clear_at_2_sd": bool(bracketed and seed_sd and all(
+                               sides[s]["margin"] >= 2 * seed_sd for s in sides))}
+        out.append(entry)
+    return out
