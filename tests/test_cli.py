@@ -74,6 +74,46 @@ def test_search_with_paper_coefficients_on_h200(tmp_path):
     expected = set(zip(cand.predicted_loss[mask].round(12), cand.predicted_tokens_per_s[mask].round(6)))
     got = set(zip(pareto.predicted_loss.round(12), pareto.predicted_tokens_per_s.round(6)))
     assert got == expected
+    # the published law stores no fitted spans: nothing is flagged, nothing is claimed inside
+    assert set(cand.law_range) == {"unknown"}
+    # issue 17: Eq. 4 at the baseline's GQA; any other group in a pick is flagged untested
+    assert rec["baseline_gqa_group"] == 4 and rec["fastest_at_baseline_loss"]["gqa_group"] == 4
+    assert set(cand.gqa_status[cand.gqa_group == 4]) == {"baseline group"}
+    assert set(cand.gqa_status[cand.gqa_group != 4]) == {"untested"}
+    picks = [k for k in ("baseline", "most_accurate", "fastest_at_baseline_loss",
+                         "fastest_at_baseline_loss_after_gqa_search")]
+    untested = [k for k in picks if rec[k]["gqa_group"] != 4]
+    assert all(rec[k]["gqa_status"] == "untested" for k in untested)
+    assert len(rec["warnings"]) == len(untested)
+    assert all("untested" in w for w in rec["warnings"])
+
+
+def test_search_flags_candidates_outside_the_fitted_spans(tmp_path):
+    """Issue 12: a column says which candidates extrapolate the law; a pick outside the spans
+    is recommended only with a warning."""
+    from archscale.fit.chinchilla import EPOCH_PUBLISHED
+    from archscale.fit.conditional import PAPER_COEFFICIENTS
+
+    law = tmp_path / "conditional.json"
+    law.write_text(json.dumps({
+        "law": "conditional", "form": "multiplicative", "coefficients": PAPER_COEFFICIENTS,
+        "l_opt": {"source": "chinchilla", "chinchilla": EPOCH_PUBLISHED.as_dict()},
+        "optimum": {"x_fitted": [0.05, 0.07], "r_fitted": [0.5, 5.0]}}))
+    run_cli("search", "--coefficients", str(law), "--configfile",
+            str(REPO / "configs/paper-1b.yaml"), "--gpu", "H200", "--engine", "sglang",
+            "--budget", "973e6", "--tokens", "20e9", "--out-dir", str(tmp_path))
+    cand = pd.read_csv(tmp_path / "candidates.csv")
+    outside_x = (cand.d_over_sqrt_n < 0.05) | (cand.d_over_sqrt_n > 0.07)
+    assert (cand.law_range[outside_x].str.contains("outside x")).all()
+    assert (cand.law_range[~outside_x] == "inside").all()
+    rec = json.loads((tmp_path / "recommendations.json").read_text())[0]
+    best = rec["most_accurate"]  # the law's x* 0.08 lies beyond the spans' 0.07
+    assert best["d_over_sqrt_n"] > 0.07 and best["law_range"] == "outside x"
+    assert any(w.startswith(f"most_accurate {best['name']}") for w in rec["warnings"])
+    flagged = [k for k in ("baseline", "most_accurate", "fastest_at_baseline_loss",
+                           "fastest_at_baseline_loss_after_gqa_search")
+               if rec[k]["law_range"] != "inside"]
+    assert len(rec["warnings"]) == len(flagged)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["search", "--help"],

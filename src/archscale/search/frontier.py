@@ -15,9 +15,13 @@
    pulp/CBC, the cross-check in the tests. `trace_frontier` gives what sweeping L_t downward
    (the epsilon-constraint method) would visit: the non-dominated set of `pareto_mask`, each
    point with the L_t that selects it.
-4. `gqa_local_search` is the paper's Algorithm 1 step: GQA is not in the law (its effect on
-   loss is erratic), so around a chosen shape it tries the other key/value head counts and keeps
-   the fastest that still meets L_t.
+4. Eq. 4 for the recommendation runs at the baseline's GQA group only: the law has no GQA
+   term, so over all groups it would always take the largest allowed. Candidates of other
+   groups carry `gqa_status` "untested" (predicted as if GQA did not change the loss).
+5. `gqa_local_search` is the paper's Algorithm 1 step by prediction: around the chosen shape it
+   tries the other key/value head counts and keeps the fastest that still meets L_t. Its pick
+   is flagged untested whenever its group differs from the baseline's; the GQA step by
+   measurement (rules/gqa.smk) trains the variants instead.
 """
 from __future__ import annotations
 
@@ -314,6 +318,7 @@ class SearchProblem:
     baseline_for: Callable[[SizeSpec, pd.DataFrame], pd.Series]
     known: pd.DataFrame               # configured architectures, for the nearest-trained column
     dtype_bytes: int = 2
+    baseline_gqa_group: int | None = None  # added to the grid's groups: Eq. 4 runs at it
 
 
 def run_search(problem: SearchProblem) -> dict[str, Any]:
@@ -342,8 +347,10 @@ def _search_size(problem: SearchProblem, size: SizeSpec
     memory = dict(memory_bytes=problem.memory_bytes,
                   workload_tokens_per_seq=problem.workload_tokens_per_seq, batch=problem.batch,
                   tied=problem.tied, dtype_bytes=problem.dtype_bytes)
+    groups = sorted(set(settings["gqa_groups"]) | ({problem.baseline_gqa_group}
+                                                   if problem.baseline_gqa_group else set()))
     grid = candidate_grid(size, problem.vocab_size, tuple(settings["d_model_range"]),
-                          settings["d_model_step"], settings["gqa_groups"],
+                          settings["d_model_step"], groups,
                           settings["ffn_multiple"], settings["n_params_tolerance"],
                           tuple(problem.r_range))
     if grid.empty:
@@ -364,11 +371,17 @@ def _search_size(problem: SearchProblem, size: SizeSpec
     frontier = frontier_table(scored, dict(trace_frontier(lossv, speed, feasible)))
     scored["on_frontier"] = scored.index.isin(frontier.index)
     baseline = problem.baseline_for(size, scored)
+    base_group = int(baseline.gqa_group)
+    scored["gqa_status"] = np.where(scored.gqa_group == base_group, "baseline group",
+                                    "untested")
+    frontier["gqa_status"] = scored.loc[frontier.index, "gqa_status"]
     l_t = float(baseline.predicted_loss)
     rec: dict[str, Any] = {"budget": size.budget, "tokens": problem.tokens,
                            "baseline": _describe(baseline), "loss_threshold": l_t,
+                           "baseline_gqa_group": base_group,
                            "most_accurate": _describe(frontier.iloc[0])}
-    surefire_i = solve_eq4(lossv, speed, l_t, feasible)
+    at_base_group = feasible & (scored.gqa_group == base_group).to_numpy(bool)
+    surefire_i = solve_eq4(lossv, speed, l_t, at_base_group)
     if surefire_i is not None:
         fast = scored.loc[surefire_i]
         fast_gqa = gqa_local_search(fast, problem.loss, problem.tokens, problem.throughput, l_t,
@@ -377,8 +390,15 @@ def _search_size(problem: SearchProblem, size: SizeSpec
                                     groups=list(settings["gqa_groups"]), **memory)
         rec["fastest_at_baseline_loss"] = _describe(fast)
         rec["fastest_at_baseline_loss_after_gqa_search"] = _describe(fast_gqa)
-        rec["speedup_vs_baseline"] = float(fast_gqa.predicted_tokens_per_s
+        rec["speedup_vs_baseline"] = float(fast.predicted_tokens_per_s
                                            / baseline.predicted_tokens_per_s)
+        rec["speedup_after_gqa_search"] = float(fast_gqa.predicted_tokens_per_s
+                                                / baseline.predicted_tokens_per_s)
+    for key in ("baseline", "most_accurate", "fastest_at_baseline_loss",
+                "fastest_at_baseline_loss_after_gqa_search"):
+        if key in rec:
+            rec[key]["gqa_status"] = ("baseline group" if rec[key]["gqa_group"] == base_group
+                                      else "untested")
     return scored, frontier, rec
 
 

@@ -141,7 +141,9 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
         settings=settings, r_range=r_range, memory_bytes=memory,
         workload_tokens_per_seq=inputs.workload.input_len + inputs.workload.output_len,
         batch=inputs.workload.batch, tied=inputs.tied, baseline_for=pick, known=known,
-        dtype_bytes=dtype_bytes))
+        dtype_bytes=dtype_bytes,
+        baseline_gqa_group=(baseline_arch.gqa_group if baseline_arch is not None
+                            else int(base["gqa_group"]))))
     _, calibrated = inputs.calibration.lookup(inputs.engine, inputs.device.name)
     for key in ("candidates", "pareto"):
         frame = result[key]
@@ -153,7 +155,7 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
     for rec in result["recommendations"]:
         rec.update(engine=inputs.engine, device=inputs.device.name,
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
-        rec["warnings"] = range_warnings(rec, inputs.law)
+        rec["warnings"] = range_warnings(rec, inputs.law) + gqa_warnings(rec)
     return result
 
 
@@ -170,6 +172,16 @@ def _range_status(x: np.ndarray, r: np.ndarray, law: Any) -> np.ndarray:
     out_r = (r < r_span[0]) | (r > r_span[1])
     return np.select([out_x & out_r, out_x, out_r],
                      ["outside x and r", "outside x", "outside r"], "inside").astype(object)
+
+
+def gqa_warnings(rec: dict[str, Any]) -> list[str]:
+    """One sentence per pick whose GQA group differs from the baseline's: the law has no GQA
+    term, so its loss at that group is untested."""
+    return [f"{key} {rec[key]['name']} has GQA group {rec[key]['gqa_group']}, not the "
+            f"baseline's {rec['baseline_gqa_group']}: untested, since the law has no GQA term "
+            "and predicts its loss as if GQA changed nothing; measure it with the GQA search "
+            "(search.gqa_search) before relying on it"
+            for key in PICKS if key in rec and rec[key].get("gqa_status") == "untested"]
 
 
 def law_range(frame: pd.DataFrame, law: Any) -> np.ndarray:
@@ -228,7 +240,7 @@ PARETO_COLUMNS = ["budget", "name", "d_model", "n_layers", "n_heads", "n_kv_head
                   "predicted_loss", "predicted_tokens_per_s", "loss_threshold",
                   "nearest_trained", "nearest_distance", "loss_source", "measured_loss",
                   "throughput_source", "measured_tokens_per_s", "engine", "device",
-                  "throughput_calibrated", "law_range", "kv_bytes_per_token"]
+                  "throughput_calibrated", "law_range", "gqa_status", "kv_bytes_per_token"]
 
 
 def pareto_columns(frame: pd.DataFrame) -> pd.DataFrame:
