@@ -31,6 +31,7 @@ include: "rules/throughput.smk"
 include: "rules/fit.smk"
 include: "rules/search.smk"
 include: "rules/validation.smk"
+include: "rules/gqa.smk"
 include: "rules/report.smk"
 
 
@@ -45,3 +46,5 @@ rule all:
         REPORT_EXTRAS,
         # the validation loop, when search.validation.enabled (see rules/validation.smk)
         ["results/validation.csv"] if VALIDATION["enabled"] else [],
+        # the GQA step by measurement, when search.gqa_search.enabled (see rules/gqa.smk)
+        ["results/gqa_search.csv"] if GQA_SEARCH["enabled"] else [],

@@ -5,9 +5,11 @@ from snakemake.utils import validate
 
 from archscale.architecture import SHAPE_NAME_PATTERN
 from archscale.config import ConfigError, load_study, schema_path
+from archscale.io import read_json
 from archscale.costs import (evaluation_memory_mb, study_plan_inputs, training_memory_mb,
                              training_runtime_minutes)
 from archscale.search.frontier_check import selection_params
+from archscale.search.gqa_search import gqa_search_params
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
 from archscale.training.loop import result_settings
@@ -35,6 +37,7 @@ THROUGHPUT_ENGINES = list(config["throughput"]["engines"])
 SEARCH_ENGINE = STUDY.search_engine()
 SEARCH_TOKENS = STUDY.search_tokens()  # the D the search predicts at and the frontier check trains at
 VALIDATION = config["search"]["validation"]
+GQA_SEARCH = config["search"]["gqa_search"]
 VALIDATION_SEED = int(config["training"]["seeds"][0])
 
 
@@ -45,6 +48,8 @@ wildcard_constraints:
     shard=r"\d+",
     engine="torch|vllm|sglang",
     varch=SHAPE_NAME_PATTERN,
+    size=r"\d+",
+    k=r"\d+",
 
 
 # --- architectures ---------------------------------------------------------------
@@ -167,3 +172,48 @@ def validation_paths(pattern):
 
     plan = pd.read_csv(checkpoints.validation_plan.get().output.plan)
     return [pattern.format(varch=name) for name in plan.loc[plan.status == "validate", "name"]]
+
+
+# --- the GQA step by measurement (search.gqa_search) ---------------------------------
+
+
+def _gqa_size(size):
+    """The plan's entry for one size (its budget, as an integer, names it in paths)."""
+    plan = read_json(checkpoints.gqa_plan.get().output[0])
+    for entry in plan["sizes"]:
+        if int(entry["budget"]) == int(size) and "steps" in entry:
+            return entry
+    raise WorkflowError(f"results/gqa/plan.json plans no GQA steps for size {size}")
+
+
+def gqa_step_inputs(wildcards):
+    """Step k reads the baseline's and its own shape's evaluation and measurement, and step
+    k-1's decision (which orders the chain)."""
+    entry, k = _gqa_size(wildcards.size), int(wildcards.k)
+    if k >= len(entry["steps"]):
+        raise WorkflowError(f"size {wildcards.size} has {len(entry['steps'])} planned GQA steps, "
+                            f"no step {k}")
+    base, name = entry["baseline"], entry["steps"][k]["name"]
+    files = {"plan": checkpoints.gqa_plan.get().output[0],
+             "baseline_eval": f"{VAL}/runs/{base}/eval.json",
+             "baseline_speed": f"{VAL}/throughput/{base}/{SEARCH_ENGINE}.json",
+             "eval": f"{VAL}/runs/{name}/eval.json",
+             "speed": f"{VAL}/throughput/{name}/{SEARCH_ENGINE}.json"}
+    if k > 0:
+        files["previous"] = f"{GQA_DIR}/{wildcards.size}/step{k - 1}.json"
+    return files
+
+
+def gqa_chain(wildcards):
+    """Every decided step of every planned size: walk each chain until a step says stop."""
+    plan = read_json(checkpoints.gqa_plan.get().output[0])
+    steps = []
+    for entry in plan["sizes"]:
+        if "steps" not in entry:
+            continue
+        for k in range(len(entry["steps"])):
+            path = checkpoints.gqa_step.get(size=str(int(entry["budget"])), k=str(k)).output[0]
+            steps.append(path)
+            if read_json(path)["row"]["decision"] != "continue":
+                break
+    return steps

@@ -113,3 +113,14 @@ def test_the_fit_reports_noise_and_margins_in_its_json():
     assert len(doc["optimum_margins"]) == 2
     assert "seeds" in doc["confidence_intervals"]["method"]
     assert isinstance(doc["optimum"]["x_interval_inside_fitted"], bool)
+
+
+def test_margins_use_the_seed_sd_of_their_own_budget():
+    quiet = runs_with_seeds(0.001, n_seeds=4, seed=1)
+    noisy = runs_with_seeds(0.05, n_seeds=4, seed=2).assign(tokens=5e9)  # shorter, noisier
+    table = read_runs(pd.concat([quiet, noisy], ignore_index=True))
+    noise = seed_noise(table)
+    by_d = {b["D"]: b["pooled_sd"] for b in noise["by_budget"]}
+    assert by_d[2e10] == pytest.approx(0.001, rel=0.5) and by_d[5e9] == pytest.approx(0.05, rel=0.5)
+    for m in optimum_margins(table, noise):
+        assert m["seed_sd"] == by_d[m["D"]]

@@ -443,7 +443,7 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     fit = ConditionalFit(law=law, fit_info=fit_info, table=table, r_range=(lo, hi),
                          optimum=optimum, warnings=warnings, size_tol=size_tol,
                          seed_noise=noise,
-                         margins=optimum_margins(table[used], noise["pooled_sd"], size_tol))
+                         margins=optimum_margins(table[used], noise, size_tol))
     if bootstrap > 0:
         fit.intervals = _bootstrap(res.x, form, x, r, u, lo_pt, int(bootstrap), level, seed)
         for name in ("x", "r"):

@@ -5,7 +5,8 @@ large as the architecture effect a study looks for. This module measures that sp
 it where a reader of the fit sees it:
 
 - `seed_noise`: the pooled standard deviation of val_loss over the shapes trained with two or
-  more seeds (pooled as in a one-way ANOVA: sum of (n_i - 1) s_i^2 over sum of (n_i - 1)).
+  more seeds (pooled as in a one-way ANOVA: sum of (n_i - 1) s_i^2 over sum of (n_i - 1)),
+  over all of them and per token budget (shorter runs are noisier).
 - `resample_losses`: one bootstrap draw of the per-shape mean losses, resampling each shape's
   seeds with replacement, so that a bootstrap over runs also carries the seed noise.
 - `optimum_margins`: per size and token budget, the best trained shape against its nearest
@@ -28,8 +29,16 @@ from archscale.fit.io import size_groups
 SERIES_TOLERANCE = 1.25
 
 
+def _pooled(groups: list[dict[str, Any]]) -> tuple[float | None, int]:
+    dof = sum(g["n_seeds"] - 1 for g in groups)
+    if not dof:
+        return None, 0
+    return math.sqrt(sum((g["n_seeds"] - 1) * g["sd"] ** 2 for g in groups) / dof), dof
+
+
 def seed_noise(table: pd.DataFrame) -> dict[str, Any]:
-    """The pooled seed SD of the loss, with each multi-seed shape's own spread."""
+    """The pooled seed SD of the loss, overall and per token budget, with each multi-seed
+    shape's own spread."""
     groups = []
     if {"seed_losses", "n_seeds"} <= set(table.columns):
         for rec in table[table["n_seeds"] >= 2].itertuples(index=False):
@@ -37,15 +46,26 @@ def seed_noise(table: pd.DataFrame) -> dict[str, Any]:
             groups.append({"name": None if pd.isna(rec.name) else str(rec.name),
                            "N": float(rec.N), "D": float(rec.D), "n_seeds": int(len(losses)),
                            "mean": float(losses.mean()), "sd": float(losses.std(ddof=1))})
-    dof = sum(g["n_seeds"] - 1 for g in groups)
-    pooled = (math.sqrt(sum((g["n_seeds"] - 1) * g["sd"] ** 2 for g in groups) / dof)
-              if dof else None)
+    pooled, dof = _pooled(groups)
     mean_loss = float(np.mean([g["mean"] for g in groups])) if groups else None
+    by_budget = []
+    for d in sorted({g["D"] for g in groups}):
+        sd, k = _pooled([g for g in groups if g["D"] == d])
+        by_budget.append({"D": d, "pooled_sd": sd, "degrees_of_freedom": k})
     return {"pooled_sd": pooled, "degrees_of_freedom": dof, "n_shapes": len(groups),
             "relative_sd": pooled / mean_loss if pooled is not None else None,
+            "by_budget": by_budget,
             "method": "pooled over shapes with 2 or more seeds: sqrt(sum (n_i - 1) s_i^2 / "
                       "sum (n_i - 1)); the SD of one run's val_loss, not of a mean",
             "shapes": groups}
+
+
+def seed_sd_at(noise: dict[str, Any], d: float) -> float | None:
+    """The pooled seed SD at token budget d when measured there, else over all budgets."""
+    for entry in noise.get("by_budget", []):
+        if entry["D"] == d and entry["pooled_sd"] is not None:
+            return entry["pooled_sd"]
+    return noise.get("pooled_sd")
 
 
 def resample_losses(table: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
@@ -68,11 +88,13 @@ def _neighbour(cands: pd.DataFrame, axis: str, centre: float, side: str) -> pd.S
     return pool.loc[np.abs(np.log(pool[axis] / centre)).idxmin()]
 
 
-def optimum_margins(table: pd.DataFrame, seed_sd: float | None, size_tol: float = 0.25,
-                    min_shapes: int = 3) -> list[dict[str, Any]]:
+def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
+                    size_tol: float = 0.25, min_shapes: int = 3) -> list[dict[str, Any]]:
     """Per (size, budget) with `min_shapes` or more shapes: the best trained shape and, on each
     side in x (shapes of the same r within SERIES_TOLERANCE) and in r (same x), the nearest
-    trained neighbour, its loss margin over the best and that margin in seed SDs."""
+    trained neighbour, its loss margin over the best and that margin in seed SDs.
+
+    seed_sd: one SD, or `seed_noise`'s result (then the SD at each comparison's budget)."""
     if table.empty:
         return []
     table = table.assign(size=size_groups(table["N"].to_numpy(), size_tol))
@@ -81,8 +103,9 @@ def optimum_margins(table: pd.DataFrame, seed_sd: float | None, size_tol: float 
         if len(group) < min_shapes:
             continue
         best = group.loc[group["loss"].idxmin()]
+        sd = seed_sd_at(seed_sd, float(d)) if isinstance(seed_sd, dict) else seed_sd
         entry: dict[str, Any] = {
-            "N": float(np.exp(np.log(group["N"]).mean())), "D": float(d),
+            "N": float(np.exp(np.log(group["N"]).mean())), "D": float(d), "seed_sd": sd,
             "n_shapes": int(len(group)),
             "best": {"name": None if pd.isna(best.get("name")) else str(best.get("name")),
                      "x": float(best.x), "r": float(best.r), "loss": float(best.loss),
@@ -99,10 +122,10 @@ def optimum_margins(table: pd.DataFrame, seed_sd: float | None, size_tol: float 
                 margin = float(nb.loss - best.loss)
                 sides[side] = {"name": None if pd.isna(nb.get("name")) else str(nb.get("name")),
                                axis: float(nb[axis]), "loss": float(nb.loss), "margin": margin,
-                               "margin_in_seed_sd": margin / seed_sd if seed_sd else None}
+                               "margin_in_seed_sd": margin / sd if sd else None}
             bracketed = all(sides[s] is not None for s in sides)
             entry[axis] = {**sides, "bracketed": bracketed,
-                           "clear_at_2_sd": bool(bracketed and seed_sd and all(
-                               sides[s]["margin"] >= 2 * seed_sd for s in sides))}
+                           "clear_at_2_sd": bool(bracketed and sd and all(
+                               sides[s]["margin"] >= 2 * sd for s in sides))}
         out.append(entry)
     return out

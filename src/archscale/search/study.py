@@ -300,8 +300,10 @@ def search_rule_params(study: "Study") -> dict[str, Any]:
     architectures (for the sizes and the nearest-trained column) and the fit's r range."""
     config, tp = study.config, study.config["throughput"]
     return {
-        # the frontier check reads the search's outputs; its settings change no search result
-        "search": {k: v for k, v in config["search"].items() if k != "validation"},
+        # the frontier check and the GQA step read the search's outputs; their settings
+        # change no search result
+        "search": {k: v for k, v in config["search"].items()
+                   if k not in ("validation", "gqa_search")},
         "throughput": {k: tp.get(k) for k in ("engines", "gpu", "gpus", "device",
                                               *Workload.SETTINGS_KEYS)},
         "r_range": config["fit"]["r_range"],

@@ -33,6 +33,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "plan": ("architecture.py", "config.py", "data/corpus.py", "costs.py",
              "throughput/devices.py"),
     "validation": ("architecture.py", "costs.py", "search/frontier_check.py"),
+    "gqa": ("architecture.py", "costs.py", "search/gqa_search.py"),
     "report": ("figures.py", "training/plots.py", "throughput/plots.py",
                "data/summary.py"),
 }
