@@ -6,8 +6,8 @@ that costs. The bare loop does the same optimisation math (forward, summed cross
 backward, gradient clipping, AdamW with the same parameter groups) on one batch already in
 memory, and nothing else. Goal: trainer / bare >= 0.95.
 
-    python benchmarks/bench_trainer.py                      # the default study's m-x16 shape
-    python benchmarks/bench_trainer.py --arch results/architectures/l-x32/config.json
+    python benchmarks/bench_trainer.py                      # the default study's n64-base shape
+    python benchmarks/bench_trainer.py --arch results/architectures/n64-x55/config.json
 
 Needs the default study's data (snakemake --cores 2 results/data/stdlib/meta.json). Both loops
 run in this process with the same thread count, alternating, `--repeats` times each; the
@@ -81,7 +81,7 @@ def trainer_loop(arch_config: Path, data: Path, settings: dict, seq_len: int, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "config.yaml"))
-    parser.add_argument("--arch", default=str(REPO / "results/architectures/m-x16/config.json"))
+    parser.add_argument("--arch", default=str(REPO / "results/architectures/n64-base/config.json"))
     parser.add_argument("--data", default=None, help="default: results/data/<corpus>")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,10 +92,15 @@ def test_a_pick_worse_than_the_baseline_recommends_nothing():
 # ---------------------------------------------------------------------------------------------
 
 #: The search at a budget whose Surefire-like pick (Eq. 4 at GQA group 1) has 4 heads, so two
-#: larger groups (2, 4) to try, trained at 32k tokens.
-GQA_SEARCH = {"budgets": [400000], "tokens": 32768, "gqa_groups": [1, 2, 4, 8],
-              "baseline": {"d_over_sqrt_n": 0.1, "r_mlp_attn": 2.0, "gqa_group": 1},
-              "gqa_search": {"enabled": True, "budget_hours": 1.0, "max_variants": 3}}
+#: larger groups (2, 4) to try, trained at 128k tokens against a baseline with r ~ 8. Measured
+#: here: the pick's loss is 1.4 % above that baseline's (the law, fitted at 8k tokens, is far
+#: off at 128k), the two variants 4-5 % below it. With a 5 % tolerance the chain trains both
+#: variants; back at the paper's rule (tolerance 0) it stops at the pick, the first step worse
+#: than the measured baseline (the last test).
+GQA_SEARCH = {"budgets": [400000], "tokens": 131072, "gqa_groups": [1, 2, 4, 8],
+              "baseline": {"d_over_sqrt_n": 0.1, "r_mlp_attn": 8.0, "gqa_group": 1},
+              "gqa_search": {"enabled": True, "budget_hours": 1.0, "max_variants": 3,
+                             "loss_tolerance": 0.05}}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,8 @@ def test_the_chain_trains_variants_in_order_and_stops_at_the_first_worse(gqa_sea
     last = table.iloc[-1]
     assert last.decision == "stop"
     assert (not last.accepted) or len(table) == len(size["steps"])
-    assert (table.accepted == (table.measured_loss <= table.baseline_loss)).all()
+    assert (table.accepted == (table.measured_loss <= table.loss_threshold)).all()
+    assert np.allclose(table.loss_threshold, table.baseline_loss * 1.05)
     # the steps after the stop were never trained
     runs = workdir / "results/validation/runs"
     for later in size["steps"][len(table):]:
@@ -147,3 +154,42 @@ def test_the_chain_never_feeds_back(gqa_searched):
 
     assert dry_run(gqa_searched, "results/gqa_search.csv").rules() == set()
     assert dry_run(gqa_searched, "results/pareto.csv").rules() == set()
+
+
+def test_a_tolerance_accepts_a_step_that_slightly_exceeds_the_baseline():
+    step = {"step": 1, "name": "s1", "gqa_group": 2, "n_kv_heads": 6, "n_params_non_embedding": 1}
+    assert not step_decision(step, 3.0, 3.05, None, None, last=False)["accepted"]
+    row = step_decision(step, 3.0, 3.05, None, None, last=False, tolerance=0.02)
+    assert row["accepted"] and row["decision"] == "continue"
+    assert row["loss_threshold"] == pytest.approx(3.06) and row["speedup_vs_baseline"] is None
+
+
+@pytest.mark.workflow
+def test_gqa_artifacts_carry_provenance(gqa_searched):
+    for path in (gqa_searched / "results/gqa").rglob("*.json"):
+        assert isinstance(json.loads(path.read_text()).get("provenance"), dict), path
+
+
+@pytest.mark.workflow
+def test_at_the_papers_rule_the_chain_stops_at_the_first_step_worse_than_the_baseline(
+        gqa_searched):
+    """Tolerance 0 (the default): the same measurements, decided again. Only the decisions
+    rerun (the shapes keep their training); the chain stops at the first step whose loss
+    exceeds the baseline's and recommends nothing before it."""
+    from test_reruns import dry_run, read_config, run_snakemake, write_config
+
+    workdir = gqa_searched
+    before = pd.read_csv(workdir / "results/gqa_search.csv")
+    config = read_config(workdir)
+    config["search"]["gqa_search"]["loss_tolerance"] = 0.0
+    write_config(workdir, config)
+    planned = dry_run(workdir, "results/gqa_search.csv").rules()
+    assert planned <= {"gqa_step", "gqa_search"}, planned  # nothing is trained again
+    run_snakemake(workdir, "--cores", "2", "results/gqa_search.csv", check=True, timeout=600)
+    table = pd.read_csv(workdir / "results/gqa_search.csv")
+    worse = before.measured_loss > before.baseline_loss
+    first_worse = int(np.argmax(worse.to_numpy())) if worse.any() else len(before) - 1
+    assert len(table) == first_worse + 1
+    assert table.accepted[:-1].all() and not table.accepted.iloc[-1]
+    assert table.decision.iloc[-1] == "stop"
+    assert np.allclose(table.measured_loss, before.measured_loss[:len(table)])

@@ -48,7 +48,9 @@ def gqa_search_params(study: "Study") -> dict[str, Any]:
     config = study.config
     train, tp = config["training"], config["throughput"]
     return {
-        "gqa_search": config["search"]["gqa_search"],
+        # the tolerance decides the steps (gqa_step's param), not the plan
+        "gqa_search": {k: v for k, v in config["search"]["gqa_search"].items()
+                       if k != "loss_tolerance"},
         "tokens": study.search_tokens(),
         "seq_len": config["data"]["seq_len"],
         "ffn_multiple": config["search"]["ffn_multiple"],
