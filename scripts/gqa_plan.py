@@ -19,7 +19,8 @@ with log_to(sm.log[0]) as log:
         measure_seconds=[duration_s(read_json(f)) for f in sm.input.measurements],
         train_devices=p["train_devices"], eval_devices=p["eval_devices"],
         measure_devices=p["measure_devices"])
-    plan = gqa_plan(read_json(sm.input.recommendations)["recommendations"], cost, p["seq_len"], p["tokens"],
+    recommendations = read_json(sm.input.recommendations)["recommendations"]
+    plan = gqa_plan(recommendations, cost, p["seq_len"], p["tokens"],
                     int(runs["vocab_size"].iloc[0]), p["gqa_search"], p["ffn_multiple"])
     write_json(sm.output[0], {
         "what": "the GQA step by measurement: per size, the baseline and the steps to train in "

@@ -90,10 +90,10 @@ def paper_check() -> str:
         "and measured in the paper (Table 1, H200). The predicted loss of a pick is at most "
         "the baseline's (Surefire-like) or the lowest on the frontier (Panda-like). The loss "
         "law has no GQA term, so Eq. 4 runs at the baseline's GQA group (4 for LLaMA-3.2-1B, "
-        "3 for -3B): over every group it would always take the largest allowed. The last column is the "
-        "GQA step by prediction from the Surefire-like pick, flagged untested for the same "
-        "reason; the GQA step by measurement (README, 'The GQA search') trains the variants "
-        "instead.",
+        "3 for -3B): over every group it would always take the largest allowed. The last "
+        "column is the GQA step by prediction from the Surefire-like pick, flagged untested "
+        "for the same reason; the GQA step by measurement (README, 'The GQA search') trains "
+        "the variants instead.",
         "",
     ]
     for size, config, baseline, (panda, surefire) in STUDIES:

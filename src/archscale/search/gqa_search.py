@@ -114,8 +114,8 @@ def gqa_plan(recommendations: list[Mapping[str, Any]], cost: FittedJobCosts, seq
             "budget": float(rec["budget"]), "baseline": shape_name(base),
             "baseline_gqa_group": int(rec["baseline_gqa_group"]),
             "baseline_estimated_hours": hours(base),
-            "steps": [{"step": i, "name": shape_name(s), "gqa_group": s["n_heads"] // s["n_kv_heads"],
-                       "n_kv_heads": s["n_kv_heads"],
+            "steps": [{"step": i, "name": shape_name(s),
+                       "gqa_group": s["n_heads"] // s["n_kv_heads"], "n_kv_heads": s["n_kv_heads"],
                        "n_params_non_embedding": non_embedding_params(**s),
                        "estimated_hours": hours(s)} for i, s in enumerate(kept)],
             "not_planned": [shape_name(s) for s in steps[len(kept):]]})
