@@ -23,13 +23,14 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
     coefficients   {a0, a1, a2, b0, b1, b2}   (additive: b0 is 0)
     normalisation  how the multiplicative scale was fixed, as text
     optimum        {x_star, r_star, x_is_minimum, r_is_minimum, x_extrapolated,
-                    r_extrapolated, x_fitted: [min, max], r_fitted: [min, max]}
+                    r_extrapolated, x_fitted: [min, max], r_fitted: [min, max],
+                    x_interval_inside_fitted, r_interval_inside_fitted (with a bootstrap)}
     confidence_intervals  null, or {method, level, n_resamples, n_converged,
                     coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...}};
                     the bootstrap resamples runs and, within each run, its seeds
-    seed_noise     {pooled_sd, degrees_of_freedom, n_shapes, relative_sd, method, shapes}: the
-                    seed-to-seed SD of val_loss (archscale.fit.seeds); pooled_sd is null when
-                    no shape has 2 or more seeds
+    seed_noise     {pooled_sd, degrees_of_freedom, n_shapes, relative_sd, by_budget, method,
+                    shapes}: the seed-to-seed SD of val_loss, overall and per token budget
+                    (archscale.fit.seeds); pooled_sd is null when no shape has 2+ seeds
     optimum_margins  per size and budget with 3+ shapes: the best trained shape against its
                     nearest trained neighbours on each side in x and in r, in seed SDs
     l_opt          {source: "chinchilla" | "best_shapes" | "empirical" | "given" (per-run
