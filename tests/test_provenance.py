@@ -56,8 +56,9 @@ EXPECTED_PACKAGE = {
     "results/recommendations.json": "pulp",
 }
 
-# The validation loop's artifacts (results/validation*): checked on a study with the loop on.
-VALIDATION_ARTIFACTS = "results/validation"
+# The validation loop's and the GQA search's artifacts (results/validation*, results/gqa*):
+# checked on a study with the loop on (test_frontier_check.py, test_gqa_search.py).
+VALIDATION_ARTIFACTS = ("results/validation", "results/gqa")
 EXPECTED_INPUTS.update({
     "results/validation/plan.json": ["results/pareto.csv", "results/runs.csv"],
     "results/validation/runs/*/metrics.json": ["results/validation/architectures/*/config.json",
