@@ -778,11 +778,15 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
 
     config = tiny_config()
     config["search"]["validation"] = {"enabled": True}   # its checkpoint is in the graph too
+    config["search"]["gqa_search"] = {"enabled": True}   # and the GQA search's
     workdir = write_workflow(tmp_path_factory.mktemp("rulegraph") / "study", config)
     graph = run_snakemake(workdir, "--rulegraph", check=True).stdout
     ancestors = _ancestors(graph)
     for rule, twin in AFTER_CHECKPOINT.items():
         ancestors[rule] = ancestors[twin] | {"validation_plan"} | ancestors["validation_plan"]
+    # gqa_step enters once gqa_plan has run: it reads the plan and the validation rules' outputs
+    ancestors["gqa_step"] = ({"gqa_plan"} | ancestors["gqa_plan"]
+                             | {r for twin in AFTER_CHECKPOINT for r in {twin} | ancestors[twin]})
     blocks = _rule_blocks()
     assert set(blocks) <= set(ancestors) | {"all"}, set(blocks) - set(ancestors)
     uncovered = {}
