@@ -784,9 +784,11 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     ancestors = _ancestors(graph)
     for rule, twin in AFTER_CHECKPOINT.items():
         ancestors[rule] = ancestors[twin] | {"validation_plan"} | ancestors["validation_plan"]
-    # gqa_step enters once gqa_plan has run: it reads the plan and the validation rules' outputs
+    # gqa_step enters once gqa_plan has run: it reads the plan and the outputs of the validation
+    # rules, which hash what their study twins hash
     ancestors["gqa_step"] = ({"gqa_plan"} | ancestors["gqa_plan"]
-                             | {r for twin in AFTER_CHECKPOINT for r in {twin} | ancestors[twin]})
+                             | {r for twin in AFTER_CHECKPOINT.values()
+                                for r in {twin} | ancestors[twin]})
     blocks = _rule_blocks()
     assert set(blocks) <= set(ancestors) | {"all"}, set(blocks) - set(ancestors)
     uncovered = {}
