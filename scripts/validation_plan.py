@@ -3,7 +3,7 @@ archscale.search.frontier_check and archscale.costs, each chosen shape's config.
 validation_config's."""
 import pandas as pd
 
-from archscale.costs import FittedJobCosts, duration_s
+from archscale.costs import FittedJobCosts
 from archscale.io import read_json, write_csv, write_json
 from archscale.provenance import now, provenance
 from archscale.search.frontier_check import select_frontier_checks, selection_summary
@@ -14,12 +14,8 @@ with log_to(sm.log[0]) as log:
     started = now()
     p = sm.params.settings
     runs = pd.read_csv(sm.input.runs)
-    cost = FittedJobCosts.fit(
-        runs, p["seq_len"],
-        eval_seconds=[duration_s(read_json(f)) for f in sm.input.evals],
-        measure_seconds=[duration_s(read_json(f)) for f in sm.input.measurements],
-        train_devices=p["train_devices"], eval_devices=p["eval_devices"],
-        measure_devices=p["measure_devices"])
+    cost = FittedJobCosts.from_study(runs, p, map(read_json, sm.input.evals),
+                                     map(read_json, sm.input.measurements))
     log.info("cost model: %s", cost)
     plan = select_frontier_checks(pd.read_csv(sm.input.pareto), runs, cost, p["seq_len"],
                             p["tokens"], int(runs["vocab_size"].iloc[0]), p["validation"])
@@ -29,9 +25,7 @@ with log_to(sm.log[0]) as log:
         "what": "the validation loop's choice: frontier shapes (plan.csv, status 'validate') "
                 "that cover the frontier best within search.validation.budget_hours device-hours",
         **summary, "budget_hours": p["validation"]["budget_hours"],
-        "cost_model": {**cost.__dict__, "formula":
-                       "hours = ((fixed_s + s_per_flop * train_flops) * train_devices + eval_s * "
-                       "eval_devices + measure_s * measure_devices) / 3600"},
+        "cost_model": cost.describe(),
         "provenance": provenance(settings=p, inputs=[sm.input.pareto, sm.input.runs],
                                  started=started, packages=("numpy", "pandas", "scipy", "pulp")),
     })

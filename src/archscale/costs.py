@@ -187,6 +187,10 @@ def architecture_of(row: Mapping[str, Any], name: str, **extra: Any) -> Architec
     return Architecture(name=name, **shape, vocab_size=int(row["vocab_size"]), **extra)
 
 
+COST_FORMULA = ("hours = ((fixed_s + s_per_flop * train_flops) * train_devices + eval_s * "
+                "eval_devices + measure_s * measure_devices) / 3600")
+
+
 @dataclass(frozen=True)
 class FittedJobCosts:
     """Device-hours of checking one frontier shape (train at `tokens`, evaluate, measure with
@@ -223,6 +227,23 @@ class FittedJobCosts:
                    measure_s=_median(measure_seconds, "throughput"),
                    train_devices=int(train_devices), eval_devices=int(eval_devices),
                    measure_devices=int(measure_devices))
+
+    @classmethod
+    def from_study(cls, runs: "pd.DataFrame", settings: Mapping[str, Any],
+                   eval_records: Iterable[Mapping[str, Any]],
+                   measure_records: Iterable[Mapping[str, Any]]) -> "FittedJobCosts":
+        """`fit` on a finished study: runs.csv, the eval.json and measurement records (their
+        provenance times), and a checkpoint's params (seq_len and the three device counts)."""
+        return cls.fit(runs, settings["seq_len"],
+                       eval_seconds=[duration_s(r) for r in eval_records],
+                       measure_seconds=[duration_s(r) for r in measure_records],
+                       train_devices=settings["train_devices"],
+                       eval_devices=settings["eval_devices"],
+                       measure_devices=settings["measure_devices"])
+
+    def describe(self) -> dict[str, Any]:
+        """The fitted constants and the formula, as a plan file records them."""
+        return {**self.__dict__, "formula": COST_FORMULA}
 
     def train_seconds(self, flops: float) -> float:
         return self.fixed_s + self.s_per_flop * flops
