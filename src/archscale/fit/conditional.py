@@ -70,7 +70,7 @@ from scipy.optimize import least_squares
 from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
                                       empirical_l_opt_per_run, empirical_points)
 from archscale.fit.io import provenance
-from archscale.fit.seeds import optimum_margins, resample_losses, seed_noise
+from archscale.fit.seeds import noise_warnings, optimum_margins, resample_losses, seed_noise
 
 FORMS = ("multiplicative", "additive")
 L_OPT_SOURCES = ("chinchilla", "best_shapes", "empirical")
@@ -423,20 +423,11 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     table["predicted"] = law.predict(table["x"], table["r"], table["l_opt"])
     table["residual"] = table["predicted"] - table["loss"]
     resid = table.loc[used, "residual"].to_numpy()
-    fit_info = {
-        "method": "scipy.optimize.least_squares(method='lm') on raw loss, analytic Jacobian",
-        "r_range": [lo, hi], "n_points": n_used, "n_excluded": int(len(table) - n_used),
-        "n_coefficients": N_FREE, "rmse": float(np.sqrt(np.mean(resid ** 2))),
-        "max_abs_residual": float(np.abs(resid).max()), "cost": float(res.cost),
-        "nfev": int(res.nfev), "status": int(res.status), "message": str(res.message),
-        "success": bool(res.success), "time_s": round(time.perf_counter() - t0, 4)}
+    fit_info = _fit_info(res, (lo, hi), n_used, len(table), resid, t0)
     optimum, warnings = _optimum(law, x, r)
     law.x_fitted, law.r_fitted = tuple(optimum["x_fitted"]), tuple(optimum["r_fitted"])
     noise = seed_noise(table[used])
-    if noise["pooled_sd"] is None:
-        warnings.append("seed noise is unmeasured: no shape was trained with 2 or more seeds, "
-                        "so nothing says whether loss differences between shapes exceed it; "
-                        "give one size's shapes `training: {seeds: [0, 1]}`")
+    warnings.extend(noise_warnings(noise))
     if not res.success:
         warnings.append(f"Levenberg-Marquardt did not converge: {res.message}")
     if not at_r_star:
@@ -447,20 +438,41 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
                          margins=optimum_margins(table[used], noise, size_tol))
     if bootstrap > 0:
         fit.intervals = _bootstrap(res.x, form, x, r, u, lo_pt, int(bootstrap), level, seed)
-        for name in ("x", "r"):
-            ci, (lo_f, hi_f) = fit.intervals["optimum"][f"{name}_star"], optimum[f"{name}_fitted"]
-            inside = bool(lo_f < ci["low"] and ci["high"] < hi_f)
-            optimum[f"{name}_interval_inside_fitted"] = inside
-            if not inside:
-                fit.warnings.append(
-                    f"the {level:.0%} interval of {name}* [{ci['low']:.4g}, {ci['high']:.4g}] "
-                    f"is not inside the fitted {name} range [{lo_f:.4g}, {hi_f:.4g}]: the data "
-                    f"do not pin the optimum down; train more variants around {name}* or seeds")
+        fit.warnings.extend(_intervals_inside(fit.intervals, optimum, level))
         skipped = fit.intervals["n_resamples"] - fit.intervals["n_converged"]
         if skipped:
             fit.warnings.append(f"{skipped} of {bootstrap} bootstrap resamples were unusable "
                                 "(too few distinct x or r, or no convergence) and are excluded")
     return fit
+
+
+def _fit_info(res, r_range: tuple[float, float], n_used: int, n_total: int, resid: np.ndarray,
+              t0: float) -> dict[str, Any]:
+    """conditional.json's `fit` block: the method, the points used, the residuals, LM's report."""
+    return {
+        "method": "scipy.optimize.least_squares(method='lm') on raw loss, analytic Jacobian",
+        "r_range": list(r_range), "n_points": n_used, "n_excluded": int(n_total - n_used),
+        "n_coefficients": N_FREE, "rmse": float(np.sqrt(np.mean(resid ** 2))),
+        "max_abs_residual": float(np.abs(resid).max()), "cost": float(res.cost),
+        "nfev": int(res.nfev), "status": int(res.status), "message": str(res.message),
+        "success": bool(res.success), "time_s": round(time.perf_counter() - t0, 4)}
+
+
+def _intervals_inside(intervals: Mapping[str, Any], optimum: dict[str, Any], level: float
+                      ) -> list[str]:
+    """Mark in `optimum` whether each optimum's bootstrap interval lies strictly inside the
+    fitted span; a warning for each that does not."""
+    warnings = []
+    for name in ("x", "r"):
+        ci, (lo_f, hi_f) = intervals["optimum"][f"{name}_star"], optimum[f"{name}_fitted"]
+        inside = bool(lo_f < ci["low"] and ci["high"] < hi_f)
+        optimum[f"{name}_interval_inside_fitted"] = inside
+        if not inside:
+            warnings.append(
+                f"the {level:.0%} interval of {name}* [{ci['low']:.4g}, {ci['high']:.4g}] "
+                f"is not inside the fitted {name} range [{lo_f:.4g}, {hi_f:.4g}]: the data "
+                f"do not pin the optimum down; train more variants around {name}* or seeds")
+    return warnings
 
 
 def _reference_loss(table: pd.DataFrame, l_opt: str | np.ndarray,

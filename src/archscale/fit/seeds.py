@@ -60,6 +60,15 @@ def seed_noise(table: pd.DataFrame) -> dict[str, Any]:
             "shapes": groups}
 
 
+def noise_warnings(noise: dict[str, Any]) -> list[str]:
+    """A warning when `seed_noise` found no shape with two or more seeds."""
+    if noise["pooled_sd"] is not None:
+        return []
+    return ["seed noise is unmeasured: no shape was trained with 2 or more seeds, so nothing "
+            "says whether loss differences between shapes exceed it; give one size's shapes "
+            "`training: {seeds: [0, 1]}`"]
+
+
 def seed_sd_at(noise: dict[str, Any], d: float) -> float | None:
     """The pooled seed SD at token budget d when measured there, else over all budgets."""
     for entry in noise.get("by_budget", []):
