@@ -257,13 +257,42 @@ class Architecture:
     @classmethod
     def from_hf_config(cls, config: dict[str, Any] | str | Path, name: str | None = None
                        ) -> "Architecture":
-        """Read an HF `config.json` (a dict or a path to the file or its directory)."""
+        """Read an HF `config.json` (a dict or a path to the file or its directory).
+
+        Only LLaMA-style keys are understood. A missing file, a file that is not JSON, or a
+        config that lacks those keys (GPT-2's n_embd/n_layer/n_head, say) raises an error
+        naming the file, so the command line prints one line instead of a KeyError.
+        """
+        source = "the config"
         if not isinstance(config, dict):
             path = Path(config)
             if path.is_dir():
                 path = path / "config.json"
-            config = json.loads(path.read_text())
-            name = name or path.parent.name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such file; give the path of a model's "
+                                        "config.json or of the directory holding it")
+            try:
+                config = json.loads(path.read_text())
+            except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+                raise ArchitectureError(f"{path} is not valid JSON ({exc}); give a model's "
+                                        "config.json") from None
+            source, name = str(path), name or path.parent.name
+            config = config if isinstance(config, dict) else {}  # a JSON list has no keys
+        required = ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "vocab_size")
+        missing = [k for k in required if k not in config]
+        if missing:
+            kind = f" (model_type {config['model_type']!r})" if config.get("model_type") else ""
+            raise ArchitectureError(
+                f"{source} is not a LLaMA-style config{kind}: missing {', '.join(missing)}; "
+                "archscale reads LLaMA-style config.json files (hidden_size, "
+                "num_hidden_layers, num_attention_heads, num_key_value_heads, "
+                "intermediate_size, vocab_size)")
+        not_integers = [f"{k}={config[k]!r}" for k in required if isinstance(config[k], bool)
+                        or not isinstance(config[k], (int, np.integer))]
+        if not_integers:
+            raise ArchitectureError(f"{source}: the shape keys must be JSON integers, got "
+                                    f"{', '.join(not_integers)}")
         n_heads = int(config["num_attention_heads"])
         d_model = int(config["hidden_size"])
         eos = config.get("eos_token_id", 0)

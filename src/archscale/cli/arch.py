@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from archscale.cli.args import positive_int
+
 SHAPE_FLAGS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim",
                "vocab_size")
 
@@ -40,6 +42,6 @@ def register(subparsers: Any) -> None:
     desc.add_argument("--config", help="an HF config.json (or its directory)")
     desc.add_argument("--name", default="custom")
     for flag in SHAPE_FLAGS:
-        desc.add_argument("--" + flag.replace("_", "-"), dest=flag, type=int)
+        desc.add_argument("--" + flag.replace("_", "-"), dest=flag, type=positive_int)
     desc.add_argument("--tied", action="store_true", help="tied input/output embeddings")
     desc.set_defaults(func=_describe)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Mapping
 
+from archscale.cli.args import (csv_file, json_file, non_negative_int, output_file,
+                                positive_float, positive_int)
 from archscale.config import section_defaults
 
 FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")
@@ -39,18 +41,28 @@ def _summary(out: str, doc: Mapping[str, Any]) -> str:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", required=True,
+    parser.add_argument("--runs", required=True, type=csv_file,
                         help="runs table (CSV): runs.csv columns or N, D, loss, x, r")
-    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--out", required=True, type=output_file, help="output file")
     parser.add_argument("--loss-column", default=FIT_DEFAULTS["loss_column"],
                         help="loss column when not named 'loss' (default val_loss)")
-    parser.add_argument("--huber-delta", type=float, default=FIT_DEFAULTS["huber_delta"])
-    parser.add_argument("--seed", type=int, default=FIT_DEFAULTS["seed"])
+    parser.add_argument("--huber-delta", type=positive_float, default=FIT_DEFAULTS["huber_delta"])
+    parser.add_argument("--seed", type=non_negative_int, default=FIT_DEFAULTS["seed"])
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     return {"loss_column": args.loss_column, "huber_delta": args.huber_delta,
             "seed": args.seed, **extra}
+
+
+def _r_range(args: argparse.Namespace) -> list[float]:
+    """--r-range as [low, high]; reversed bounds select no run, so they are refused here
+    rather than leaving `fit quality` to report zero folds."""
+    low, high = args.r_range
+    if not low < high:
+        raise ValueError(f"--r-range: LOW must be below HIGH, got {low:g} {high:g}; give the "
+                         "bounds in increasing order, e.g. --r-range 0.5 5")
+    return [low, high]
 
 
 def _run_chinchilla(args: argparse.Namespace) -> int:
@@ -71,7 +83,7 @@ def _run_conditional(args: argparse.Namespace) -> int:
     plots = {"u_curves": args.plot_u_curves, "predicted": args.plot_predicted}
     doc = conditional_stage(args.runs, args.out,
                             _settings(args, form=args.form, l_opt=args.l_opt,
-                                      r_range=list(args.r_range), bootstrap=args.bootstrap),
+                                      r_range=_r_range(args), bootstrap=args.bootstrap),
                             chinchilla=args.chinchilla, plots=plots,
                             extra_provenance={"command_line": "archscale fit conditional"})
     print(_summary(args.out, doc))
@@ -82,7 +94,7 @@ def _run_quality(args: argparse.Namespace) -> int:
     from archscale.fit.stages import quality_stage
 
     table = quality_stage(args.runs, args.out,
-                          _settings(args, form=args.form, r_range=list(args.r_range)))
+                          _settings(args, form=args.form, r_range=_r_range(args)))
     ok = table[table["status"] == "ok"] if len(table) else table
     scores = (f"mean MSE {ok['mse'].mean():.3g}, mean Spearman {ok['spearman'].mean():.3g}"
               if len(ok) else "no fold could be evaluated")
@@ -98,17 +110,18 @@ def register(subparsers: Any) -> None:
 
     chin = sub.add_parser("chinchilla", help="L(N, D) = E + A/N^alpha + B/D^beta (Approach 3)")
     _common(chin)
-    chin.add_argument("--bootstrap", type=int, default=FIT_DEFAULTS["bootstrap"],
+    chin.add_argument("--bootstrap", type=non_negative_int, default=FIT_DEFAULTS["bootstrap"],
                       help="bootstrap resamples for confidence intervals (0: none)")
-    chin.add_argument("--compute-budgets", type=float, nargs="+",
+    chin.add_argument("--compute-budgets", type=positive_float, nargs="+",
                       default=FIT_DEFAULTS["compute_budgets"],
                       help="FLOP budgets C = 6ND for the compute-optimal N, D")
     chin.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
                       default=FIT_DEFAULTS["l_opt"],
                       help="the L_opt source it serves: 'best_shapes' fits the lowest loss of "
                            "each size and budget, the others every run")
-    chin.add_argument("--workers", type=int, default=2, help="bootstrap processes")
-    chin.add_argument("--plot", help="also write loss vs N and D with the fit (PNG)")
+    chin.add_argument("--workers", type=positive_int, default=2, help="bootstrap processes")
+    chin.add_argument("--plot", type=output_file,
+                      help="also write loss vs N and D with the fit (PNG)")
     chin.set_defaults(func=_run_chinchilla)
 
     cond = sub.add_parser("conditional", help="the architecture-conditional correction")
@@ -117,19 +130,21 @@ def register(subparsers: Any) -> None:
                       default=FIT_DEFAULTS["form"])
     cond.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
                       default=FIT_DEFAULTS["l_opt"], help="reference loss L_opt(N, D)")
-    cond.add_argument("--chinchilla", help="a chinchilla.json to use instead of fitting one")
-    cond.add_argument("--r-range", type=float, nargs=2, default=FIT_DEFAULTS["r_range"],
+    cond.add_argument("--chinchilla", type=json_file,
+                      help="a chinchilla.json to use instead of fitting one")
+    cond.add_argument("--r-range", type=positive_float, nargs=2, default=FIT_DEFAULTS["r_range"],
                       metavar=("LOW", "HIGH"), help="fit runs with r_mlp/attn in this range")
-    cond.add_argument("--bootstrap", type=int, default=FIT_DEFAULTS["bootstrap"])
-    cond.add_argument("--plot-u-curves", help="also write the U-curves (PNG)")
-    cond.add_argument("--plot-predicted", help="also write predicted vs observed (PNG)")
+    cond.add_argument("--bootstrap", type=non_negative_int, default=FIT_DEFAULTS["bootstrap"])
+    cond.add_argument("--plot-u-curves", type=output_file, help="also write the U-curves (PNG)")
+    cond.add_argument("--plot-predicted", type=output_file,
+                      help="also write predicted vs observed (PNG)")
     cond.set_defaults(func=_run_conditional)
 
     qual = sub.add_parser("quality", help="progressive extrapolation over model sizes (CSV)")
     _common(qual)
     qual.add_argument("--form", choices=("multiplicative", "additive"),
                       default=FIT_DEFAULTS["form"])
-    qual.add_argument("--r-range", type=float, nargs=2, default=FIT_DEFAULTS["r_range"],
+    qual.add_argument("--r-range", type=positive_float, nargs=2, default=FIT_DEFAULTS["r_range"],
                       metavar=("LOW", "HIGH"))
     qual.set_defaults(func=_run_quality)
 

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from archscale.architecture import Architecture
+from archscale.cli.args import json_file, output_dir, positive_float, positive_int
 from archscale.config import load_study, search_engine, section_defaults
+
+
+def _coefficients(text: str) -> str:
+    """--coefficients: 'paper' or a path; a directory is refused here, as reading it would
+    fail with IsADirectoryError (a missing file is left to load_conditional, whose message
+    says how to make one)."""
+    if text != "paper" and Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give the conditional.json "
+                                         "written by `archscale fit conditional`, or 'paper'")
+    return text
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -89,23 +100,26 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="Eq. 4 frontier search on fitted or paper coefficients",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coefficients", required=True,
+    p.add_argument("--coefficients", required=True, type=_coefficients,
                    help="a conditional.json from the fit stage, or 'paper'")
     p.add_argument("--configfile", help="a study config for sizes, search and throughput settings")
     p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu)")
     p.add_argument("--engine", choices=["vllm", "sglang", "torch"])
-    p.add_argument("--calibration", help="results/throughput/calibration.json (default: uncalibrated)")
-    p.add_argument("--budget", type=float, action="append",
+    p.add_argument("--calibration", type=json_file,
+                   help="results/throughput/calibration.json (default: uncalibrated)")
+    p.add_argument("--budget", type=positive_float, action="append",
                    help="non-embedding parameter budget (repeatable)")
-    p.add_argument("--n-layers", type=int)
-    p.add_argument("--head-dim", type=int)
-    p.add_argument("--vocab-size", type=int, default=128256)
-    p.add_argument("--tokens", type=float, help="training tokens D the loss is predicted at")
-    p.add_argument("--batch", type=int)
-    p.add_argument("--input-len", type=int)
-    p.add_argument("--output-len", type=int)
-    p.add_argument("--gqa-groups", type=int, nargs="+")
-    p.add_argument("--d-model-step", type=int)
-    p.add_argument("--n-params-tolerance", type=float)
-    p.add_argument("--out-dir", help="write candidates.csv, pareto.csv, recommendations.json here")
+    p.add_argument("--n-layers", type=positive_int)
+    p.add_argument("--head-dim", type=positive_int)
+    p.add_argument("--vocab-size", type=positive_int, default=128256)
+    p.add_argument("--tokens", type=positive_float,
+                   help="training tokens D the loss is predicted at")
+    p.add_argument("--batch", type=positive_int)
+    p.add_argument("--input-len", type=positive_int)
+    p.add_argument("--output-len", type=positive_int)
+    p.add_argument("--gqa-groups", type=positive_int, nargs="+")
+    p.add_argument("--d-model-step", type=positive_int)
+    p.add_argument("--n-params-tolerance", type=positive_float)
+    p.add_argument("--out-dir", type=output_dir,
+                   help="write candidates.csv, pareto.csv, recommendations.json here")
     p.set_defaults(func=_run)

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
+from archscale.cli.args import fraction, json_file, positive_int
 from archscale.throughput.devices import get_device, known_devices
 from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
 from archscale.throughput.model import Workload, load_calibration, predict_architecture
@@ -32,21 +33,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], metavar="PATH",
                    help="an HF config.json (or its directory); repeat for several")
     for name in SHAPE_FIELDS:
-        p.add_argument("--" + name.replace("_", "-"), type=int, dest=name)
-    p.add_argument("--vocab-size", type=int, default=None)
+        p.add_argument("--" + name.replace("_", "-"), type=positive_int, dest=name)
+    p.add_argument("--vocab-size", type=positive_int, default=None)
     p.add_argument("--tie-word-embeddings", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--name", default="shape", help="name of the architecture given by flags")
     p.add_argument("--gpu", default="H200", help=f"device preset: {sorted(known_devices())}")
     p.add_argument("--engine", default="vllm", choices=sorted(ENGINE_DEFAULTS))
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--input-len", type=int, default=4096)
-    p.add_argument("--output-len", type=int, default=1024)
+    p.add_argument("--batch", type=positive_int, default=128)
+    p.add_argument("--input-len", type=positive_int, default=4096)
+    p.add_argument("--output-len", type=positive_int, default=1024)
     p.add_argument("--dtype", default="bfloat16",
                    choices=("bfloat16", "float16", "float32", "fp8"))
-    p.add_argument("--max-num-seqs", type=int, default=None)
-    p.add_argument("--max-num-batched-tokens", type=int, default=None)
-    p.add_argument("--memory-fraction", type=float, default=0.9)
-    p.add_argument("--calibration", default=None,
+    p.add_argument("--max-num-seqs", type=positive_int, default=None)
+    p.add_argument("--max-num-batched-tokens", type=positive_int, default=None)
+    p.add_argument("--memory-fraction", type=fraction, default=0.9)
+    p.add_argument("--calibration", type=json_file, default=None,
                    help="calibration JSON (results/throughput/calibration.json); without it "
                         "the documented default factors are used (uncalibrated)")
     p.set_defaults(func=predict_command)

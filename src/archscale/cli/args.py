@@ -1,0 +1,112 @@
+"""Argparse `type=` checks shared by the commands, so a bad flag value is a one-line usage error.
+
+With `type=positive_float` argparse itself reports `argument --budget: must be > 0, got -5` and
+exits 2, instead of the value reaching the library and failing deep inside it (a negative budget
+took a complex square root). Only the standard library is imported here: the parsers are built
+for `--help`, which must stay fast (see archscale.cli.main).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def _number(text: str, kind: type, wanted: str) -> int | float:
+    """`text` as an int or a finite float; anything else names `wanted` and the value given."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Counts and sizes (batch, lengths, layers, workers): an integer >= 1."""
+    value = _number(text, int, "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Counts where 0 means none (bootstrap resamples) and seeds: an integer >= 0."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Budgets, token counts, tolerances: a finite number > 0 (scientific notation welcome)."""
+    value = _number(text, float, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share of something, such as GPU memory: a number in (0, 1]."""
+    value = _number(text, float, "a number in (0, 1]")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def json_file(text: str) -> str:
+    """A JSON file that exists and parses; the path is returned for the command to load.
+
+    Checked here because the loaders' own errors (`[Errno 2] ...`, `Expecting value: line 1`)
+    do not always say which file was meant.
+    """
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    try:
+        json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise argparse.ArgumentTypeError(f"{text} is not valid JSON ({exc})") from None
+    return text
+
+
+def csv_file(text: str) -> str:
+    """A CSV table that exists and is not empty; the path is returned for the command to read.
+
+    An empty file would otherwise fail in pandas as "No columns to parse from file", unnamed.
+    """
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not path.read_text(errors="replace").strip():
+        raise argparse.ArgumentTypeError(f"{text} is empty; a CSV table needs a header row "
+                                         "and a row per record")
+    return text
+
+
+def _file_in_the_way(paths: list[Path]) -> Path | None:
+    """The first of `paths` that exists but is not a directory (writing under it would fail)."""
+    return next((p for p in paths if p.exists() and not p.is_dir()), None)
+
+
+def output_dir(text: str) -> str:
+    """A directory to write into; created when missing, so only a file in its place is refused."""
+    blocker = _file_in_the_way([Path(text), *Path(text).parents])
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{blocker} is a file, not a directory; give a "
+                                         "directory to write into")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to write; its folders are created when missing, so only a clash is refused."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    blocker = _file_in_the_way(list(path.parents))
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{blocker} is a file, not a directory; give a path "
+                                         "whose folders are directories")
+    return text

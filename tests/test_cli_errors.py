@@ -1,0 +1,224 @@
+"""Bad input to the `archscale` command line is a one-line error with exit code 2, never a
+traceback: the line names the flag or file, the value given, and what to give instead."""
+import json
+
+import pytest
+
+from archscale.cli.main import main
+
+SEARCH = ["search", "--coefficients", "paper", "--budget", "973e6", "--n-layers", "16",
+          "--head-dim", "64", "--tokens", "20e9"]
+PREDICT = ["throughput", "predict", "--d-model", "2048", "--n-layers", "16", "--n-heads", "32",
+           "--n-kv-heads", "8", "--head-dim", "64", "--ffn-dim", "8192", "--vocab-size", "128256"]
+DESCRIBE = ["arch", "describe", "--d-model", "2048", "--n-layers", "16", "--n-heads", "32",
+            "--n-kv-heads", "8", "--head-dim", "64", "--ffn-dim", "8192", "--vocab-size", "128256"]
+GPT2_CONFIG = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12,
+               "vocab_size": 50257}
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    """Run the CLI expecting exit code 2 (argparse's SystemExit or main's return value) and
+    give the last line on stderr, the error itself."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err.strip(), "no message on stderr"
+    line = captured.err.strip().splitlines()[-1]
+    assert line.startswith("archscale") and ": error: " in line, captured.err
+    return line
+
+
+@pytest.fixture
+def runs_csv(tmp_path):
+    """Nine runs of a 3x3 size-by-tokens grid: enough to fit, so only the flag under test
+    can make the command fail."""
+    rows = ["N,D,loss,x,r"]
+    for n in (1e7, 3e7, 1e8):
+        for d in (2e8, 6e8, 2e9):
+            rows.append(f"{n},{d},{1.8 + 400 / n ** 0.34 + 2000 / d ** 0.36},0.08,1.0")
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+# --- numeric flags: argparse refuses the value ---------------------------------------------
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--budget", "-5", "must be > 0, got -5"),
+    ("--budget", "0", "must be > 0, got 0"),
+    ("--budget", "nan", "must be a finite number > 0, got nan"),
+    ("--tokens", "-1", "must be > 0, got -1"),
+    ("--tokens", "0", "must be > 0, got 0"),
+    ("--n-layers", "0", "must be an integer >= 1, got 0"),
+    ("--head-dim", "-64", "must be an integer >= 1, got -64"),
+    ("--vocab-size", "0", "must be an integer >= 1, got 0"),
+    ("--batch", "0", "must be an integer >= 1, got 0"),
+    ("--input-len", "-1", "must be an integer >= 1, got -1"),
+    ("--output-len", "0", "must be an integer >= 1, got 0"),
+    ("--gqa-groups", "0", "must be an integer >= 1, got 0"),
+    ("--d-model-step", "-8", "must be an integer >= 1, got -8"),
+    ("--n-params-tolerance", "0", "must be > 0, got 0"),
+])
+def test_search_refuses_a_non_positive_number(capsys, flag, value, message):
+    line = error_line(capsys, SEARCH + [flag, value])
+    assert line == f"archscale search: error: argument {flag}: {message}"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch", "-3", "must be an integer >= 1, got -3"),
+    ("--input-len", "0", "must be an integer >= 1, got 0"),
+    ("--output-len", "-1", "must be an integer >= 1, got -1"),
+    ("--max-num-seqs", "0", "must be an integer >= 1, got 0"),
+    ("--max-num-batched-tokens", "-1", "must be an integer >= 1, got -1"),
+    ("--memory-fraction", "1.5", "must be in (0, 1], got 1.5"),
+    ("--memory-fraction", "nan", "must be a number in (0, 1], got nan"),
+    ("--d-model", "0", "must be an integer >= 1, got 0"),
+])
+def test_throughput_predict_refuses_a_bad_number(capsys, flag, value, message):
+    line = error_line(capsys, PREDICT + [flag, value])
+    assert line == f"archscale throughput predict: error: argument {flag}: {message}"
+
+
+def test_arch_describe_refuses_zero_kv_heads(capsys):
+    """0 used to be replaced silently by --n-heads (plain multi-head attention)."""
+    line = error_line(capsys, DESCRIBE + ["--n-kv-heads", "0"])
+    assert line.endswith("argument --n-kv-heads: must be an integer >= 1, got 0")
+
+
+@pytest.mark.parametrize("command, flag, values, message", [
+    ("chinchilla", "--bootstrap", ["-1"], "must be an integer >= 0, got -1"),
+    ("chinchilla", "--workers", ["0"], "must be an integer >= 1, got 0"),
+    ("chinchilla", "--seed", ["-1"], "must be an integer >= 0, got -1"),
+    ("chinchilla", "--compute-budgets", ["1e20", "-1"], "must be > 0, got -1"),
+    ("chinchilla", "--huber-delta", ["0"], "must be > 0, got 0"),
+    ("conditional", "--bootstrap", ["-2"], "must be an integer >= 0, got -2"),
+    ("conditional", "--r-range", ["-1", "5"], "must be > 0, got -1"),
+    ("quality", "--r-range", ["0.5", "nan"], "must be a finite number > 0, got nan"),
+])
+def test_fit_refuses_a_bad_number(capsys, tmp_path, runs_csv, command, flag, values, message):
+    argv = ["fit", command, "--runs", str(runs_csv), "--out", str(tmp_path / "out.json")]
+    line = error_line(capsys, argv + [flag, *values])
+    assert line == f"archscale fit {command}: error: argument {flag}: {message}"
+
+
+@pytest.mark.parametrize("command", ["conditional", "quality"])
+def test_fit_refuses_a_reversed_r_range(capsys, tmp_path, runs_csv, command):
+    """`fit quality` used to write an empty table for it and exit 0."""
+    line = error_line(capsys, ["fit", command, "--runs", str(runs_csv), "--out",
+                               str(tmp_path / "out"), "--r-range", "5", "0.5"])
+    assert line == ("archscale: error: --r-range: LOW must be below HIGH, got 5 0.5; give the "
+                    "bounds in increasing order, e.g. --r-range 0.5 5")
+
+
+# --- HF config.json files --------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["arch", "describe"], ["throughput", "predict"]])
+def test_a_gpt2_config_names_the_file_and_the_missing_keys(capsys, tmp_path, command):
+    path = tmp_path / "gpt2_config.json"
+    path.write_text(json.dumps(GPT2_CONFIG))
+    line = error_line(capsys, command + ["--config", str(path)])
+    assert line.startswith(f"archscale: error: {path} is not a LLaMA-style config "
+                           "(model_type 'gpt2'): missing hidden_size, num_hidden_layers, "
+                           "num_attention_heads, intermediate_size;")
+    assert "archscale reads LLaMA-style config.json files" in line
+    assert "num_key_value_heads" in line
+
+
+@pytest.mark.parametrize("command", [["arch", "describe"], ["throughput", "predict"]])
+def test_a_missing_config_names_the_file(capsys, tmp_path, command):
+    path = tmp_path / "nowhere" / "config.json"
+    line = error_line(capsys, command + ["--config", str(path)])
+    assert line.startswith(f"archscale: error: {path}: no such file; give the path of a ")
+
+
+def test_a_config_directory_without_config_json_names_the_file(capsys, tmp_path):
+    line = error_line(capsys, ["arch", "describe", "--config", str(tmp_path)])
+    assert line.startswith(f"archscale: error: {tmp_path / 'config.json'}: no such file")
+
+
+@pytest.mark.parametrize("command", [["arch", "describe"], ["throughput", "predict"]])
+def test_a_config_that_is_not_json_names_the_file(capsys, tmp_path, command):
+    path = tmp_path / "config.json"
+    path.write_text("{hidden_size: 2048")
+    line = error_line(capsys, command + ["--config", str(path)])
+    assert line.startswith(f"archscale: error: {path} is not valid JSON (")
+    assert line.endswith("); give a model's config.json")
+
+
+def test_a_config_with_text_for_a_number_names_the_key(capsys, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"hidden_size": "2048", "num_hidden_layers": 16,
+                                "num_attention_heads": 32, "intermediate_size": 8192,
+                                "vocab_size": 128256}))
+    line = error_line(capsys, ["arch", "describe", "--config", str(path)])
+    assert line == (f"archscale: error: {path}: the shape keys must be JSON integers, got "
+                    "hidden_size='2048'")
+
+
+# --- other input and output files ------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [SEARCH, PREDICT])
+def test_a_missing_or_broken_calibration_names_the_file(capsys, tmp_path, argv):
+    missing = tmp_path / "calibration.json"
+    line = error_line(capsys, argv + ["--calibration", str(missing)])
+    assert line.endswith(f"error: argument --calibration: no such file: {missing}")
+    missing.write_text("{")
+    line = error_line(capsys, argv + ["--calibration", str(missing)])
+    assert f"error: argument --calibration: {missing} is not valid JSON (" in line
+
+
+def test_a_broken_chinchilla_json_names_the_file(capsys, tmp_path, runs_csv):
+    path = tmp_path / "chinchilla.json"
+    path.write_text("not json")
+    line = error_line(capsys, ["fit", "conditional", "--runs", str(runs_csv), "--out",
+                               str(tmp_path / "c.json"), "--l-opt", "chinchilla",
+                               "--chinchilla", str(path)])
+    assert f"error: argument --chinchilla: {path} is not valid JSON (" in line
+
+
+def test_an_empty_runs_table_names_the_file(capsys, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("\n")
+    line = error_line(capsys, ["fit", "chinchilla", "--runs", str(path), "--out",
+                               str(tmp_path / "c.json")])
+    assert line.endswith(f"error: argument --runs: {path} is empty; a CSV table needs a header "
+                         "row and a row per record")
+
+
+def test_a_runs_table_without_a_column_names_it(capsys, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("N,loss\n1e7,3.1\n3e7,2.9\n1e8,2.7\n")
+    line = error_line(capsys, ["fit", "chinchilla", "--runs", str(path), "--out",
+                               str(tmp_path / "c.json")])
+    assert line.startswith(f"archscale: error: {path} is missing column(s) D: 'tokens' or 'D';")
+
+
+def test_too_few_runs_to_fit_says_how_many_are_needed(capsys, tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss\n1e7,2e8,3.1\n3e7,2e8,2.9\n")
+    line = error_line(capsys, ["fit", "chinchilla", "--runs", str(path), "--out",
+                               str(tmp_path / "c.json"), "--bootstrap", "0"])
+    assert "only 2 point(s) were given" in line and "at least 5 runs" in line
+
+
+def test_search_out_dir_that_is_a_file(capsys, tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("")
+    line = error_line(capsys, SEARCH + ["--out-dir", str(path / "search")])
+    assert line.endswith(f"error: argument --out-dir: {path} is a file, not a directory; give "
+                         "a directory to write into")
+
+
+def test_fit_out_that_is_a_directory(capsys, tmp_path, runs_csv):
+    line = error_line(capsys, ["fit", "chinchilla", "--runs", str(runs_csv), "--out",
+                               str(tmp_path)])
+    assert line.endswith(f"error: argument --out: {tmp_path} is a directory; give a file name")
+
+
+def test_search_coefficients_that_is_a_directory(capsys, tmp_path):
+    line = error_line(capsys, ["search", "--coefficients", str(tmp_path)] + SEARCH[3:])
+    assert line.endswith(f"error: argument --coefficients: {tmp_path} is a directory; give the "
+                         "conditional.json written by `archscale fit conditional`, or 'paper'")
