@@ -14,12 +14,12 @@ import sys
 
 # this checkout's src/ wins over an installed archscale (the one sys.path insert of the workflow)
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from archscale.config import check_yaml_file
+from archscale.workflow.snakemake import load_study_config, warn_if_locked
 
-check_yaml_file("config.yaml")  # a clear line/column message before Snakemake's own loader
-
-
-configfile: "config.yaml"
+# config.yaml is the study unless --configfile names another: that file replaces it, never
+# merges onto it; --config key=value overrides apply on top of either (docs/reruns.md).
+CONFIG_SOURCE = load_study_config(workflow, "config.yaml")
+warn_if_locked(workflow)  # another run is active here: say what that means for this one
 
 
 include: "rules/common.smk"

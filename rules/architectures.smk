@@ -2,6 +2,8 @@
 
 
 rule architecture_config:
+    input:
+        configured_architecture_input,
     output:
         "results/architectures/{arch}/config.json",
     params:

@@ -5,7 +5,7 @@ from snakemake.utils import validate
 
 from archscale.architecture import SHAPE_NAME_PATTERN
 from archscale.config import ConfigError, load_study, schema_path
-from archscale.io import read_json
+from archscale.io import DamagedFileError, check_json_files, read_json
 from archscale.costs import (evaluation_memory_mb, study_plan_inputs, training_memory_mb,
                              training_runtime_minutes)
 from archscale.search.frontier_check import selection_params
@@ -15,15 +15,15 @@ from archscale.throughput.engines.base import measurement_settings
 from archscale.training.loop import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
-from archscale.workflow.snakemake import set_offline_if_possible
+from archscale.workflow.snakemake import check_tables_present, set_offline_if_possible
 
 # The library's validator runs first: its messages name the architecture and the field.
 try:
-    STUDY = load_study(config)
+    STUDY = load_study(config, source=CONFIG_SOURCE)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, str(schema_path()))  # snakemake's own check, and it fills schema defaults
-config = STUDY.config
+config = STUDY.config  # canonical: keys sorted, so equal meaning gives equal params
 OFFLINE = set_offline_if_possible(config)
 
 ARCHS = list(STUDY.architectures)
@@ -42,7 +42,7 @@ VALIDATION_SEED = int(config["training"]["seeds"][0])
 
 
 wildcard_constraints:
-    arch="|".join(map(lambda a: a.replace(".", r"\."), ARCHS)),
+    arch=r"[A-Za-z0-9_][A-Za-z0-9_.-]*",  # any valid name: unknown ones get configured_architecture's error
     tokens=r"\d+",
     seed=r"\d+",
     shard=r"\d+",
@@ -59,7 +59,38 @@ def architecture_of(wildcards):
     """A configured architecture ({arch}) or a shape the frontier check chose ({varch})."""
     if "varch" in wildcards.keys():
         return STUDY.shape_architecture(wildcards.varch)
-    return STUDY.architectures[wildcards.arch]
+    return STUDY.architectures[configured_architecture(wildcards.arch)]
+
+
+def configured_architecture(name):
+    """`name`, or a WorkflowError listing the configured names (a target for an unknown
+    architecture would otherwise get Snakemake's bare MissingRuleException)."""
+    if name not in STUDY.architectures:
+        raise WorkflowError(f"architecture {name!r} is not in {CONFIG_SOURCE}; configured: "
+                            f"{', '.join(ARCHS)}. Add it under architectures: or fix the target")
+    return name
+
+
+def configured_architecture_input(wildcards):
+    """No input: refuses an unknown {arch} while the DAG is built (see configured_architecture).
+    A shape the frontier check chose ({varch}) needs no config entry."""
+    if "arch" in wildcards.keys():
+        configured_architecture(wildcards.arch)
+    return []
+
+
+def configured_run(wildcards):
+    """No input: refuses, while the DAG is built, a run that the study does not configure
+    (it would train, but no table would ever collect it)."""
+    arch, tokens, seed = configured_architecture(wildcards.arch), int(wildcards.tokens), int(
+        wildcards.seed)
+    budgets, seeds = STUDY.token_budgets(arch), STUDY.training_settings(arch)["seeds"]
+    if tokens not in budgets or seed not in seeds:
+        raise WorkflowError(
+            f"results/runs/{arch}/{tokens}/seed{seed} is not a run of the study in "
+            f"{CONFIG_SOURCE}: {arch} trains token budgets {budgets} with seeds {seeds}. "
+            "Add the budget or seed to the config (then runs.csv collects it) or fix the target")
+    return []
 
 
 def arch_params(wildcards):
@@ -88,6 +119,36 @@ def shard_files(wildcards=None):
 def run_paths(pattern):
     """Expand a per-run path pattern over every run of the study."""
     return [pattern.format(arch=a, tokens=t, seed=s) for a, t, s in STUDY.runs()]
+
+
+STUDY_TABLES = []  # every path given to table(), checked together
+
+
+def table(path):
+    """The input function of a study table (runs.csv, a fit, the calibration): while the DAG is
+    built, a damaged JSON table stops the run with its name, and a table that is missing while
+    files built from it exist stops it with the command that rebuilds it (Snakemake would say
+    "Nothing to be done"; archscale.workflow.snakemake.check_tables_present)."""
+
+    def table_input(wildcards):
+        check_tables_present(workflow, STUDY_TABLES)
+        return valid_json(path) if path.endswith(".json") else path
+
+    if path not in STUDY_TABLES:
+        STUDY_TABLES.append(path)
+    table_input.table_path = path
+    return table_input
+
+
+def valid_json(paths):
+    """An input function's paths, each existing one checked to be readable JSON while the DAG
+    is built: a damaged metrics.json stops the run with its name, before the job that reads it
+    starts (its failure would delete the table it writes)."""
+    try:
+        check_json_files([paths] if isinstance(paths, str) else paths)
+    except DamagedFileError as exc:
+        raise WorkflowError(str(exc)) from None
+    return paths
 
 
 def training_settings(wildcards):

@@ -56,9 +56,9 @@ rule evaluate:
 
 rule collect_runs:
     input:
-        architectures="results/architectures.csv",
-        metrics=run_paths(f"{RUN}/metrics.json"),
-        evals=run_paths(f"{RUN}/eval.json"),
+        architectures=table("results/architectures.csv"),
+        metrics=lambda wildcards: valid_json(run_paths(f"{RUN}/metrics.json")),
+        evals=lambda wildcards: valid_json(run_paths(f"{RUN}/eval.json")),
     output:
         report("results/runs.csv", category="Training", caption="../report/runs.rst"),
     params:

@@ -4,7 +4,7 @@
 
 rule fit_chinchilla:
     input:
-        runs="results/runs.csv",
+        runs=table("results/runs.csv"),
     output:
         json="results/fits/chinchilla.json",
         plot=report("results/plots/chinchilla.png", category="Fits",
@@ -24,8 +24,8 @@ rule fit_chinchilla:
 
 rule fit_conditional:
     input:
-        runs="results/runs.csv",
-        chinchilla="results/fits/chinchilla.json",
+        runs=table("results/runs.csv"),
+        chinchilla=table("results/fits/chinchilla.json"),
     output:
         json="results/fits/conditional.json",
         u_curves=report("results/plots/u_curves.png", category="Fits",
@@ -46,7 +46,7 @@ rule fit_conditional:
 
 rule fit_quality:
     input:
-        runs="results/runs.csv",
+        runs=table("results/runs.csv"),
     output:
         csv="results/fits/quality.csv",
     params:

@@ -2,11 +2,11 @@
 
 rule search:
     input:
-        conditional="results/fits/conditional.json",
-        calibration="results/throughput/calibration.json",
-        throughput="results/throughput.csv",
-        runs="results/runs.csv",
-        quality="results/fits/quality.csv",
+        conditional=table("results/fits/conditional.json"),
+        calibration=table("results/throughput/calibration.json"),
+        throughput=table("results/throughput.csv"),
+        runs=table("results/runs.csv"),
+        quality=table("results/fits/quality.csv"),
     output:
         candidates="results/candidates.csv",
         pareto="results/pareto.csv",

@@ -30,8 +30,8 @@ rule throughput:
 
 rule throughput_table:
     input:
-        results=expand("results/throughput/{arch}/{engine}.json", arch=ARCHS,
-                       engine=THROUGHPUT_ENGINES),
+        results=lambda wildcards: valid_json(expand("results/throughput/{arch}/{engine}.json",
+                                                    arch=ARCHS, engine=THROUGHPUT_ENGINES)),
     output:
         table=report("results/throughput.csv", category="Throughput",
                      caption="../report/throughput_table.rst"),

@@ -5,6 +5,7 @@
 
 rule train:
     input:
+        configured_run,
         arch="results/architectures/{arch}/config.json",
         train=f"{DATA}/train.bin",
         meta=f"{DATA}/meta.json",

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from archscale.config import ConfigError, check_schema, load_study
+import yaml
+
+from archscale.config import ConfigError, canonical, check_schema, load_study, merge_config
 from archscale.fit.io import size_groups
 from conftest import REPO, tiny_config
 
@@ -72,6 +74,28 @@ CASES = {
     "validation radius zero": (lambda c: c["search"].update(
         validation={"enabled": True, "coverage_radius": 0}),
         ["search.validation.coverage_radius"]),
+    # issue 15: per-architecture overrides, duplicates, dot names, budgets under 4 steps
+    "override wrong type": (lambda c: _arch(c, "a2").update(training={"lr": "fast"}),
+                            ["architectures[1] (architecture 'a2').training.lr", "'fast'"]),
+    "override misspelt": (lambda c: _arch(c, "a2").update(training={"lrr": 0.1}),
+                          ["(architecture 'a2').training", "'lrr' was unexpected", "unknown key"]),
+    "override breaks a rule": (lambda c: _arch(c, "a3").update(training={"seeds": []}),
+                               ["(architecture 'a3').training.seeds"]),
+    "duplicate seeds": (lambda c: c["training"].update(seeds=[1, 0, 1]),
+                        ["training.seeds", "non-unique", "remove the repeat"]),
+    "duplicate budgets": (lambda c: c.update(token_budgets=[8192, 8192]),
+                          ["token_budgets", "non-unique"]),
+    "duplicate arch budgets": (lambda c: _arch(c, "b1").update(token_budgets=[16384, 16384]),
+                               ["(architecture 'b1').token_budgets", "non-unique"]),
+    "dot name": (lambda c: _arch(c, "a1").update(name="."), ["(architecture '.').name",
+                                                              "not starting with '.'"]),
+    "path name": (lambda c: _arch(c, "a1").update(name="../x"), ["'../x'", "name"]),
+    "budget under one batch": (lambda c: c.update(token_budgets=[500]),
+                               ["token_budgets", "500 tokens", "0.49 optimizer steps",
+                                "at least 4096 tokens"]),
+    "override batch too big for budget": (
+        lambda c: _arch(c, "a2").update(training={"global_batch_tokens": 4096}),
+        ["'a2'", "8192 tokens", "at least 16384"]),
     "unknown baseline": (lambda c: c["search"].update(baseline={"architecture": "zz"}), ["search.baseline.architecture", "zz"]),
 }
 
@@ -106,3 +130,36 @@ def test_per_architecture_overrides():
     assert study.training_settings("a1")["lr"] == cfg["training"]["lr"]
     assert study.token_budgets("a1") == [8192, 16384] and study.token_budgets("a2") == [8192]
     assert len(study.runs()) == 12
+
+
+def test_errors_name_the_file_the_config_came_from(tmp_path):
+    cfg = bad(lambda c: c["training"].update(lr="fast"))
+    with pytest.raises(ConfigError, match=r"^paper\.yaml is invalid"):
+        load_study(cfg, source="paper.yaml")
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(bad(lambda c: _arch(c, "a1").update(n_heads=3,
+                                                                        n_kv_heads=2))))
+    with pytest.raises(ConfigError, match=f"^{path}: architecture 'a1'"):
+        load_study(path)
+
+
+def test_canonical_config_is_the_same_whatever_the_key_order_or_number_spelling():
+    cfg = tiny_config()
+    shuffled = yaml.safe_load(yaml.safe_dump(cfg, sort_keys=True))
+    shuffled["training"]["global_batch_tokens"] = 1024.0
+    shuffled["architectures"] = [dict(reversed(list(a.items())))
+                                 for a in shuffled["architectures"]]
+    first, second = load_study(cfg), load_study(shuffled)
+    assert repr(first.config) == repr(second.config)
+    assert repr(first.training_settings("a2")) == repr(second.training_settings("a2"))
+    assert canonical({"b": 1.0, "a": [2.5, {"d": True, "c": 3.0}]}) == {
+        "a": [2.5, {"c": 3, "d": True}], "b": 1}
+    assert list(canonical({"b": 1, "a": 2})) == ["a", "b"]
+    assert canonical(1e300) == 1e300 and canonical(True) is True
+
+
+def test_merge_config_merges_mappings_and_replaces_lists():
+    base = {"training": {"lr": 0.01, "seeds": [0, 1]}, "token_budgets": [1, 2]}
+    merged = merge_config(base, {"training": {"seeds": [3]}, "token_budgets": [5]})
+    assert merged == {"training": {"lr": 0.01, "seeds": [3]}, "token_budgets": [5]}
+    assert base["training"]["seeds"] == [0, 1]  # the base is not modified

@@ -264,6 +264,14 @@ def _add_arch(workdir: Path, config: dict[str, Any]) -> None:
     write_config(workdir, config)
 
 
+def _same_meaning_resaved(workdir: Path, config: dict[str, Any]) -> None:
+    """The same config re-saved with its keys sorted and whole numbers written as floats."""
+    config["training"]["global_batch_tokens"] = float(config["training"]["global_batch_tokens"])
+    config["architectures"] = [dict(sorted(spec.items(), reverse=True))
+                               for spec in config["architectures"]]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+
+
 def _touch_config(workdir: Path, config: dict[str, Any]) -> None:
     (workdir / "config.yaml").touch()
 
@@ -289,6 +297,13 @@ SCENARIOS: dict[str, Scenario] = {
     "touch_config": Scenario(_touch_config, _none),
     # knobs that change speed or labels, never results
     "speed_knobs": Scenario(_speed_knobs, _none),
+    # issue 15: params are canonical (sorted keys, whole floats as ints), and micro_batch_size
+    # only splits the same global batch (gradient accumulation)
+    "same_meaning_resaved": Scenario(_same_meaning_resaved, _none),
+    "micro_batch_size": Scenario(_set("training.micro_batch_size", 4), _none),
+    "architectures_reordered": Scenario(
+        _set("architectures", list(reversed(tiny_config()["architectures"]))),
+        lambda c: {"architectures_table", "training_curves"} | LOSS_READERS | {"plan"}),
     "add_architecture": Scenario(
         _add_arch, lambda c: own_jobs(c, "d1") | set(AGGREGATES)),
     "change_architecture_field": Scenario(
@@ -416,10 +431,17 @@ def plan_mismatches(dry_runs, names) -> dict[str, bool]:
 # The tests
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["nothing_changed", "touch_config", "speed_knobs"])
+@pytest.mark.parametrize("name", ["nothing_changed", "touch_config", "speed_knobs",
+                                  "same_meaning_resaved", "micro_batch_size"])
 @pytest.mark.workflow
 def test_nothing_reruns_without_a_result_changing_change(dry_runs, name):
     check(dry_runs, name)
+
+
+@pytest.mark.workflow
+def test_reordering_architectures_reruns_only_what_lists_them(dry_runs):
+    run = check(dry_runs, "architectures_reordered")
+    assert not run.rules() & {"train", "evaluate", "throughput", "architecture_config"}
 
 
 @pytest.mark.workflow

@@ -147,7 +147,8 @@ def test_data_order_is_a_fresh_permutation_each_epoch():
 
 def test_result_settings_leave_out_throughput_knobs():
     kept = result_settings(SETTINGS)
-    for knob in ("threads", "gpus", "checkpoint_every_steps", "compile", "seeds"):
+    for knob in ("threads", "gpus", "checkpoint_every_steps", "compile", "seeds",
+                 "micro_batch_size"):
         assert knob not in kept
     assert kept["lr"] == 0.01 and kept["global_batch_tokens"] == 512
 

@@ -25,6 +25,9 @@ from archscale.throughput.devices import known_devices
 # eval.json); archscale.search.frontier_check compares the prediction with one of them.
 VALIDATION_LOSS_COLUMNS = ("train_loss", "val_loss", "val_bpb")
 
+# The fewest optimizer steps a token budget may make (see _check_budgets_fill_steps).
+MIN_OPTIMIZER_STEPS = 4
+
 EXPLICIT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
 
 
@@ -100,28 +103,63 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def check_schema(config: dict[str, Any]) -> dict[str, Any]:
+def _schema_error_lines(config: dict[str, Any], errors: list[Any],
+                        prefix: list[Any] | None = None, source: str = "") -> list[str]:
+    """One line per schema error: where it is (architectures by name), what is wrong, the fix."""
+    lines = []
+    for err in sorted(errors, key=lambda e: list(map(str, e.path))):
+        path = list(err.path)
+        where = _describe_path(config, (prefix or []) + path)
+        msg = err.message
+        if err.validator == "additionalProperties":
+            msg += " (unknown key: check its spelling against config.yaml's documented keys)"
+        if err.validator == "pattern" and err.schema.get("description"):
+            msg += f" ({err.schema['description']})"
+        if err.validator == "uniqueItems":
+            msg += " (each value names its own runs: remove the repeat)"
+        if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(
+                err.instance):
+            msg += (" (--config reads the items of a list as text: set lists in the config "
+                    "file)" if "--config" in source else
+                    " (YAML reads 1e5 or 1.0e5 as text: write 100000 or 1.0e+5)")
+        lines.append(f"  - {where}: {msg}")
+    return lines
+
+
+def _training_override_errors(config: dict[str, Any], source: str) -> list[str]:
+    """Check each architecture's `training:` overrides as the merged settings its jobs get, so
+    a wrong type or a misspelt key fails at load time, before a job deletes anything. Runs
+    after the study's own training section passed, so every error here is the override's."""
+    validator = jsonschema.Draft202012Validator(schema())
+    lines = []
+    for i, spec in enumerate(config["architectures"]):
+        override = spec.get("training") or {}
+        if not override:
+            continue
+        merged = {**config.get("training", {}), **override}
+        errors = [e for e in validator.iter_errors({**config, "training": merged})
+                  if list(e.path)[:1] == ["training"]]
+        for err in errors:
+            err.path.popleft()
+        lines += _schema_error_lines(config, errors, ["architectures", i, "training"], source)
+    return lines
+
+
+def check_schema(config: dict[str, Any], source: str = "config.yaml") -> dict[str, Any]:
     """Validate against the schema and fill defaults; returns a new dict.
 
-    Raises ConfigError with every problem found, each naming its field.
+    Raises ConfigError with every problem found, each naming its field; `source` names the
+    file (or files and --config overrides) the config came from.
     """
     if not isinstance(config, dict):
-        raise ConfigError("config.yaml must be a mapping of sections (data, architectures, "
+        raise ConfigError(f"{source} must be a mapping of sections (data, architectures, "
                           f"token_budgets, ...), got {type(config).__name__}")
     validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
-    if errors:
-        lines = []
-        for err in errors:
-            where = _describe_path(config, list(err.path))
-            msg = err.message
-            if err.validator == "additionalProperties":
-                msg += " (unknown key: check its spelling against config.yaml's documented keys)"
-            if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(
-                    err.instance):
-                msg += (" (YAML reads 1e5 or 1.0e5 as text: write 100000 or 1.0e+5)")
-            lines.append(f"  - {where}: {msg}")
-        raise ConfigError("config.yaml is invalid:\n" + "\n".join(lines))
+    lines = _schema_error_lines(config, list(validator.iter_errors(config)), source=source)
+    if not lines:
+        lines = _training_override_errors(config, source)
+    if lines:
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines))
     config = copy.deepcopy(config)
     _fill_defaults(config, schema())
     return config
@@ -145,10 +183,11 @@ class Study:
         raise KeyError(f"no architecture named {arch!r} in config.yaml")
 
     def training_settings(self, arch: str) -> dict[str, Any]:
-        """The training section with this architecture's overrides applied."""
+        """The training section with this architecture's overrides applied (canonical, so the
+        same settings give the same Snakemake params whatever the keys' order)."""
         settings = copy.deepcopy(self.config["training"])
         settings.update(self.arch_spec(arch).get("training") or {})
-        return settings
+        return canonical(settings)
 
     def runs(self) -> list[tuple[str, int, int]]:
         """Every (architecture, token budget, seed) the study trains."""
@@ -259,6 +298,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if train["global_batch_tokens"] < data["seq_len"]:
         raise ConfigError(f"training.global_batch_tokens ({train['global_batch_tokens']}) is "
                           f"smaller than one sequence (data.seq_len {data['seq_len']})")
+    _check_budgets_fill_steps(config)
     devices = known_devices(config["throughput"].get("gpus", {}))
     if config["throughput"]["gpu"] not in devices:
         raise ConfigError(f"throughput.gpu: unknown device preset {config['throughput']['gpu']!r};"
@@ -276,6 +316,22 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
                           f"{config['throughput']['engines']}")
+
+
+def _check_budgets_fill_steps(config: dict[str, Any]) -> None:
+    """Every token budget must fill MIN_OPTIMIZER_STEPS global batches: with fewer, warmup and
+    decay are each under a step and the run is one or two updates of a random model."""
+    for i, spec in enumerate(config["architectures"]):
+        batch = {**config["training"], **(spec.get("training") or {})}["global_batch_tokens"]
+        for tokens in spec.get("token_budgets") or config["token_budgets"]:
+            if tokens < MIN_OPTIMIZER_STEPS * batch:
+                where = ("token_budgets" if "token_budgets" not in spec
+                         else f"architectures[{i}] (architecture {spec['name']!r}).token_budgets")
+                raise ConfigError(
+                    f"{where}: {tokens} tokens make {tokens / batch:.2g} optimizer steps of "
+                    f"training.global_batch_tokens {batch} for architecture {spec['name']!r}; "
+                    f"a run needs at least {MIN_OPTIMIZER_STEPS * batch} tokens "
+                    f"({MIN_OPTIMIZER_STEPS} steps): raise the budget or lower the batch")
 
 
 def _check_corpus_files(patterns: list[str]) -> None:
@@ -308,22 +364,63 @@ def check_yaml_file(path: str | Path) -> None:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
-def load_study(config: dict[str, Any] | str | Path) -> Study:
-    """Validate a config (dict or YAML path) and resolve every architecture."""
+def canonical(value: Any) -> Any:
+    """The same meaning in one form: mapping keys sorted (recursively) and whole floats written
+    as ints (2048.0 -> 2048). Snakemake compares a job's params by repr, so a config re-saved
+    with its keys in another order, or 1024 written 1024.0, must give equal params."""
+    if isinstance(value, Mapping):
+        return {str(k): canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(v) for v in value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
+        return int(value)
+    return value
+
+
+def merge_config(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` laid over `base` as Snakemake lays --config over a config file: mappings
+    merge key by key, any other value (a list included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping, or a ConfigError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; give the path of a study's "
+                          "YAML file (config.yaml, configs/*.yaml)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(config, dict):
-        path = Path(config)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            config = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    config = check_schema(config)
-    _check_semantics(config)
-    archs: dict[str, Architecture] = {}
-    for spec in config["architectures"]:
-        try:
+        raise ConfigError(f"{path} must be a mapping of sections (data, architectures, "
+                          f"token_budgets, ...), got {type(config).__name__}")
+    return config
+
+
+def load_study(config: dict[str, Any] | str | Path, source: str | None = None) -> Study:
+    """Validate a config (dict or YAML path) and resolve every architecture.
+
+    `source` names where the config came from in every error (default: the path, or
+    "config.yaml" for a dict). The study's config is canonical (see `canonical`).
+    """
+    if not isinstance(config, dict):
+        source = source or str(config)
+        config = read_config_file(config)
+    source = source or "config.yaml"
+    config = canonical(check_schema(config, source))
+    try:
+        _check_semantics(config)
+        archs: dict[str, Architecture] = {}
+        for spec in config["architectures"]:
             archs[spec["name"]] = resolve_architecture(spec, config)
-        except ArchitectureError as exc:
-            raise ConfigError(str(exc)) from exc
+    except (ConfigError, ArchitectureError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return Study(config=config, architectures=archs)

@@ -102,5 +102,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+class DamagedFileError(ValueError):
+    """A result file that exists but cannot be read (truncated, overwritten with garbage)."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file's content; a damaged file raises DamagedFileError naming it and the fix."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (f"{exc.msg}: line {exc.lineno} column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text")
+        raise DamagedFileError(
+            f"{path} is not valid JSON ({where}): the file is damaged or truncated. Restore it, "
+            f"or delete it and rerun snakemake to rebuild it (and what was built from it)"
+        ) from None
+
+
+def check_json_files(paths: list[str]) -> list[str]:
+    """`paths`, after checking that each one that exists is readable JSON: a workflow checks
+    its collected inputs while the DAG is built, so a damaged file stops the run before any
+    job starts (a failed job's outputs, the tables, would be deleted)."""
+    for path in paths:
+        if os.path.exists(path):
+            read_json(path)
+    return paths

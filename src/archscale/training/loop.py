@@ -48,9 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("archscale.training.loop")
 
 # Training settings that change speed or bookkeeping but not the trained model: they are not
-# Snakemake params, so changing them never reruns training (see rules/train.smk).
+# Snakemake params, so changing them never reruns training (see rules/train.smk and
+# docs/reruns.md). micro_batch_size is one: gradient accumulation sums the same sequences'
+# gradients whatever the split, so only float rounding changes (as with threads or gpus;
+# tests/test_train.py checks the losses agree).
 RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "checkpoint_every_steps",
-                                  "compile"})
+                                  "compile", "micro_batch_size"})
 
 
 class TrainError(ValueError):
