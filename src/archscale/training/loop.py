@@ -52,7 +52,7 @@ log = logging.getLogger("archscale.training.loop")
 # docs/reruns.md). micro_batch_size is one: gradient accumulation sums the same sequences'
 # gradients whatever the split, so only float rounding changes (as with threads or gpus;
 # tests/test_train.py checks the losses agree).
-RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "checkpoint_every_steps",
+RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "nodes", "checkpoint_every_steps",
                                   "compile", "micro_batch_size"})
 
 
