@@ -12,6 +12,7 @@ from archscale.search.frontier_check import selection_params
 from archscale.search.gqa_search import gqa_search_params
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
+from archscale.training.launch import slurm_training_request
 from archscale.training.loop import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
@@ -178,6 +179,20 @@ def training_threads(wildcards):
 
 def training_gpus(wildcards):
     return training_settings(wildcards)["gpus"]
+
+
+def training_gpu_request(wildcards):
+    """GPUs a training job asks SLURM for, in all (the plugin's `gpu` is a total for the job,
+    sent as --gpus): `gpus` per node, at least one, times `nodes`."""
+    return slurm_training_request(training_settings(wildcards))["gpu"]
+
+
+def training_nodes(wildcards):
+    return slurm_training_request(training_settings(wildcards))["nodes"]
+
+
+def training_slurm_extra(wildcards):
+    return slurm_training_request(training_settings(wildcards))["slurm_extra"]
 
 
 def training_mem_mb(wildcards, attempt):

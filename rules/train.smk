@@ -31,7 +31,9 @@ rule train:
     resources:
         mem_mb=training_mem_mb,
         runtime=training_runtime,
-        gpu=training_gpus,
+        gpu=training_gpu_request,
+        nodes=training_nodes,
+        slurm_extra=training_slurm_extra,
     log:
         "logs/train/{arch}/{tokens}/seed{seed}.log",
     benchmark:

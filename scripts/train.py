@@ -1,9 +1,9 @@
 """Train one run (rules train and validation_train).
 
 The run (tokens, seed, label, resume folder) and the result-deciding settings arrive as params
-(they decide reruns); the speed/bookkeeping knobs (threads, gpus, checkpoint cadence, compile)
-are read from the config, so changing them never reruns training. More than one GPU launches
-torchrun; see archscale.training.launch.
+(they decide reruns); the speed/bookkeeping knobs (threads, gpus, nodes, checkpoint cadence,
+compile) are read from the config, so changing them never reruns training. More than one GPU
+or node launches torchrun; see archscale.training.launch.
 """
 from archscale.config import load_study
 from archscale.training.launch import execute
@@ -17,6 +17,6 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     settings = (study.config["training"] if label.get("validation")
                 else study.training_settings(label["arch"]))
     job = rule_train_job(sm, settings)
-    log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs)", label["arch"], job.tokens,
-             job.seed, sm.threads, settings["gpus"])
-    execute(job, gpus=settings["gpus"])
+    log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs x %d nodes)", label["arch"],
+             job.tokens, job.seed, sm.threads, settings["gpus"], settings["nodes"])
+    execute(job, gpus=settings["gpus"], nodes=settings["nodes"])

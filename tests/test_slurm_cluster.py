@@ -15,6 +15,7 @@ per job: OMP/MKL/torch threads are pinned to 1 through the environment SLURM job
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run_snakemake
 
@@ -145,3 +147,45 @@ def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tiny_study_do
     assert via_slurm.keys() == here.keys()
     for key, loss in here.items():
         assert via_slurm[key] == pytest.approx(loss, rel=VAL_LOSS_RTOL), key
+
+
+def test_two_node_training_job_runs_one_torchrun_per_task(tiny_workdir, tiny_study_done,
+                                                          tmp_path, monkeypatch):
+    """training.nodes: 2 through the plugin: the train job starts one srun task per "node",
+    each a torchrun that joins a c10d rendezvous, and DDP over the 2 ranks trains the same
+    model as one process. The CI cluster has one node, so a third profile asks for 2 tasks on
+    it (`tasks: 2`, which the plugin sends as --ntasks=2 on a job without GPUs) instead of 2
+    nodes with one task each (--nodes=2 --ntasks-per-node=1, what slurm_training_request sends
+    on a real cluster). The plugin's branch covered: a CPU job with `tasks`, run by its job
+    step as `srun -n1`, inside which the launcher's `srun --overlap` starts the node tasks."""
+    reason = idle_node_or_reason()
+    if reason:
+        if os.environ.get("ARCHSCALE_REQUIRE_SLURM"):
+            pytest.fail(f"ARCHSCALE_REQUIRE_SLURM is set but no SLURM node is idle: {reason}")
+        pytest.skip(reason)
+    for var in THREAD_VARS:
+        monkeypatch.setenv(var, "1")
+    workdir = copy_workdir(tiny_workdir, tmp_path / "two_nodes")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    next(a for a in config["architectures"] if a["name"] == "a1")["training"] = {"nodes": 2}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cpu = yaml.safe_load((workdir / "slurm_cpu_profile" / "config.v8+.yaml").read_text())
+    two_tasks = {"set-resources": {**cpu["set-resources"],  # a CPU job's `tasks` is --ntasks
+                                   "train": {**cpu["set-resources"]["train"], "nodes": 1,
+                                             "tasks": 2, "slurm_extra": "''", "mem_mb": 3000}}}
+    (workdir / "slurm_two_tasks").mkdir()
+    (workdir / "slurm_two_tasks" / "config.v8+.yaml").write_text(yaml.safe_dump(two_tasks))
+
+    target = "results/runs/a1/8192/seed0/metrics.json"
+    proc = run_snakemake(workdir, "--profile", "slurm", "--profile", "slurm_cpu_profile",
+                         "--profile", "slurm_two_tasks", target, timeout=1800)
+    assert proc.returncode == 0, "two-task SLURM training failed\n" + output_of(proc)
+    train_log = (workdir / "logs" / "train" / "a1" / "8192" / "seed0.log").read_text()
+    assert "launching 2 nodes x 1 processes: srun --overlap --ntasks=2" in train_log, train_log
+    assert "--rdzv-backend=c10d" in train_log and "is_host=true" in train_log, train_log
+    assert "node task 1" in train_log, train_log  # the second task ran its own torchrun
+
+    two = json.loads((workdir / target).read_text())
+    one = json.loads((tiny_study_done / target).read_text())
+    assert two["world_size"] == 2, two.get("world_size")
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=VAL_LOSS_RTOL)

@@ -26,6 +26,9 @@ from snakemake.profiles import ProfileConfigFileParser
 from snakemake.resources import Resources
 from snakemake_executor_plugin_slurm import Executor, ExecutorSettings
 
+from archscale.training.launch import (node_torchrun_command, slurm_training_request,
+                                       srun_nodes_command)
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm" / "config.v8+.yaml"
 CPU_PROFILE = REPO / "tests" / "slurm_cpu_profile" / "config.v8+.yaml"
@@ -227,11 +230,30 @@ def test_set_resources_name_real_rules():
         assert named <= rules, f"{path.name} sets resources of unknown rules {named - rules}"
 
 
+def rule_resources(args: dict, rule: str, threads: int, training: dict | None = None) -> dict:
+    """A job's resources as Snakemake merges them: default-resources, then the rule's own (the
+    training rules' GPU request from the config's training.gpus and nodes), then
+    set-resources."""
+    merged = dict(Resources.parse(args.get("default-resources", []), allow_expressions=True)
+                  .items())
+    values = {name: r.evaluate(wildcards={}, input=[], attempt=1, threads=threads,
+                               rulename=rule, async_run=None).value for name, r in merged.items()}
+    if rule in ("train", "validation_train"):
+        values.update(slurm_training_request(training or {"gpus": 0, "nodes": 1}))
+        values.update(runtime=1440, mem_mb=64000)  # the rule's own, sized by the architecture
+    overrides = parse_set_resources(args.get("set-resources", [])).get(rule)
+    if overrides is not None:
+        for name, r in overrides.items():
+            values[name] = r.evaluate(wildcards={}, input=[], attempt=1, threads=threads,
+                                      rulename=rule, async_run=None).value
+    return {k: v for k, v in values.items() if v != ""}
+
+
 @pytest.mark.parametrize("rule", GPU_RULES)
 def test_profile_gpu_rules_request_a_gpu(rule, tmp_path, monkeypatch):
     args = profile_args(PROFILE)
     site = site_variables()
-    resources = job_resources(args, rule, threads=8)
+    resources = rule_resources(args, rule, threads=8)
     assert int(resources["gpu"]) >= 1
     argv = sbatch_argv(MockJob(rule, resources, threads=8), executor_settings(args), tmp_path,
                        monkeypatch)
@@ -270,8 +292,9 @@ def test_cpu_test_profile_removes_every_gpu_request(rule, tmp_path, monkeypatch)
     assert cpu["slurm-status-command"] == "squeue"  # no accounting on the test cluster
     assert int(cpu["slurm-init-seconds-before-status-checks"]) <= 2
     merged = {**profile_args(PROFILE), **cpu}
-    resources = job_resources(merged, rule, threads=1)
-    assert not {"gpu", "gpu_model", "cpus_per_gpu", "gres"} & set(resources)
+    resources = rule_resources(merged, rule, threads=1)
+    assert not {"gpu_model", "cpus_per_gpu", "gres"} & set(resources)
+    assert int(resources.get("gpu", 0)) == 0
     argv = sbatch_argv(MockJob(rule, resources), executor_settings(merged), tmp_path, monkeypatch)
     assert gpu_flags(argv) == []
     assert option(argv, "-p") == "debug"
@@ -297,3 +320,62 @@ def test_dry_run_of_the_verbatim_command_plans_gpu_jobs():
     assert train, f"the dry run plans no train job:\n{out[-4000:]}"
     for body in train:
         assert "gpu=1" in body and f"slurm_partition={site['gpu_partition']}" in body, body
+
+
+# ------------------------------------------------------------------- training on several nodes
+def test_four_node_training_job_takes_whole_nodes_with_one_task_each(tmp_path, monkeypatch):
+    """training.gpus: 8, nodes: 4 (the 3B run of docs/slurm.md) through the real profile: the
+    plugin's --gpus is a total, so 32; one task per node, the node's torchrun; no
+    --ntasks-per-gpu (the plugin would send `tasks` as that on a GPU job)."""
+    args = profile_args(PROFILE)
+    site = site_variables()
+    resources = rule_resources(args, "train", threads=8, training={"gpus": 8, "nodes": 4})
+    argv = sbatch_argv(MockJob("train", resources, threads=8), executor_settings(args), tmp_path,
+                       monkeypatch)
+    model = f"{site['gpu_model']}:" if site["gpu_model"] else ""
+    assert gpu_flags(argv) == [f"--gpus={model}32"]
+    assert "--nodes=4" in argv and "--ntasks-per-node=1" in argv and "--exclusive" in argv
+    assert not any(a.startswith(("--ntasks=", "--ntasks-per-gpu")) for a in argv), argv
+    assert f"--cpus-per-gpu={resources['cpus_per_gpu']}" in argv
+
+
+def test_one_node_training_job_sends_no_node_geometry(tmp_path, monkeypatch):
+    args = profile_args(PROFILE)
+    resources = rule_resources(args, "train", threads=8, training={"gpus": 8, "nodes": 1})
+    argv = sbatch_argv(MockJob("train", resources, threads=8), executor_settings(args), tmp_path,
+                       monkeypatch)
+    assert "--nodes=1" in argv and "--exclusive" not in argv
+    assert not any(a.startswith("--ntasks") for a in argv), argv
+    assert gpu_flags(argv)[0].endswith(":8") or gpu_flags(argv) == ["--gpus=8"]
+
+
+def test_node_tasks_and_their_torchruns(monkeypatch):
+    """What the launcher runs inside the allocation: one srun task per node (round-robin over
+    the allocation's nodes, sharing the job step's resources), each a torchrun whose c10d
+    rendezvous the task with SLURM_PROCID 0 hosts."""
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "4")
+    srun = srun_nodes_command("job.json", 4, 8, "node01:29500", "123", python="py")
+    assert srun[:6] == ["srun", "--overlap", "--ntasks=4", "--distribution=cyclic",
+                        "--kill-on-bad-exit=1", "--nodes=4"]
+    assert srun[6:] == ["py", "-m", "archscale.training.launch", "--node", "--job", "job.json",
+                        "--nnodes", "4", "--nproc", "8", "--endpoint", "node01:29500",
+                        "--run-id", "123"]
+    host = node_torchrun_command("job.json", 4, 8, "node01:29500", "123", True, python="py")
+    assert host == ["py", "-m", "torch.distributed.run", "--nnodes=4", "--nproc-per-node=8",
+                    "--rdzv-backend=c10d", "--rdzv-endpoint=node01:29500", "--rdzv-id=123",
+                    "--rdzv-conf=is_host=true", "-m", "archscale.training.launch",
+                    "--job", "job.json"]
+    other = node_torchrun_command("job.json", 4, 8, "node01:29500", "123", False, python="py")
+    assert "--rdzv-conf=is_host=false" in other
+
+
+def test_multi_node_outside_slurm_is_a_clear_error(tmp_path, monkeypatch):
+    from archscale.training.launch import execute
+    from archscale.training.loop import TrainJob
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    job = TrainJob(arch_config="a", train_bin="b", meta="m", tokenizer_dir="t",
+                   model_dir=str(tmp_path), log_csv="l", metrics_json="j",
+                   resume_dir=str(tmp_path), tokens=1, seed=0, seq_len=8, settings={})
+    with pytest.raises(RuntimeError, match="needs a SLURM allocation"):
+        execute(job, gpus=8, nodes=2)
