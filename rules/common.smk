@@ -83,8 +83,8 @@ def configured_architecture_input(wildcards):
 def configured_run(wildcards):
     """No input: refuses, while the DAG is built, a run that the study does not configure
     (it would train, but no table would ever collect it)."""
-    arch, tokens, seed = configured_architecture(wildcards.arch), int(wildcards.tokens), int(
-        wildcards.seed)
+    arch = configured_architecture(wildcards.arch)
+    tokens, seed = int(wildcards.tokens), int(wildcards.seed)
     budgets, seeds = STUDY.token_budgets(arch), STUDY.training_settings(arch)["seeds"]
     if tokens not in budgets or seed not in seeds:
         raise WorkflowError(
