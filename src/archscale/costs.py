@@ -7,6 +7,8 @@ One module so every estimate rests on the same assumptions:
   job is assumed to run CPU_TOKENS_PER_S_PER_THREAD tokens/s per thread.
 - Host memory of a job: the process (torch, transformers, lm-eval) plus bytes per parameter,
   and on a CPU one micro-batch's activations.
+- GPU memory of a training job (`training_gpu_memory`): model states (divided over the ranks
+  under fsdp), activations and logits, per GPU: the plan's gpu_memory_gb column.
 - The study plan (`study_plan`, results/plan.csv): GPU-hours, disk and job counts before
   anything is submitted.
 - The frontier check (search.validation) prices shapes with `FittedJobCosts`, a cost model
@@ -70,19 +72,122 @@ def training_runtime_minutes(arch: Architecture, settings: Mapping[str, Any], to
 # Host memory
 # ---------------------------------------------------------------------------------------------
 
+PROCESS_MB = 1500  # host memory of one process with torch and transformers loaded
+
+
 def training_memory_mb(arch: Architecture, settings: Mapping[str, Any], seq_len: int,
                        attempt: int = 1) -> int:
-    """Host memory of a training job: ~1.5 GB for torch + transformers, 24 bytes a parameter
-    (float32 weights, gradients, two Adam moments, the resume copy) and, on CPU, one
-    micro-batch's activations (attention probabilities and logits included); doubled on each
-    retry."""
-    mb = 1500 + 24 * arch.n_params_total / 1e6
+    """Host memory of a training job on one node (SLURM's --mem), doubled on each retry.
+
+    CPU: one process, 24 bytes a parameter (float32 weights, gradients, two Adam moments, the
+    resume copy) and one micro-batch's activations (attention probabilities and logits
+    included). GPU: PROCESS_MB for each rank on the node, plus the host copies of the model:
+    ddp the same 24 bytes a parameter (rank 0 writes and every rank reads state.pt); fsdp 4
+    bytes (rank 0 gathers the float32 weights for the final checkpoint) and the node's shards
+    of the resume state that DCP stages in host memory (12 bytes a parameter over the nodes).
+    """
+    n = arch.n_params_total
     if settings["gpus"] == 0:
         per_token = arch.n_layers * (12 * arch.d_model + 4 * arch.n_heads * arch.head_dim
                                      + 4 * arch.ffn_dim + 2 * arch.n_heads * seq_len) \
             + 4 * arch.vocab_size
-        mb += 4 * per_token * settings["micro_batch_size"] * seq_len / 1e6
+        mb = PROCESS_MB + 24 * n / 1e6 \
+            + 4 * per_token * settings["micro_batch_size"] * seq_len / 1e6
+    elif settings.get("parallel", "ddp") == "fsdp":
+        mb = settings["gpus"] * PROCESS_MB + (4 + 12 / settings.get("nodes", 1)) * n / 1e6
+    else:
+        mb = settings["gpus"] * PROCESS_MB + 24 * n / 1e6
     return int(mb * attempt)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU memory of a training job
+# ---------------------------------------------------------------------------------------------
+
+# the training settings the GPU memory estimate reads (the plan's params, for GPU studies)
+GPU_MEMORY_SETTINGS = ("gpus", "nodes", "parallel", "activation_checkpointing",
+                       "micro_batch_size", "dtype")
+ALLOCATOR_HEADROOM = 1.10  # PyTorch's caching allocator: fragmentation over what is allocated
+GPU_RUNTIME_GB = 2.0       # CUDA context, NCCL buffers, cuBLAS workspaces: never allocated
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """The peak memory of one GPU of a training job, in bytes, by what holds it."""
+
+    model_states: float  # float32 weights, gradients and AdamW moments (and DDP's buckets)
+    gathered: float      # fsdp: unsharded units and their gradients in flight
+    activations: float   # what the backward pass keeps, one micro-batch
+    logits: float        # the micro-batch's logits and loss
+
+    @property
+    def allocated_gb(self) -> float:
+        """What torch.cuda.max_memory_allocated would report."""
+        return (self.model_states + self.gathered + self.activations + self.logits) / 1e9
+
+    @property
+    def total_gb(self) -> float:
+        """What the GPU must hold: allocated, fragmentation and the CUDA runtime."""
+        return ALLOCATOR_HEADROOM * self.allocated_gb + GPU_RUNTIME_GB
+
+
+def training_gpu_memory(arch: Architecture, settings: Mapping[str, Any], seq_len: int
+                        ) -> GpuMemory:
+    """Memory per GPU of a training job under its parallel mode, from the shape and settings.
+
+    Assumptions (an estimate, at the peak of one micro-batch's backward):
+    - ranks R = gpus x nodes; compute in bf16 unless training.dtype is float32 (c = 2 or 4
+      bytes a value).
+    - Model states, 16 bytes a parameter (float32 weights 4, gradients 4, AdamW moments 8):
+      whole on every GPU under ddp, plus DDP's gradient buckets (4) when R > 1; divided by R
+      under fsdp.
+    - fsdp also holds gathered units: the root (embeddings, LM head, final norm) stays
+      gathered from the forward to the backward and keeps its gradient through the backward,
+      two decoder layers are gathered at a time (one computing, one prefetched), and one unit's
+      gradient is cast to float32 for the reduce-scatter: c (2 root + 2 layer) + (c + 4) x the
+      larger unit.
+    - Activations, bytes per token and layer: the two RMSNorms keep float32 inputs and outputs
+      (16 d); attention its normalised input, q, k and v after RoPE, its output and o_proj's
+      input, c (d + 3 q + 2 kv) with q = heads x head_dim, kv = kv_heads x head_dim; the
+      SwiGLU MLP its input, gate, up, SiLU and product, c (d + 4 ffn). Flash or
+      memory-efficient attention keeps no seq_len^2 matrix. One more layer's worth for the
+      gradients in flight. With activation checkpointing, each layer keeps only its input (the
+      residual stream: float32 under ddp's autocast, c under fsdp), plus one layer recomputed
+      and its gradients.
+    - Logits: micro_batch_size x seq_len x vocab values of c + 12 bytes (the logits, their
+      float32 copy, the float32 log-probabilities kept for the backward, their gradient).
+    """
+    ranks = max(1, int(settings["gpus"])) * int(settings.get("nodes", 1))
+    fsdp = settings.get("parallel", "ddp") == "fsdp"
+    c = 4 if settings.get("dtype", "auto") == "float32" else 2
+    n = arch.n_params_total
+    layer = arch.n_params_non_embedding / arch.n_layers + 2 * arch.d_model
+    root = n - arch.n_layers * layer
+    if fsdp:
+        model_states = 16 * n / ranks
+        gathered = c * (2 * root + 2 * layer) + (c + 4) * max(root, layer)
+    else:
+        model_states = (16 + (4 if ranks > 1 else 0)) * n
+        gathered = 0.0
+    d, q, kv = arch.d_model, arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
+    per_layer = 16 * d + c * (d + 3 * q + 2 * kv) + c * (d + 4 * arch.ffn_dim)
+    tokens = int(settings["micro_batch_size"]) * seq_len
+    if settings.get("activation_checkpointing"):
+        residual = c if fsdp else 4
+        activations = tokens * (arch.n_layers * residual * d + 2 * per_layer)
+    else:
+        activations = tokens * (arch.n_layers + 1) * per_layer
+    logits = tokens * arch.vocab_size * (c + 12)
+    return GpuMemory(model_states=model_states, gathered=gathered, activations=activations,
+                     logits=logits)
+
+
+def gpu_memory_settings(settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The settings training_gpu_memory reads, or None for a CPU study (training.gpus 0),
+    whose jobs use host memory only."""
+    if not settings["gpus"]:
+        return None
+    return {key: settings[key] for key in GPU_MEMORY_SETTINGS if key in settings}
 
 
 def evaluation_memory_mb(arch: Architecture, attempt: int = 1) -> int:
@@ -107,6 +212,8 @@ def study_plan_inputs(study: "Study") -> dict[str, Any]:
         "vocab_size": cfg["data"]["tokenizer"]["vocab_size"],
         "engines": list(cfg["throughput"]["engines"]),
         "gpus": dict(cfg["throughput"].get("gpus") or {}),
+        "gpu_memory_settings": {n: gpu_memory_settings(study.training_settings(n))
+                                for n in study.architectures},
     }
 
 
@@ -121,7 +228,9 @@ def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
     """The plan table from `study_plan_inputs` (so the Snakemake rule needs no full config).
 
     Disk counts the token files (2 or 4 bytes a token) and one bf16 checkpoint per run plus one
-    float32 resume state (weights + 2 Adam moments).
+    float32 resume state (weights + 2 Adam moments). gpu_memory_gb is one GPU of a training
+    job (`training_gpu_memory`, with the architecture's parallel mode and GPUs); empty on a CPU
+    study, and the largest in the TOTAL row.
     """
     import pandas as pd
 
@@ -137,6 +246,7 @@ def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
         seeds = inputs["seeds"][name]
         flops = sum(arch.training_flops_per_token(seq_len) * t for t in budgets) * len(seeds)
         runs = len(budgets) * len(seeds)
+        memory_settings = inputs["gpu_memory_settings"][name]
         rows.append({
             "architecture": name,
             "n_params_non_embedding": arch.n_params_non_embedding,
@@ -146,6 +256,8 @@ def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
             "gpu_hours": training_seconds(flops, device, 1, mfu) / 3600,
             "checkpoint_disk_gb": runs * (arch.n_params_total * 2 / 1e9),  # bf16, one a run
             "resume_disk_gb": arch.n_params_total * 12 / 1e9,  # peak, while one run is live
+            "gpu_memory_gb": float("nan") if memory_settings is None else
+            training_gpu_memory(arch, memory_settings, seq_len).total_gb,
             "jobs": runs * 2 + engines + 1,  # train + evaluate per run, throughput, config
         })
     table = pd.DataFrame(rows)
@@ -153,6 +265,7 @@ def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
     token_bytes = token_dtype(inputs["vocab_size"]).itemsize
     total = {"architecture": "TOTAL", **table.drop(columns="architecture").sum().to_dict()}
     total["n_params_non_embedding"] = float("nan")
+    total["gpu_memory_gb"] = table["gpu_memory_gb"].max()
     total["token_disk_gb_at_least"] = max_tokens * token_bytes / 1e9
     total["jobs"] = int(total["jobs"]) + inputs["shards"] + 2 + 6  # data, fits, search
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)

@@ -2,7 +2,8 @@
 
 A plain PyTorch loop over a flat token file (numpy.memmap): AdamW, warmup + cosine or WSD,
 gradient clipping, gradient accumulation to a global batch given in tokens, bf16 autocast and
-optional torch.compile on GPU, float32 on CPU, DDP when launched by torchrun.
+optional torch.compile on GPU, float32 on CPU, DDP or FSDP2 when launched by torchrun
+(training.parallel, archscale.training.parallel), optional activation checkpointing.
 
 What makes runs comparable and restartable:
 - The token budget is met exactly: the run trains on ceil(tokens / seq_len) sequences and the
@@ -12,15 +13,17 @@ What makes runs comparable and restartable:
   entry of a permutation seeded by (seed, e). The global batch is the same whatever the number
   of GPUs (ranks take interleaved slices of it), and a resumed run needs only the step number.
 - The loss is summed over tokens and divided by the global batch's target count, so gradient
-  accumulation and DDP give the gradient of the global-batch mean.
+  accumulation, DDP and FSDP give the gradient of the global-batch mean.
 - Every `checkpoint_every_steps` (and on SIGTERM) the full state (model, optimizer, step,
   losses, log, RNG) is written atomically to a resume folder outside the rule's outputs; a rerun
   picks it up when its fingerprint (everything that decides the result) matches, and the folder
-  is removed on success (archscale.training.state).
+  is removed on success (archscale.training.state; sharded through torch.distributed.checkpoint
+  under fsdp, archscale.training.sharded_state, so it resumes on any number of ranks).
 
-`run(job)` trains in this process, in steps: set-up, restore, wrapping (DDP, compile), the train
-steps with their log rows and saved states, final metrics, clean-up. Launching a job, in-process
-or through torchrun for several GPUs, is archscale.training.launch.
+`run(job)` trains in this process, in steps: set-up (with activation checkpointing and, under
+fsdp, sharding), restore, wrapping (DDP, compile), the train steps with their log rows and saved
+states, the final weights, final metrics, clean-up. Launching a job, in-process or through
+torchrun for several GPUs, is archscale.training.launch.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archscale.training.state import STATE_FILE, STATE_VERSION, load_state, remove_state, \
-    save_state, training_state
+    save_state, training_progress, training_state
 
 if TYPE_CHECKING:
     import torch
@@ -51,9 +54,13 @@ log = logging.getLogger("archscale.training.loop")
 # Snakemake params, so changing them never reruns training (see rules/train.smk and
 # docs/reruns.md). micro_batch_size is one: gradient accumulation sums the same sequences'
 # gradients whatever the split, so only float rounding changes (as with threads or gpus;
-# tests/test_train.py checks the losses agree).
+# tests/test_train.py checks the losses agree). parallel (ddp or fsdp) and
+# activation_checkpointing are too: the same global batch's gradient, computed with sharded
+# weights or recomputed activations, differs by float rounding only
+# (tests/test_train_parallel.py).
 RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "nodes", "checkpoint_every_steps",
-                                  "compile", "micro_batch_size"})
+                                  "compile", "micro_batch_size", "parallel",
+                                  "activation_checkpointing"})
 
 
 class TrainError(ValueError):
@@ -266,38 +273,52 @@ class TrainJob:
 
 @dataclass
 class Dist:
-    """This process's place in a (possibly single-process) DDP job."""
+    """This process's place in a (possibly single-process) DDP or FSDP job."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    joined: bool = False  # a process group was joined (torchrun, or fsdp's one-rank group)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
-def _init_distributed(use_cuda: bool) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE set), else a single process."""
+def _init_distributed(use_cuda: bool, needs_group: bool) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE set). A single process
+    joins a one-rank group only when `needs_group` (FSDP2 and DCP run on a process group)."""
     import torch
     import torch.distributed as td
 
+    backend = "nccl" if use_cuda else "gloo"
     if "WORLD_SIZE" not in os.environ:
-        return Dist()
+        if not needs_group:
+            return Dist()
+        td.init_process_group(backend=backend, store=td.HashStore(), rank=0, world_size=1)
+        return Dist(joined=True)
     dist = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                int(os.environ.get("LOCAL_RANK", 0)))
+                int(os.environ.get("LOCAL_RANK", 0)), joined=True)
     if use_cuda:
         torch.cuda.set_device(dist.local_rank)
-    td.init_process_group(backend="nccl" if use_cuda else "gloo")
+    td.init_process_group(backend=backend)
     return dist
 
 
-def _autocast(device: "torch.device", dtype_setting: str):
+def _compute_dtype(device: "torch.device", dtype_setting: str) -> str:
+    """training.dtype resolved: auto is bfloat16 on GPU, float32 on CPU."""
+    if dtype_setting == "bfloat16" or (dtype_setting == "auto" and device.type == "cuda"):
+        return "bfloat16"
+    return "float32"
+
+
+def _autocast(device: "torch.device", compute_dtype: str):
+    """bf16 autocast over the float32 weights (single process and DDP), or no context."""
     import torch
 
-    if dtype_setting == "bfloat16" or (dtype_setting == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16), "bfloat16"
-    return contextlib.nullcontext(), "float32"
+    if compute_dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _optimizer(model: "torch.nn.Module", settings: dict[str, Any], lr_info: dict[str, Any],
@@ -388,7 +409,10 @@ class Setup:
     schedule: Schedule
     order: DataOrder
     lr_info: dict[str, Any]             # learning_rate(): the peak lr and its derivation
-    model: "torch.nn.Module"            # the bare model (DDP and compile wrap it: Wrapped)
+    parallel: str                       # training.parallel: ddp or fsdp
+    compute_dtype: str                  # bfloat16 or float32
+    model: "torch.nn.Module"            # the HF model, sharded in place under fsdp (DDP and
+    #                                     compile wrap it in _wrap: Wrapped)
     optimizer: "torch.optim.Optimizer"
     fingerprint: str                    # TrainJob.fingerprint(): a resume state must match it
     started: str                        # provenance start time
@@ -397,6 +421,11 @@ class Setup:
     @property
     def settings(self) -> dict[str, Any]:
         return self.job.settings
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP2: sharded parameters, and a sharded resume state (sharded_state)."""
+        return self.parallel == "fsdp"
 
 
 @dataclass
@@ -429,12 +458,13 @@ class Wrapped:
     compiled: bool
 
 
-def _select_device_and_dist(job: TrainJob) -> tuple["torch.device", Dist]:
-    """The device, the process group (under torchrun), and the device's numerics settings."""
+def _select_device_and_dist(job: TrainJob, parallel: str) -> tuple["torch.device", Dist]:
+    """The device, the process group (under torchrun, or fsdp's one-rank group), and the
+    device's numerics settings."""
     import torch
 
     device = _select_device()
-    dist = _init_distributed(device.type == "cuda")
+    dist = _init_distributed(device.type == "cuda", needs_group=parallel == "fsdp")
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -446,40 +476,69 @@ def _select_device_and_dist(job: TrainJob) -> tuple["torch.device", Dist]:
 
 
 def _set_up(job: TrainJob) -> Setup:
-    """Device, process group, data, schedule, model and optimizer of a fresh attempt."""
+    """Device, process group, data, schedule, model and optimizer of a fresh attempt.
+
+    The model is prepared in place before the optimizer sees its parameters: activation
+    checkpointing, and under fsdp per-layer compile and FSDP2 sharding."""
     from archscale.data.corpus import load_tokens
     from archscale.provenance import now
     from archscale.training.model import build_model
+    from archscale.training.parallel import (enable_activation_checkpointing, parallel_mode,
+                                             shard_model)
 
     wall0 = time.perf_counter()
     started = now()
     settings = job.settings
-    device, dist = _select_device_and_dist(job)
+    parallel = parallel_mode(settings)
     arch = json.loads(Path(job.arch_config).read_text())
     tokens = load_tokens(job.train_bin, job.meta)
     schedule = Schedule.make(int(job.tokens), int(job.seq_len), settings, len(tokens))
     order = DataOrder(schedule.n_windows, schedule.seq_len, int(job.seed))
     lr_info = learning_rate(settings, int(arch["hidden_size"]))
+    device, dist = _select_device_and_dist(job, parallel)  # after the checks that may refuse
+    compute_dtype = _compute_dtype(device, settings.get("dtype", "auto"))
     model = build_model(arch, seed=int(job.seed), init_std=settings["init_std"]).to(device)
     model.train()
+    if settings.get("activation_checkpointing"):
+        enable_activation_checkpointing(model)
+    if parallel == "fsdp":
+        shard_model(model, device, dist.world, compute_dtype,
+                    compile_layers=_compiles(settings, device))
     optimizer = _optimizer(model, settings, lr_info, fused=device.type == "cuda")
     return Setup(job=job, device=device, dist=dist, arch=arch, tokens=tokens,
-                 schedule=schedule, order=order, lr_info=lr_info, model=model,
-                 optimizer=optimizer, fingerprint=job.fingerprint(), started=started,
-                 wall0=wall0)
+                 schedule=schedule, order=order, lr_info=lr_info, parallel=parallel,
+                 compute_dtype=compute_dtype, model=model, optimizer=optimizer,
+                 fingerprint=job.fingerprint(), started=started, wall0=wall0)
+
+
+def _load_resume_state(s: Setup) -> dict[str, Any] | None:
+    """The resume state's progress, with the model and optimizer loaded from it (state.pt, or
+    the sharded state under fsdp); None when there is none for this run."""
+    from archscale.training.model import unwrap
+    from archscale.training.sharded_state import latest_step_folder, load_sharded_state
+
+    if s.sharded:
+        state = load_sharded_state(s.job, s.fingerprint, s.model, s.optimizer)
+        other_kind = (Path(s.job.resume_dir) / STATE_FILE).exists()
+    else:
+        state = load_state(s.job, s.fingerprint, s.device)
+        if state is not None:
+            unwrap(s.model).load_state_dict(state["model"])
+            s.optimizer.load_state_dict(state["optimizer"])
+        other_kind = latest_step_folder(s.job) is not None
+    if state is None and other_kind and s.dist.main:
+        log.warning("%s holds a resume state of the other training.parallel mode, which this "
+                    "%s run does not read: starting from step 0", s.job.resume_dir, s.parallel)
+    return state
 
 
 def _restore(s: Setup) -> Progress:
     """Step 0, or the job's resume state: model, optimizer, losses, log rows, times and RNG."""
     import torch
 
-    from archscale.training.model import unwrap
-
-    state = load_state(s.job, s.fingerprint, s.device)
+    state = _load_resume_state(s)
     p = Progress(losses=torch.zeros(s.schedule.steps, dtype=torch.float64, device=s.device))
     if state is not None:
-        unwrap(s.model).load_state_dict(state["model"])
-        s.optimizer.load_state_dict(state["optimizer"])
         p.start_step = int(state["step"])
         p.losses[:p.start_step] = state["losses"][:p.start_step].to(s.device)
         p.rows = list(state["log_rows"])
@@ -490,39 +549,50 @@ def _restore(s: Setup) -> Progress:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), s.device)
         if s.dist.main:
             log.info("resuming from step %d of %d (%s)", p.start_step, s.schedule.steps,
-                     Path(s.job.resume_dir) / STATE_FILE)
+                     s.job.resume_dir if s.sharded else Path(s.job.resume_dir) / STATE_FILE)
     p.reduced_upto = p.start_step
     return p
 
 
+def _compiles(settings: dict[str, Any], device: "torch.device") -> bool:
+    """torch.compile is used on GPU only (CPU runs stay eager and deterministic)."""
+    return bool(settings.get("compile") and device.type == "cuda")
+
+
 def _wrap(s: Setup) -> Wrapped:
-    """DDP wraps the model, then compile wraps DDP (so DDP's gradient buckets overlap the
-    compiled backward); no_sync is taken from the DDP object itself."""
+    """ddp: DDP wraps the model, then compile wraps DDP (so DDP's gradient buckets overlap the
+    compiled backward); no_sync is taken from the DDP object itself. fsdp: the model was
+    sharded (and its layers compiled) in _set_up, and FSDP2's mixed-precision policy casts the
+    parameters to bf16, so there is nothing to wrap and no autocast."""
     import torch
 
+    from archscale.training.parallel import replicate_model
+
+    compiled = _compiles(s.settings, s.device)
+    if s.sharded:
+        return Wrapped(train_model=s.model, ddp=None, autocast=contextlib.nullcontext(),
+                       compute_dtype=s.compute_dtype, compiled=compiled)
     train_model: torch.nn.Module = s.model
     ddp = None
     if s.dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = train_model = DistributedDataParallel(
-            s.model, device_ids=[s.dist.local_rank] if s.device.type == "cuda" else None)
-    compiled = bool(s.settings.get("compile") and s.device.type == "cuda")
+        ddp = train_model = replicate_model(s.model, s.device, s.dist.local_rank)
     if compiled:
         train_model = torch.compile(train_model)
-    autocast, compute_dtype = _autocast(s.device, s.settings.get("dtype", "auto"))
-    return Wrapped(train_model=train_model, ddp=ddp, autocast=autocast,
-                   compute_dtype=compute_dtype, compiled=compiled)
+    return Wrapped(train_model=train_model, ddp=ddp,
+                   autocast=_autocast(s.device, s.compute_dtype),
+                   compute_dtype=s.compute_dtype, compiled=compiled)
 
 
 def _announce(s: Setup, w: Wrapped) -> None:
     if s.dist.main:
         sc = s.schedule
         log.info("training %s: %d steps x %d sequences of %d tokens (%d tokens, %.3f epochs), "
-                 "micro-batch %d, %d rank(s), lr %.3g (%s), device %s, %s",
+                 "micro-batch %d, %d rank(s) (%s%s), lr %.3g (%s), device %s, %s",
                  s.job.label.get("arch", Path(s.job.arch_config).parent.name), sc.steps,
                  sc.batch_seqs, sc.seq_len, sc.tokens, sc.epochs, sc.micro_batch_size,
-                 s.dist.world, s.lr_info["lr"], s.lr_info["formula"], s.device, w.compute_dtype)
+                 s.dist.world, s.parallel,
+                 ", activation checkpointing" if s.settings.get("activation_checkpointing")
+                 else "", s.lr_info["lr"], s.lr_info["formula"], s.device, w.compute_dtype)
 
 
 def _flush_losses(s: Setup, p: Progress, upto: int) -> None:
@@ -566,25 +636,33 @@ def _train(s: Setup, p: Progress, w: Wrapped) -> float:
     return p.prior_train_s + time.perf_counter() - p.loop_t0
 
 
-def _micro_batches(s: Setup, step: int) -> tuple[list[np.ndarray], float]:
-    """This rank's micro-batches of one step (global sequence indices) and the loss scale
-    (world / the global batch's target count)."""
+def _micro_batches(s: Setup, step: int) -> tuple[list[tuple[np.ndarray, bool]], float]:
+    """This rank's micro-batches of one step (global sequence indices, and whether they count)
+    and the loss scale (world / the global batch's target count).
+
+    Every rank runs as many micro-batches as rank 0, which holds the most sequences: FSDP2
+    gathers parameters in every forward and DDP all-reduces in the last backward, so the ranks
+    must run the same number of passes. A rank short of sequences (a small last step) repeats
+    one with weight 0."""
     seqs = s.schedule.step_sequences(step)
     n_targets = s.schedule.targets_in(seqs)
     mine = np.arange(seqs.start, seqs.stop, dtype=np.int64)[s.dist.rank::s.dist.world]
     size = s.schedule.micro_batch_size
-    chunks = [mine[i:i + size] for i in range(0, len(mine), size)]
-    scale = s.dist.world / n_targets
-    if not chunks:  # fewer sequences than ranks on the last step: join the all-reduce
-        chunks, scale = [np.array([seqs.start], dtype=np.int64)], 0.0
-    return chunks, scale
+    rank_0_seqs = -(-len(seqs) // s.dist.world)
+    n_passes = -(-rank_0_seqs // size)
+    chunks = [(mine[i:i + size], True) for i in range(0, len(mine), size)]
+    chunks += [(np.array([seqs.start], dtype=np.int64), False)] * (n_passes - len(chunks))
+    return chunks, s.dist.world / n_targets
 
 
 def _train_step(s: Setup, p: Progress, w: Wrapped, step: int) -> float:
     """One optimizer step (gradient accumulation over the micro-batches, DDP syncing on the
-    last); records this rank's loss in losses[step] and returns the step's lr."""
+    last, FSDP2 on each: archscale.training.parallel.gradient_sync); records this rank's loss
+    in losses[step] and returns the step's lr."""
     import torch
     import torch.nn.functional as F
+
+    from archscale.training.parallel import gradient_sync
 
     lr = lr_at(step, s.schedule.steps, s.lr_info["lr"], s.settings)
     for group in s.optimizer.param_groups:
@@ -592,18 +670,17 @@ def _train_step(s: Setup, p: Progress, w: Wrapped, step: int) -> float:
     chunks, scale = _micro_batches(s, step)
     vocab = int(s.arch["vocab_size"])
     step_loss = torch.zeros((), dtype=torch.float64, device=s.device)
-    for i, chunk in enumerate(chunks):
+    for i, (chunk, counts) in enumerate(chunks):
         x, y = read_batch(s.tokens, s.order, s.schedule, chunk)
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
-        sync = w.ddp is None or i == len(chunks) - 1
-        context = contextlib.nullcontext() if sync else w.ddp.no_sync()
-        with context:
+        with gradient_sync(w.ddp, last_micro_batch=i == len(chunks) - 1):
             with w.autocast:
                 logits = w.train_model(input_ids=x, use_cache=False).logits
             loss_sum = F.cross_entropy(logits.float().view(-1, vocab), y.view(-1),
                                        ignore_index=-100, reduction="sum")
-            (loss_sum * scale).backward()
-        step_loss += loss_sum.detach().double()
+            (loss_sum * (scale if counts else 0.0)).backward()
+        if counts:
+            step_loss += loss_sum.detach().double()
     clip = float(s.settings.get("grad_clip", 0.0))
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
@@ -636,16 +713,22 @@ def _log_row(s: Setup, p: Progress, done: int, lr: float) -> None:
 
 
 def _save(s: Setup, p: Progress, done: int) -> None:
-    """Rank 0 writes the resume state after `done` steps (a collective: every rank calls it)."""
+    """Write the resume state after `done` steps (a collective: every rank calls it): rank 0
+    writes state.pt, or under fsdp every rank its shards (sharded_state)."""
     from archscale.training.model import unwrap
+    from archscale.training.sharded_state import save_sharded_state
 
     _flush_losses(s, p, done)
+    progress = dict(fingerprint=s.fingerprint, step=done, losses=p.losses[:done],
+                    log_rows=p.rows, resumes=p.resumes,
+                    train_s=p.prior_train_s + time.perf_counter() - p.loop_t0,
+                    wall_s=p.prior_wall_s + time.perf_counter() - s.wall0, device=s.device)
+    if s.sharded:
+        save_sharded_state(s.job, training_progress(**progress), s.model, s.optimizer, s.dist)
+        return
     if s.dist.main:
-        save_state(s.job, training_state(
-            fingerprint=s.fingerprint, step=done, model=unwrap(s.model),
-            optimizer=s.optimizer, losses=p.losses[:done], log_rows=p.rows,
-            resumes=p.resumes, train_s=p.prior_train_s + time.perf_counter() - p.loop_t0,
-            wall_s=p.prior_wall_s + time.perf_counter() - s.wall0, device=s.device))
+        save_state(s.job, training_state(model=unwrap(s.model), optimizer=s.optimizer,
+                                         **progress))
     if s.dist.world > 1:
         import torch.distributed as td
 
@@ -685,7 +768,8 @@ def _final_metrics(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[st
         "peak_tflops": peak_tflops,
         "mfu": mfu(tokens_per_s or 0.0, flops, peak_tflops, dist.world),
         "device": device_name, "compute_dtype": w.compute_dtype,
-        "compiled": w.compiled,
+        "compiled": w.compiled, "parallel": s.parallel,
+        "activation_checkpointing": bool(settings.get("activation_checkpointing")),
         "threads": int(job.threads) if device.type == "cpu" else None,
         "lr": s.lr_info, "schedule": settings.get("schedule", "cosine"),
         "resumed_from_steps": p.resumes,
@@ -698,12 +782,21 @@ def _final_metrics(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[st
     }
 
 
-def _write_outputs(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[str, Any]:
+def _final_weights(s: Setup) -> dict[str, "torch.Tensor"] | None:
+    """Under fsdp, the unsharded weights on rank 0 (a collective: every rank calls it); else
+    None, and the checkpoint is written from the model itself."""
+    from archscale.training.parallel import full_state_dict
+
+    return full_state_dict(s.model) if s.sharded else None
+
+
+def _write_outputs(s: Setup, p: Progress, w: Wrapped, train_s: float,
+                   weights: dict[str, "torch.Tensor"] | None) -> dict[str, Any]:
     """Rank 0: the checkpoint, train_log.csv and metrics.json; then the resume folder goes."""
     from archscale.io import write_json
     from archscale.training.model import save_checkpoint
 
-    save_checkpoint(s.model, s.job.model_dir, s.job.tokenizer_dir)
+    save_checkpoint(s.model, s.job.model_dir, s.job.tokenizer_dir, state_dict=weights)
     write_log_csv(s.job.log_csv, p.rows)
     metrics = _final_metrics(s, p, w, train_s)
     write_json(s.job.metrics_json, metrics)
@@ -713,13 +806,29 @@ def _write_outputs(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[st
     return metrics
 
 
-def _clean_up(dist: Dist) -> None:
-    """Wait for rank 0's outputs, then leave the process group (DDP only)."""
+def _wait_for_rank_0(dist: Dist) -> None:
+    """The other ranks wait until rank 0 has written the outputs."""
     if dist.world > 1:
         import torch.distributed as td
 
         td.barrier()
-        td.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _leaving_process_group(dist: Dist):
+    """Leave the process group this run joined (torchrun's, or fsdp's one-rank group) when the
+    block ends; after a failure only a one-rank group (so a later run in this process can join
+    again: under torchrun the other ranks may still wait in a collective, and torchrun ends
+    them)."""
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        if dist.joined and not (failed and dist.world > 1):
+            import torch.distributed as td
+
+            td.destroy_process_group()
 
 
 def run(job: TrainJob) -> dict[str, Any] | None:
@@ -728,10 +837,13 @@ def run(job: TrainJob) -> dict[str, Any] | None:
     Resumes from the job's resume state when one matches (archscale.training.state); under
     torchrun every rank calls it (archscale.training.launch)."""
     setup = _set_up(job)
-    progress = _restore(setup)
-    wrapped = _wrap(setup)
-    _announce(setup, wrapped)
-    train_s = _train(setup, progress, wrapped)
-    metrics = _write_outputs(setup, progress, wrapped, train_s) if setup.dist.main else None
-    _clean_up(setup.dist)
+    with _leaving_process_group(setup.dist):
+        progress = _restore(setup)
+        wrapped = _wrap(setup)
+        _announce(setup, wrapped)
+        train_s = _train(setup, progress, wrapped)
+        weights = _final_weights(setup)
+        metrics = _write_outputs(setup, progress, wrapped, train_s, weights) \
+            if setup.dist.main else None
+        _wait_for_rank_0(setup.dist)
     return metrics

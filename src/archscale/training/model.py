@@ -90,8 +90,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
-                    tokenizer_dir: str | os.PathLike) -> list[Path]:
+                    tokenizer_dir: str | os.PathLike,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> list[Path]:
     """Write a self-contained HF checkpoint (safetensors, config, tokenizer) into out_dir.
+
+    `state_dict` replaces the model's own weights: an FSDP2 model's are shards, so its trainer
+    passes the unsharded weights gathered on rank 0 (archscale.training.parallel).
 
     Files are written in a temporary folder beside out_dir and renamed in one by one, so a
     killed job never leaves a half-written weight file under its final name. Weights stay
@@ -114,7 +118,7 @@ def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
             shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".save.", dir=out.parent) as tmp:
         tmp_path = Path(tmp)
-        hf_model.save_pretrained(tmp_path, safe_serialization=True)
+        hf_model.save_pretrained(tmp_path, safe_serialization=True, state_dict=state_dict)
         cfg = json.loads((tmp_path / "config.json").read_text())
         rope = cfg.get("rope_parameters") or {}
         if "rope_theta" in rope:

@@ -7,6 +7,11 @@ spent and the RNG states (`training_state`). The folder is not a rule output (Sn
 a failed job's outputs, and this state must survive the failure); a rerun loads it when its
 fingerprint (`TrainJob.fingerprint`, which includes STATE_VERSION) matches, and the successful
 run removes it (`remove_state`).
+
+That is the state of single-process and DDP runs. An fsdp run (training.parallel) keeps the
+same folder and fingerprint rule but writes the model and optimizer sharded, one file per rank,
+through torch.distributed.checkpoint (archscale.training.sharded_state); both forms hold the
+same `training_progress`.
 """
 from __future__ import annotations
 
@@ -52,21 +57,27 @@ def load_state(job: TrainJob, fingerprint: str, device: torch.device) -> dict | 
     return state
 
 
-def training_state(*, fingerprint: str, step: int, model: torch.nn.Module,
-                   optimizer: torch.optim.Optimizer, losses: torch.Tensor,
-                   log_rows: list[dict[str, Any]], resumes: list[int], train_s: float,
-                   wall_s: float, device: torch.device) -> dict[str, Any]:
-    """The dict `save_state` writes after `step` steps (`model` unwrapped, `losses` of the
-    steps done); `train_s` and `wall_s` are the totals over every attempt so far."""
+def training_progress(*, fingerprint: str, step: int, losses: torch.Tensor,
+                      log_rows: list[dict[str, Any]], resumes: list[int], train_s: float,
+                      wall_s: float, device: torch.device) -> dict[str, Any]:
+    """Everything a resume state holds besides the model and optimizer, after `step` steps
+    (`losses` of the steps done); `train_s` and `wall_s` are the totals over every attempt."""
     import torch
 
     return {"version": STATE_VERSION, "fingerprint": fingerprint, "step": step,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "losses": losses.cpu(), "log_rows": log_rows, "resumes": resumes,
             "train_s": train_s, "wall_s": wall_s,
             "rng_cpu": torch.get_rng_state(),
             **({"rng_cuda": torch.cuda.get_rng_state(device)}
                if device.type == "cuda" else {})}
+
+
+def training_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   **progress: Any) -> dict[str, Any]:
+    """The dict `save_state` writes: `training_progress(**progress)` with the (unwrapped)
+    model's and the optimizer's state dicts."""
+    return {**training_progress(**progress), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict()}
 
 
 def save_state(job: TrainJob, state: dict[str, Any]) -> None:
