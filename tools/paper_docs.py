@@ -166,15 +166,22 @@ def paper_plans() -> str:
                          else "Table 1 checks" for name in rows.architecture]
         lines += [f"## `{config}`", "",
                   "| group | architectures | runs | training tokens | training FLOPs | "
-                  f"{TRAINING_GPU} GPU-hours |", "|---|---|---|---|---|---|"]
+                  f"{TRAINING_GPU} GPU-hours | memory per GPU (largest) |",
+                  "|---|---|---|---|---|---|---|"]
         for group, sub in rows.groupby("group", sort=False):
             lines.append(f"| {group} | {len(sub)} | {int(sub.runs.sum())} | "
                          f"{sub.train_tokens.sum() / 1e9:,.1f}B | {sub.train_flops.sum():.2e} | "
-                         f"{sub.gpu_hours.sum():,.0f} |")
+                         f"{sub.gpu_hours.sum():,.0f} | {sub.gpu_memory_gb.max():.1f} GB |")
         total = plan[plan.architecture == "TOTAL"].iloc[0]
+        train = study.config["training"]
         lines += [f"| **total** | {len(rows)} | {int(total.runs)} | "
                   f"{total.train_tokens / 1e9:,.1f}B | {total.train_flops:.2e} | "
-                  f"{total.gpu_hours:,.0f} |", "",
+                  f"{total.gpu_hours:,.0f} | {total.gpu_memory_gb:.1f} GB |", "",
+                  f"Memory per GPU: `training.parallel: {train['parallel']}` on "
+                  f"{train['gpus']} GPUs x {train['nodes']} node(s), micro-batch "
+                  f"{train['micro_batch_size']}, activation checkpointing "
+                  f"{'on' if train['activation_checkpointing'] else 'off'} "
+                  "(`archscale.costs.training_gpu_memory`).", "",
                   f"Disk: {total.checkpoint_disk_gb:,.0f} GB of final checkpoints, "
                   f"{total.resume_disk_gb:,.0f} GB of resume states, at least "
                   f"{total.token_disk_gb_at_least:,.0f} GB of tokens.", ""]
