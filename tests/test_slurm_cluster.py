@@ -53,6 +53,16 @@ def idle_node_or_reason() -> str | None:
     return None
 
 
+def require_idle_node() -> None:
+    """Skip the test, saying why, when no SLURM node is idle; fail instead where CI started a
+    cluster (ARCHSCALE_REQUIRE_SLURM), so a broken cluster cannot pass as a skip."""
+    reason = idle_node_or_reason()
+    if reason:
+        if os.environ.get("ARCHSCALE_REQUIRE_SLURM"):
+            pytest.fail(f"ARCHSCALE_REQUIRE_SLURM is set but no SLURM node is idle: {reason}")
+        pytest.skip(reason)
+
+
 def copy_workdir(src: Path, dst: Path) -> Path:
     """A second copy of the workflow folder, without anything a previous run left there."""
     left_over = {"results", "logs", "benchmarks", ".snakemake"}
@@ -86,11 +96,7 @@ def output_of(proc: subprocess.CompletedProcess) -> str:
 
 def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tiny_study_done, tmp_path,
                                                     monkeypatch):
-    reason = idle_node_or_reason()
-    if reason:
-        if os.environ.get("ARCHSCALE_REQUIRE_SLURM"):  # CI started a cluster: a skip is a failure
-            pytest.fail(f"ARCHSCALE_REQUIRE_SLURM is set but no SLURM node is idle: {reason}")
-        pytest.skip(reason)
+    require_idle_node()
     for var in THREAD_VARS:
         monkeypatch.setenv(var, "1")
 
@@ -158,11 +164,7 @@ def test_two_node_training_job_runs_one_torchrun_per_task(tiny_workdir, tiny_stu
     nodes with one task each (--nodes=2 --ntasks-per-node=1, what slurm_training_request sends
     on a real cluster). The plugin's branch covered: a CPU job with `tasks`, run by its job
     step as `srun -n1`, inside which the launcher's `srun --overlap` starts the node tasks."""
-    reason = idle_node_or_reason()
-    if reason:
-        if os.environ.get("ARCHSCALE_REQUIRE_SLURM"):
-            pytest.fail(f"ARCHSCALE_REQUIRE_SLURM is set but no SLURM node is idle: {reason}")
-        pytest.skip(reason)
+    require_idle_node()
     for var in THREAD_VARS:
         monkeypatch.setenv(var, "1")
     workdir = copy_workdir(tiny_workdir, tmp_path / "two_nodes")

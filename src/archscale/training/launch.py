@@ -31,23 +31,35 @@ from archscale.training.loop import TrainJob, run
 log = logging.getLogger("archscale.training.launch")
 
 
-def launch_torchrun(job: TrainJob, nproc: int, timeout: float | None = None) -> None:
-    """Run the job as `nproc` DDP processes through torchrun (one node, free port)."""
-    spec = Path(job.resume_dir) / "job.json"
+def _write_spec(job: TrainJob) -> str:
+    """The job as JSON beside its resume state: what every rank's `--job` reads."""
     from archscale.io import write_text
 
+    spec = Path(job.resume_dir) / "job.json"
     write_text(spec, job.to_json())
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "archscale.training.launch", "--job", str(spec)]
-    log.info("launching: %s", " ".join(cmd))
+    return str(spec)
+
+
+def _run_ranks(cmd: list[str], job: TrainJob, what: str, timeout: float | None) -> None:
+    """Run the command that starts the ranks, its output into this job's log; a failure keeps
+    the resume state, so rerunning continues from it."""
     sys.stdout.flush()
     sys.stderr.flush()
     proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr, timeout=timeout,
                           env=_package_env())
     if proc.returncode != 0:
-        raise RuntimeError(f"torchrun exited with status {proc.returncode}; the per-rank "
+        raise RuntimeError(f"{what} exited with status {proc.returncode}; the per-rank "
                            "tracebacks are above in this log. The resume state in "
                            f"{job.resume_dir} is kept, so rerunning continues from it")
+
+
+def launch_torchrun(job: TrainJob, nproc: int, timeout: float | None = None) -> None:
+    """Run the job as `nproc` DDP processes through torchrun (one node, free port)."""
+    spec = _write_spec(job)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "archscale.training.launch", "--job", spec]
+    log.info("launching: %s", " ".join(cmd))
+    _run_ranks(cmd, job, "torchrun", timeout)
 
 
 def slurm_training_request(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,21 +128,11 @@ def launch_nodes(job: TrainJob, nodes: int, nproc: int, timeout: float | None = 
         raise RuntimeError(
             f"training.nodes is {nodes}: a multi-node run needs a SLURM allocation to start "
             "one torchrun per node (run the study with --profile slurm), or set nodes: 1")
-    from archscale.io import write_text
-
-    spec = Path(job.resume_dir) / "job.json"
-    write_text(spec, job.to_json())
+    spec = _write_spec(job)
     endpoint = f"{socket.gethostname()}:{_free_port()}"
-    cmd = srun_nodes_command(str(spec), nodes, nproc, endpoint, os.environ["SLURM_JOB_ID"])
+    cmd = srun_nodes_command(spec, nodes, nproc, endpoint, os.environ["SLURM_JOB_ID"])
     log.info("launching %d nodes x %d processes: %s", nodes, nproc, " ".join(cmd))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    proc = subprocess.run(cmd, stdout=sys.stdout, stderr=sys.stderr, timeout=timeout,
-                          env=_package_env())
-    if proc.returncode != 0:
-        raise RuntimeError(f"srun of {nodes} node tasks exited with status {proc.returncode}; "
-                           "the per-node and per-rank tracebacks are above in this log. The "
-                           f"resume state in {job.resume_dir} is kept, so rerunning continues")
+    _run_ranks(cmd, job, f"srun of {nodes} node tasks", timeout)
 
 
 def run_node(spec: str, nodes: int, nproc: int, endpoint: str, run_id: str) -> int:

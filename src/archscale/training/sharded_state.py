@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archscale.training.state import load_if_fingerprint
+
 if TYPE_CHECKING:
     import torch
 
@@ -86,21 +88,14 @@ def load_sharded_state(job: TrainJob, fingerprint: str, model: torch.nn.Module,
     """Load the latest sharded state into the (sharded or plain) model and optimizer and return
     its progress, or None when there is none, it is unreadable, or it belongs to other settings
     (the last two logged as warnings). A collective: every rank reads the same folder."""
-    import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     folder = latest_step_folder(job)
     if folder is None:
         return None
-    try:
-        progress = torch.load(folder / PROGRESS_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a foreign or damaged folder
-        log.warning("ignoring unreadable resume state %s (%s); starting from step 0", folder, exc)
-        return None
-    if progress.get("fingerprint") != fingerprint:
-        log.warning("resume state %s belongs to other settings (fingerprint %s, this run %s); "
-                    "starting from step 0", folder, progress.get("fingerprint"), fingerprint)
+    progress = load_if_fingerprint(folder / PROGRESS_FILE, fingerprint, "cpu", shown_as=folder)
+    if progress is None:
         return None
     state = _model_and_optimizer(model, optimizer)
     dcp.load(state, checkpoint_id=str(folder))

@@ -40,19 +40,27 @@ def resume_dir(arch: str, tokens: int, seed: int) -> str:
 def load_state(job: TrainJob, fingerprint: str, device: torch.device) -> dict | None:
     """The job's saved state, or None when there is none, it is unreadable, or it belongs to
     other settings (another fingerprint); the last two are logged as warnings."""
-    import torch
-
     path = Path(job.resume_dir) / STATE_FILE
     if not path.exists():
         return None
+    return load_if_fingerprint(path, fingerprint, device, shown_as=path)
+
+
+def load_if_fingerprint(path: Path, fingerprint: str, map_location: Any,
+                        shown_as: Path) -> dict | None:
+    """The torch file at `path` (state.pt, or a sharded state's progress file), or None when it
+    is unreadable or belongs to other settings; `shown_as` names the state in the warning."""
+    import torch
+
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a state from another torch version, or a foreign file
-        log.warning("ignoring unreadable resume state %s (%s); starting from step 0", path, exc)
+        log.warning("ignoring unreadable resume state %s (%s); starting from step 0", shown_as,
+                    exc)
         return None
     if state.get("fingerprint") != fingerprint:
         log.warning("resume state %s belongs to other settings (fingerprint %s, this run %s); "
-                    "starting from step 0", path, state.get("fingerprint"), fingerprint)
+                    "starting from step 0", shown_as, state.get("fingerprint"), fingerprint)
         return None
     return state
 
