@@ -34,6 +34,36 @@ def test_paper_configs_load():
         load_study(path)
 
 
+def test_laptop_science_grid_brackets_the_base_shape_at_every_grid_size():
+    """The laptop science study's margin check (`optimum_margins`) needs, at each grid size, a
+    neighbour of the base shape on each side in x and in r that its series rule accepts (the other
+    axis within SERIES_TOLERANCE), all inside fit.r_range. A shape the solver moves off its series
+    would silently leave a side unbracketed, as r 11 at 128k once did."""
+    import pandas as pd
+
+    from archscale.fit.seeds import optimum_margins
+
+    study = load_study(REPO / "configs" / "laptop-science.yaml")
+    grid_budget = max(study.config["token_budgets"])
+    rows = []
+    for name, arch in study.architectures.items():
+        if grid_budget in study.token_budgets(name):
+            x, r = arch.d_over_sqrt_n, arch.r_mlp_attn
+            # any loss that makes the base shape the best one of its size
+            loss = 3.0 + abs(np.log(x / 0.2)) + abs(np.log(r / 3.0))
+            rows.append({"name": name, "N": arch.n_params_non_embedding, "D": grid_budget,
+                         "x": x, "r": r, "loss": loss})
+    table = pd.DataFrame(rows)
+    low, high = study.config["fit"]["r_range"]
+    assert table["r"].between(low, high).all(), table[~table["r"].between(low, high)]
+    margins = optimum_margins(table, seed_sd=0.01)
+    grid_sizes = [m for m in margins if m["n_shapes"] >= 5]
+    assert len(grid_sizes) == 4
+    for m in grid_sizes:
+        assert m["best"]["name"].endswith("-base")
+        assert m["x"]["bracketed"] and m["r"]["bracketed"], m
+
+
 def _arch(cfg, name):
     return next(a for a in cfg["architectures"] if a["name"] == name)
 
