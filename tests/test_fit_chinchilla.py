@@ -73,10 +73,10 @@ def test_epoch_fit_matches_the_issue_values(epoch_fit):
     assert epoch_fit.objective == pytest.approx(1.01827e-3, rel=1e-5)
 
 
-def test_epoch_fit_is_fast(epoch_fit):
-    # The goal is <= 2 s on a 2-core laptop (benchmarks/bench_chinchilla_fit.py measures it);
-    # this guards against order-of-magnitude regressions such as BLAS thread thrashing.
-    assert epoch_fit.convergence["time_s"] < 4.0
+def test_epoch_fit_refines_only_the_best_starts(epoch_fit):
+    # What keeps the fit fast: L-BFGS runs from the 50 best grid starts, not all 4,500. Its
+    # time is measured by benchmarks/bench_chinchilla_fit.py, not asserted here (a timed test
+    # fails on a busy machine without saying anything about the code).
     assert epoch_fit.convergence["n_starts_run"] == 50
 
 
@@ -350,3 +350,29 @@ def test_best_shapes_fits_chinchilla_on_the_minima_and_says_so(tmp_path):
     assert cond["l_opt"]["source"] == "best_shapes"
     assert cond["optimum"]["x_star"] == pytest.approx(0.08, rel=0.05)
     assert cond["optimum"]["r_star"] == pytest.approx(1.03, rel=0.05)
+
+
+def test_percentile_intervals_need_two_finite_samples():
+    from archscale.fit.intervals import percentile_interval
+
+    ci = percentile_interval([1.0, 2.0, 3.0, np.inf, np.nan], 0.5, count=True)
+    assert (ci["low"], ci["high"], ci["n"]) == (1.5, 2.5, 3)
+    assert ci["se"] == pytest.approx(1.0)
+    lone = percentile_interval([1.0, np.nan], 0.95)
+    assert set(lone) == {"low", "high", "se"} and all(np.isnan(v) for v in lone.values())
+
+
+def test_reference_chinchilla_is_optional_only_for_the_empirical_source(tmp_path):
+    from archscale.fit.reference import reference_chinchilla
+    from archscale.fit.stages import fit_settings
+
+    tiny = pd.DataFrame({"N": [1e5, 2e5], "D": [1e6, 1e6], "loss": [3.0, 2.9]})
+    law, notes = reference_chinchilla(tiny, fit_settings({"l_opt": "empirical"}))
+    assert law is None and "answers L_opt only inside the empirical points" in notes[0]
+    with pytest.raises(FitError, match="only 2 point"):
+        reference_chinchilla(tiny, fit_settings({"l_opt": "chinchilla"}))
+    path = tmp_path / "chinchilla.json"
+    path.write_text(json.dumps({"law": "chinchilla", "coefficients": {
+        "E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}}))
+    law, notes = reference_chinchilla(tiny, fit_settings({"l_opt": "chinchilla"}), path)
+    assert law == ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37) and notes == []

@@ -95,3 +95,12 @@ def test_new_held_out_budget_needs_three_training_budgets():
     quality = progressive_extrapolation(runs, n_starts=10)
     last = quality.iloc[-1]
     assert last["status"] == "skipped" and "token budget" in last["reason"]
+
+
+def test_a_budget_within_one_percent_of_a_training_budget_is_not_new():
+    """The held-out size trained at 8.04e9 tokens is at the training sizes' 8e9 budget by the
+    fits' one distinct-values rule (archscale.fit.values), so its fold is evaluated."""
+    runs = runs_from_paper_law(tokens=(2e9, 8e9))
+    runs.loc[(runs["N"] > 6e8) & (runs["D"] == 8e9), "D"] = 8.04e9
+    last = progressive_extrapolation(runs, n_starts=10).iloc[-1]
+    assert last["status"] == "ok", last["reason"]

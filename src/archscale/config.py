@@ -36,13 +36,24 @@ class ConfigError(ValueError):
 
 
 @cache
-def schema() -> dict[str, Any]:
-    """The JSON schema of config.yaml (also used by snakemake.utils.validate)."""
+def _schema_file() -> dict[str, Any]:
     text = resources.files("archscale").joinpath("schemas/config.schema.json").read_text()
     return json.loads(text)
 
 
+def schema() -> dict[str, Any]:
+    """The JSON schema of config.yaml, with the enums that registries own filled in: fit.form
+    lists the law forms registered in archscale.fit.forms at the time of the call."""
+    from archscale.fit import forms  # numpy only; the registry, not a list kept here
+
+    filled = copy.deepcopy(_schema_file())
+    filled["properties"]["fit"]["properties"]["form"]["enum"] = list(forms.names())
+    return filled
+
+
 def schema_path() -> Path:
+    """The schema file, for snakemake.utils.validate (rules/common.smk). Its fit.form is any
+    string; the enum is checked by `check_schema`, which load_study runs before that."""
     return Path(str(resources.files("archscale").joinpath("schemas/config.schema.json")))
 
 
@@ -85,7 +96,7 @@ def section_defaults(section: str) -> dict[str, Any]:
     """The schema's defaults for one top-level section (e.g. "fit", "search"): what a config
     silent on that section gets, also for users of the library outside a study."""
     defaults: dict[str, Any] = {}
-    _fill_defaults(defaults, schema()["properties"][section])
+    _fill_defaults(defaults, _schema_file()["properties"][section])
     return defaults
 
 
@@ -126,11 +137,11 @@ def _schema_error_lines(config: dict[str, Any], errors: list[Any],
     return lines
 
 
-def _training_override_errors(config: dict[str, Any], source: str) -> list[str]:
+def _training_override_errors(config: dict[str, Any], source: str,
+                              validator: jsonschema.Draft202012Validator) -> list[str]:
     """Check each architecture's `training:` overrides as the merged settings its jobs get, so
     a wrong type or a misspelt key fails at load time, before a job deletes anything. Runs
     after the study's own training section passed, so every error here is the override's."""
-    validator = jsonschema.Draft202012Validator(schema())
     lines = []
     for i, spec in enumerate(config["architectures"]):
         override = spec.get("training") or {}
@@ -154,14 +165,15 @@ def check_schema(config: dict[str, Any], source: str = "config.yaml") -> dict[st
     if not isinstance(config, dict):
         raise ConfigError(f"{source} must be a mapping of sections (data, architectures, "
                           f"token_budgets, ...), got {type(config).__name__}")
-    validator = jsonschema.Draft202012Validator(schema())
+    full = schema()
+    validator = jsonschema.Draft202012Validator(full)
     lines = _schema_error_lines(config, list(validator.iter_errors(config)), source=source)
     if not lines:
-        lines = _training_override_errors(config, source)
+        lines = _training_override_errors(config, source, validator)
     if lines:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines))
     config = copy.deepcopy(config)
-    _fill_defaults(config, schema())
+    _fill_defaults(config, full)
     return config
 
 

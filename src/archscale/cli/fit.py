@@ -2,10 +2,12 @@
 
     archscale fit chinchilla  --runs runs.csv --out chinchilla.json [--bootstrap K] [--plot PNG]
                               [--l-opt best_shapes]
-    archscale fit conditional --runs runs.csv --out conditional.json [--form multiplicative]
+    archscale fit conditional --runs runs.csv --out conditional.json [--form FORM]
                               [--l-opt empirical|chinchilla|best_shapes]
                               [--chinchilla chinchilla.json]
-    archscale fit quality     --runs runs.csv --out quality.csv
+    archscale fit quality     --runs runs.csv --out quality.csv [--form FORM]
+
+FORM is any registered law form (archscale.fit.forms.names(): multiplicative, additive, ...).
 
 Each writes --out and prints one line on stdout: the file and its headline numbers.
 """
@@ -48,6 +50,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="loss column when not named 'loss' (default val_loss)")
     parser.add_argument("--huber-delta", type=positive_float, default=FIT_DEFAULTS["huber_delta"])
     parser.add_argument("--seed", type=non_negative_int, default=FIT_DEFAULTS["seed"])
+
+
+def _form_argument(parser: argparse.ArgumentParser) -> None:
+    """--form, choosing among the registered law forms (archscale.fit.forms)."""
+    from archscale.fit import forms  # numpy only: --help stays light
+
+    parser.add_argument("--form", choices=forms.names(), default=FIT_DEFAULTS["form"],
+                        help="the conditional law's form (default %(default)s)")
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -126,8 +136,7 @@ def register(subparsers: Any) -> None:
 
     cond = sub.add_parser("conditional", help="the architecture-conditional correction")
     _common(cond)
-    cond.add_argument("--form", choices=("multiplicative", "additive"),
-                      default=FIT_DEFAULTS["form"])
+    _form_argument(cond)
     cond.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
                       default=FIT_DEFAULTS["l_opt"], help="reference loss L_opt(N, D)")
     cond.add_argument("--chinchilla", type=json_file,
@@ -142,8 +151,7 @@ def register(subparsers: Any) -> None:
 
     qual = sub.add_parser("quality", help="progressive extrapolation over model sizes (CSV)")
     _common(qual)
-    qual.add_argument("--form", choices=("multiplicative", "additive"),
-                      default=FIT_DEFAULTS["form"])
+    _form_argument(qual)
     qual.add_argument("--r-range", type=positive_float, nargs=2, default=FIT_DEFAULTS["r_range"],
                       metavar=("LOW", "HIGH"))
     qual.set_defaults(func=_run_quality)

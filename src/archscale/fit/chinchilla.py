@@ -1,4 +1,4 @@
-"""Stage 1: the reference loss L_opt(N, D), by a Chinchilla fit or empirically.
+"""Stage 1: the Chinchilla law L(N, D), one source of the reference loss L_opt(N, D).
 
 Chinchilla (Hoffmann et al. 2022, Approach 3): L(N, D) = E + A/N^alpha + B/D^beta, fitted in
 the log-sum-exp parametrisation
@@ -19,9 +19,8 @@ for the five coefficients and for the compute-optimal allocation at each budget 
     N_opt(C) = G (C/6)^(beta/(alpha+beta)),  D_opt(C) = (C/6)^(alpha/(alpha+beta)) / G,
     G = (alpha A / (beta B))^(1/(alpha+beta)).
 
-The empirical alternative (what the paper used at small scale) is the lowest loss among the
-trained variants of one size at one token budget; `EmpiricalLopt` interpolates those points
-for the search stage (see its docstring for what happens outside them).
+The empirical alternative (what the paper used at small scale), and which points each L_opt
+source fits, are in archscale.fit.reference.
 
 chinchilla.json (written by `ChinchillaFit.to_dict`, read back by `load_chinchilla`):
 
@@ -54,10 +53,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize
 
-from archscale.fit.io import provenance, size_groups
+from archscale.fit.intervals import percentile_interval
+from archscale.fit.io import provenance
+from archscale.fit.values import distinct_count
 
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 COEF_NAMES = ("E", "A", "B", "alpha", "beta")
@@ -236,17 +236,6 @@ def _run_bootstrap(log_n, log_d, log_l, delta, theta0, n_resamples, seed, worker
     return thetas, ok
 
 
-def _interval(samples: np.ndarray, level: float) -> dict[str, float]:
-    """Percentile interval and standard error over the finite samples (n says how many)."""
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return {"low": float("nan"), "high": float("nan"), "se": float("nan"), "n": 0}
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return {"low": float(lo), "high": float(hi),
-            "se": float(samples.std(ddof=1)) if samples.size > 1 else float("nan"),
-            "n": int(samples.size)}
-
-
 # ---------------------------------------------------------------------------------------------
 # The fit
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +299,7 @@ def _fit_warnings(law: ChinchillaLaw, n: np.ndarray, d: np.ndarray) -> list[str]
                        f"with {var} (under-trained or noisy runs?), so the law must not be "
                        f"extrapolated in {var} and the compute-optimal allocation is undefined")
     for name, values, coef in (("N", n, "A and alpha"), ("D", d, "B and beta")):
-        distinct = len(np.unique(np.round(np.log(values), 6)))
+        distinct = distinct_count(values)
         if distinct < 3:
             out.append(f"only {distinct} distinct {name} value(s): {coef} are not identified, "
                        f"so the law is trustworthy only at the fitted {name} values; train "
@@ -405,7 +394,8 @@ def _bootstrap_intervals(thetas: np.ndarray, ok: np.ndarray, budgets: Sequence[f
         "method": "percentile bootstrap over points, each refit warm-started from the "
                   "full-data optimum",
         "level": level, "n_resamples": int(len(thetas)), "n_converged": int(ok.sum()),
-        "coefficients": {k: _interval(coefs[:, j], level) for j, k in enumerate(COEF_NAMES)},
+        "coefficients": {k: percentile_interval(coefs[:, j], level, count=True)
+                         for j, k in enumerate(COEF_NAMES)},
         "compute_optimal": [],
     }
     for c in budgets:
@@ -416,7 +406,8 @@ def _bootstrap_intervals(thetas: np.ndarray, ok: np.ndarray, budgets: Sequence[f
             for key in samples:
                 samples[key].append(float(opt[key]))
         out["compute_optimal"].append(
-            {key: _interval(np.array(v, dtype=float), level) for key, v in samples.items()})
+            {key: percentile_interval(np.array(v, dtype=float), level, count=True)
+             for key, v in samples.items()})
     return out
 
 
@@ -427,135 +418,3 @@ def load_chinchilla(path: str | Path) -> ChinchillaLaw:
         raise ValueError(f"{path} is not a chinchilla.json (no 'law': 'chinchilla' and "
                          "'coefficients'); write it with `archscale fit chinchilla`")
     return ChinchillaLaw.from_dict(doc["coefficients"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Empirical L_opt
-# ---------------------------------------------------------------------------------------------
-
-def empirical_points(runs: pd.DataFrame, size_tol: float = 0.25) -> pd.DataFrame:
-    """The lowest loss among the variants of each (size, token budget).
-
-    runs needs columns N, D, loss (see io.read_runs). Sizes are grouped by `io.size_groups`
-    (variants of one nominal size differ a little in N); a group's N is the geometric mean of
-    its members'. Returns columns size, N, D, loss, best_row (the runs row that won) and
-    n_variants.
-    """
-    sizes = size_groups(runs["N"].to_numpy(), size_tol)
-    frame = runs.assign(_size=sizes, _row=np.arange(len(runs)))
-    rows = []
-    for (size, d), group in frame.groupby(["_size", "D"], sort=True):
-        win = group.loc[group["loss"].idxmin()]
-        rows.append({"size": int(size),
-                     "N": float(np.exp(np.log(frame.loc[frame["_size"] == size, "N"]).mean())),
-                     "D": float(d), "loss": float(win["loss"]), "best_row": int(win["_row"]),
-                     "n_variants": int(len(group))})
-    return pd.DataFrame(rows)
-
-
-#: What the Chinchilla stage fits, by the config's fit.l_opt: every run, or ("best_shapes") the
-#: best shape of each (size, budget), the paper's "optimal reference loss".
-CHINCHILLA_POINTS = {"chinchilla": "all_runs", "empirical": "all_runs",
-                     "best_shapes": "best_shape_per_size_and_budget"}
-
-
-def chinchilla_points(runs: pd.DataFrame, l_opt: str, size_tol: float = 0.25
-                      ) -> tuple[pd.DataFrame, str]:
-    """The (N, D, loss, name) points the Chinchilla stage fits, and what they are.
-
-    With fit.l_opt 'best_shapes' these are the per-(size, budget) minima of `empirical_points`
-    (one point each, N the size's geometric mean); otherwise every run.
-    """
-    if l_opt not in CHINCHILLA_POINTS:
-        raise FitError(f"fit.l_opt must be one of {sorted(CHINCHILLA_POINTS)}, got {l_opt!r}")
-    names = runs["name"] if "name" in runs.columns else pd.Series([None] * len(runs))
-    if CHINCHILLA_POINTS[l_opt] == "all_runs":
-        points = runs[["N", "D", "loss"]].assign(name=names.to_numpy())
-    else:
-        best = empirical_points(runs, size_tol)
-        points = best[["N", "D", "loss"]].assign(
-            name=names.to_numpy()[best["best_row"].to_numpy()] if len(best) else [])
-    return points.reset_index(drop=True), CHINCHILLA_POINTS[l_opt]
-
-
-def empirical_l_opt_per_run(runs: pd.DataFrame, size_tol: float = 0.25) -> np.ndarray:
-    """For each run, the lowest loss among runs of its size at its token budget."""
-    sizes = size_groups(runs["N"].to_numpy(), size_tol)
-    return runs.assign(_size=sizes).groupby(["_size", "D"])["loss"].transform("min").to_numpy()
-
-
-@dataclass
-class EmpiricalLopt:
-    """L_opt at any (N, D) from the empirical points, for the search stage.
-
-    Inside the points: linear interpolation of the loss in (ln N, ln D) (over ln N alone when
-    every point has the same D, and vice versa). Outside them: the Chinchilla fit's shape
-    anchored to the nearest empirical point, L = L_emp(p) * chinchilla(N, D) / chinchilla(p),
-    which is continuous at the edge; without a Chinchilla fit such a query is an error.
-    """
-
-    n: np.ndarray
-    d: np.ndarray
-    loss: np.ndarray
-    fallback: ChinchillaLaw | None = None
-
-    def __post_init__(self) -> None:
-        self.n, self.d, self.loss = (np.asarray(v, dtype=float).ravel()
-                                     for v in (self.n, self.d, self.loss))
-        if len(self.n) == 0:
-            raise FitError("no empirical L_opt points")
-        self._ln, self._ld = np.log(self.n), np.log(self.d)
-        self._one_d = np.ptp(self._ld) < 1e-9
-        self._one_n = np.ptp(self._ln) < 1e-9
-        self._interp = None
-        if not (self._one_d or self._one_n):
-            from scipy.interpolate import LinearNDInterpolator
-
-            try:
-                self._interp = LinearNDInterpolator(np.column_stack([self._ln, self._ld]),
-                                                    self.loss)
-            except Exception:  # collinear points (e.g. 2 points): treat as outside
-                self._interp = None
-
-    def _inside(self, ln: np.ndarray, ld: np.ndarray) -> np.ndarray:
-        out = np.full(ln.shape, np.nan)
-        tol = 1e-6
-        if self._one_d and self._one_n:
-            hit = (np.abs(ln - self._ln[0]) < tol) & (np.abs(ld - self._ld[0]) < tol)
-            out[hit] = self.loss[0]
-        elif self._one_d or self._one_n:
-            axis_pts, other_pts, q, other_q = ((self._ln, self._ld, ln, ld) if self._one_d
-                                               else (self._ld, self._ln, ld, ln))
-            order = np.argsort(axis_pts)
-            xs, ys = axis_pts[order], self.loss[order]
-            hit = (np.abs(other_q - other_pts[0]) < tol) & (q >= xs[0] - tol) & (q <= xs[-1] + tol)
-            out[hit] = np.interp(q[hit], xs, ys)
-        elif self._interp is not None:
-            out = np.asarray(self._interp(ln, ld), dtype=float)
-        return out
-
-    def __call__(self, n: Any, d: Any) -> np.ndarray:
-        n, d = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(d, dtype=float))
-        ln, ld = np.log(n).ravel(), np.log(d).ravel()
-        out = self._inside(ln, ld)
-        outside = np.isnan(out)
-        if outside.any():
-            if self.fallback is None:
-                raise FitError(
-                    f"empirical L_opt asked at {int(outside.sum())} (N, D) point(s) outside the "
-                    f"trained sizes N {self.n.min():.4g}..{self.n.max():.4g} and budgets D "
-                    f"{self.d.min():.4g}..{self.d.max():.4g}, and no Chinchilla fit is "
-                    "available to extrapolate; give one (l_opt fallback) or query inside")
-            scale = [max(float(np.ptp(v)), 1e-9) if np.ptp(v) > 1e-9 else 1.0
-                     for v in (self._ln, self._ld)]
-            dist = (((ln[outside, None] - self._ln) / scale[0]) ** 2
-                    + ((ld[outside, None] - self._ld) / scale[1]) ** 2)
-            near = np.argmin(dist, axis=1)
-            ratio = self.loss[near] / self.fallback(self.n[near], self.d[near])
-            out[outside] = ratio * self.fallback(np.exp(ln[outside]), np.exp(ld[outside]))
-        return out.reshape(n.shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"columns": ["N", "D", "loss"],
-                "points": [[float(a), float(b), float(c)]
-                           for a, b, c in zip(self.n, self.d, self.loss)]}

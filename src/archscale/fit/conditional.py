@@ -1,27 +1,28 @@
 """Stage 2: the architecture-conditional correction to L_opt(N, D).
 
-With x = d_model / sqrt(N) and r = MLP parameters / attention parameters (Bian et al. 2026):
+With x = d_model / sqrt(N) and r = MLP parameters / attention parameters (Bian et al. 2026),
+the law is one of the registered forms (archscale.fit.forms; each is one module there):
 
     multiplicative (default)  L = (a0 + a1 ln x + a2/x) * (b0 + b1 ln r + b2/r) * L_opt(N, D)
     additive                  L = (a0 + a1 ln x + a2/x) + (b1 ln r + b2/r) + L_opt(N, D)
 
-Both are fitted by Levenberg-Marquardt (scipy.optimize.least_squares(method='lm')) on the raw
-loss of the runs whose r lies in `r_range` (default [0.5, 5]). The multiplicative form is
-unchanged when one factor is scaled by s and the other by 1/s, so the fit holds b0 = 1 and
-afterwards rescales so that the r factor equals 1 at its optimum r* (b0 + b1 ln r* + b2/r* = 1);
-the x factor then carries the scale. When the fitted r factor has no interior minimum
-(b1 <= 0 or b2 <= 0) it is normalised to 1 at the geometric mean of the fitted r instead, and a
-warning says so. The optimum of each factor is x* = a2/a1 and r* = b2/b1 (a minimum when both
-coefficients are positive); when the fitted points do not reach both sides of x* (or r*), the
-optimum is an extrapolation and a warning says so.
+Every form is fitted by Levenberg-Marquardt (scipy.optimize.least_squares(method='lm')) with
+its analytic Jacobian on the raw loss of the runs whose r lies in `r_range` (default: the
+config schema's fit.r_range, `archscale.fit.defaults.DEFAULT_R_RANGE`). The form then reports
+its coefficients, fixing any scale the data cannot identify (the multiplicative form: the r
+factor equals 1 at r*, see forms/multiplicative.py), and gives the optimum along x and r
+(the built-in forms: x* = a2/a1 and r* = b2/b1, a minimum when both coefficients are positive).
+When an optimum is not a minimum, or the fitted points do not reach both sides of it, a
+warning says so.
 
 conditional.json (written by `ConditionalFit.to_dict`, read back by `load_conditional`):
 
     law            "conditional"
-    form           "multiplicative" | "additive"
-    formula        the formula above, as text
-    coefficients   {a0, a1, a2, b0, b1, b2}   (additive: b0 is 0)
-    normalisation  how the multiplicative scale was fixed, as text
+    form           a registered form: "multiplicative" | "additive" | ...
+    formula        the form's formula, as text
+    coefficients   the form's coefficients by name; built-in forms {a0, a1, a2, b0, b1, b2}
+                   (additive: b0 is 0)
+    normalisation  how the form fixed its scale, as text
     optimum        {x_star, r_star, x_is_minimum, r_is_minimum, x_extrapolated,
                     r_extrapolated, x_fitted: [min, max], r_fitted: [min, max],
                     x_interval_inside_fitted, r_interval_inside_fitted (with a bootstrap)}
@@ -51,7 +52,7 @@ How the search stage gets L_opt at any (N, D), `ConditionalLaw.l_opt(n, d)`:
 - source "empirical": linear interpolation over the empirical points in (ln N, ln D) (over
   ln N alone when they share one D); outside the points, the stored Chinchilla law's shape
   anchored to the nearest empirical point; without a stored Chinchilla law such a query is an
-  error (see chinchilla.EmpiricalLopt).
+  error (see reference.EmpiricalLopt).
 
 `paper_law()` builds the law from the paper's published coefficients for the search CLI.
 """
@@ -67,69 +68,42 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from archscale.fit.chinchilla import (EPOCH_PUBLISHED, ChinchillaLaw, EmpiricalLopt, FitError,
-                                      empirical_l_opt_per_run, empirical_points)
+from archscale.fit import forms
+from archscale.fit.chinchilla import EPOCH_PUBLISHED, ChinchillaLaw, FitError
+from archscale.fit.defaults import DEFAULT_R_RANGE
+from archscale.fit.forms.base import AXES, LawForm
+from archscale.fit.forms.multiplicative import normalise as normalise_r_factor
+from archscale.fit.intervals import percentile_interval
 from archscale.fit.io import provenance
+from archscale.fit.reference import LAW_L_OPT_SOURCES, EmpiricalLopt, reference_loss
 from archscale.fit.seeds import noise_warnings, optimum_margins, resample_losses, seed_noise
+from archscale.fit.values import distinct_count
 
-FORMS = ("multiplicative", "additive")
-L_OPT_SOURCES = ("chinchilla", "best_shapes", "empirical")
-LAW_L_OPT_SOURCES = L_OPT_SOURCES + ("given",)  # "given": per-run values passed by the caller
-COEFFICIENTS = ("a0", "a1", "a2", "b0", "b1", "b2")
-FORMULAS = {
-    "multiplicative": "L = (a0 + a1 ln x + a2/x) * (b0 + b1 ln r + b2/r) * L_opt(N, D)",
-    "additive": "L = (a0 + a1 ln x + a2/x) + (b1 ln r + b2/r) + L_opt(N, D)",
-}
 #: Bian et al. (ICLR 2026), multiplicative form, as published (not normalised).
 PAPER_COEFFICIENTS = {"a0": 2.697, "a1": 0.0974, "a2": 0.0078,
                       "b0": 0.3870, "b1": 0.0063, "b2": 0.0065}
-N_FREE = 5  # both forms: 3 x-coefficients + 2 r-coefficients (b0 fixed by normalisation / absent)
-
-
-def _check_form(form: str) -> str:
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    return form
-
-
-def factor_x(a: Sequence[float], x: Any) -> np.ndarray:
-    """a0 + a1 ln x + a2 / x."""
-    x = np.asarray(x, dtype=float)
-    return a[0] + a[1] * np.log(x) + a[2] / x
-
-
-def factor_r(b: Sequence[float], r: Any) -> np.ndarray:
-    """b0 + b1 ln r + b2 / r."""
-    r = np.asarray(r, dtype=float)
-    return b[0] + b[1] * np.log(r) + b[2] / r
+#: The r span the paper fitted those coefficients on: a published fact, recorded as the paper
+#: law's r_fitted, not a setting (this project's default is the schema's, DEFAULT_R_RANGE).
+PAPER_R_RANGE = (0.5, 5.0)
 
 
 def predict_loss(coefficients: "ConditionalLaw | Mapping[str, float]", x: Any, r: Any,
                  l_opt: Any, form: str | None = None) -> np.ndarray:
     """Predicted loss for arrays of x = d/sqrt(N), r = r_mlp/attn and L_opt (broadcast).
 
-    `coefficients` is a ConditionalLaw or a mapping with a0, a1, a2, b0 (optional for the
-    additive form), b1, b2 and optionally "form"; `form` overrides, default multiplicative.
+    `coefficients` is a ConditionalLaw or a mapping of the form's coefficients (for the
+    built-in forms a0, a1, a2, b0, b1, b2; the additive form's b0 may be left out) and
+    optionally "form"; `form` overrides, default multiplicative.
     A few array operations, so millions of candidates take well under a second.
     """
     if isinstance(coefficients, ConditionalLaw):
-        a, b = coefficients.a, coefficients.b
         form = form or coefficients.form
+        values: Mapping[str, float] = coefficients.coefs
     else:
         form = form or coefficients.get("form", "multiplicative")
-        missing = [k for k in ("a0", "a1", "a2", "b1", "b2") if k not in coefficients]
-        if missing:
-            raise KeyError(f"conditional coefficients need a0, a1, a2, b0, b1, b2; missing "
-                           f"{missing}")
-        a = tuple(float(coefficients[k]) for k in ("a0", "a1", "a2"))
-        b = (float(coefficients.get("b0", 0.0)), float(coefficients["b1"]),
-             float(coefficients["b2"]))
-    _check_form(form)
-    l_opt = np.asarray(l_opt, dtype=float)
-    if form == "multiplicative":
-        return factor_x(a, x) * factor_r(b, r) * l_opt
-    return factor_x(a, x) + (b[1] * np.log(np.asarray(r, dtype=float))
-                             + b[2] / np.asarray(r, dtype=float)) + l_opt
+        values = coefficients
+    law_form = forms.get(form)
+    return law_form.predict(law_form.coefficients(values), x, r, l_opt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,11 +112,14 @@ def predict_loss(coefficients: "ConditionalLaw | Mapping[str, float]", x: Any, r
 
 @dataclass
 class ConditionalLaw:
-    """A fitted (or published) conditional law with its reference L_opt(N, D)."""
+    """A fitted (or published) conditional law with its reference L_opt(N, D).
+
+    `coefs` are the reported coefficients of `form` (a name in archscale.fit.forms), by name;
+    everything that depends on the form (prediction, the optimum) asks the form object.
+    """
 
     form: str
-    a: tuple[float, float, float]
-    b: tuple[float, float, float]
+    coefs: Mapping[str, float]
     l_opt_source: str = "chinchilla"
     chinchilla: ChinchillaLaw | None = None
     empirical: EmpiricalLopt | None = None
@@ -153,36 +130,38 @@ class ConditionalLaw:
     r_fitted: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        _check_form(self.form)
         if self.l_opt_source not in LAW_L_OPT_SOURCES:
             raise ValueError(f"l_opt source must be one of {LAW_L_OPT_SOURCES}, "
                              f"got {self.l_opt_source!r}")
-        self.a = tuple(float(v) for v in self.a)
-        self.b = tuple(float(v) for v in self.b)
-        if self.form == "additive":
-            self.b = (0.0, self.b[1], self.b[2])
+        self.coefs = self.law_form.coefficients(self.coefs)
+
+    @property
+    def law_form(self) -> LawForm:
+        """The form object (archscale.fit.forms) this law is written in."""
+        return forms.get(self.form)
+
+    @property
+    def formula(self) -> str:
+        return self.law_form.formula
+
+    def optimum(self) -> dict[str, forms.Optimum]:
+        """The optimum along x and r, and whether each is a minimum."""
+        return self.law_form.optimum(self.coefs)
 
     @property
     def x_star(self) -> float:
-        return self.a[2] / self.a[1] if self.a[1] != 0 else float("nan")
+        return self.optimum()["x"].star
 
     @property
     def r_star(self) -> float:
-        return self.b[2] / self.b[1] if self.b[1] != 0 else float("nan")
+        return self.optimum()["r"].star
 
     def coefficients(self) -> dict[str, float]:
-        return dict(zip(COEFFICIENTS, self.a + self.b))
-
-    def factor_x(self, x: Any) -> np.ndarray:
-        return factor_x(self.a, x)
-
-    def factor_r(self, r: Any) -> np.ndarray:
-        """The r term: b0 + b1 ln r + b2/r (additive: b0 = 0)."""
-        return factor_r(self.b, r)
+        return dict(self.coefs)
 
     def predict(self, x: Any, r: Any, l_opt: Any) -> np.ndarray:
         """Loss at given x, r and reference loss L_opt (numpy arrays, broadcast)."""
-        return predict_loss(self, x, r, l_opt)
+        return self.law_form.predict(self.coefs, x, r, l_opt)
 
     def l_opt(self, n: Any, d: Any) -> np.ndarray:
         """L_opt at any (N, D); see the module docstring for how each source answers."""
@@ -204,85 +183,32 @@ def paper_law(l_opt: ChinchillaLaw = EPOCH_PUBLISHED, normalise: bool = False) -
     The paper did not publish its L_opt, so L_opt(N, D) defaults to Epoch AI's Chinchilla refit;
     the search compares candidates with a baseline at the same (N, D), where L_opt nearly
     cancels. normalise=True rescales to this project's convention (r factor 1 at r*), which
-    leaves every prediction unchanged.
+    leaves every prediction unchanged. Its r_fitted is the paper's fitting range
+    (PAPER_R_RANGE); its x span was not published, so x_fitted is None.
     """
-    c = PAPER_COEFFICIENTS
-    a = (c["a0"], c["a1"], c["a2"])
-    b = (c["b0"], c["b1"], c["b2"])
+    c = dict(PAPER_COEFFICIENTS)
     note = "as published by Bian et al. (ICLR 2026)"
     if normalise:
-        a, b = _normalise(a, b, b[2] / b[1])
+        c = normalise_r_factor(c, c["b2"] / c["b1"])
         note = "published coefficients rescaled so the r factor equals 1 at r*"
-    return ConditionalLaw(form="multiplicative", a=a, b=b, l_opt_source="chinchilla",
-                          chinchilla=l_opt, normalisation=note)
-
-
-def _normalise(a, b, r_ref: float):
-    s = float(factor_r(b, r_ref))
-    return tuple(v * s for v in a), tuple(v / s for v in b)
+    return ConditionalLaw(form="multiplicative", coefs=c, l_opt_source="chinchilla",
+                          chinchilla=l_opt, normalisation=note, r_fitted=PAPER_R_RANGE)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fitting
 # ---------------------------------------------------------------------------------------------
 
-def _distinct(values: np.ndarray, rel: float = 0.01) -> int:
-    """Count values that differ from their neighbour by more than `rel` (relative)."""
-    v = np.sort(np.log(np.asarray(values, dtype=float)))
-    return int(1 + np.sum(np.diff(v) > rel)) if len(v) else 0
-
-
-def _model(p: np.ndarray, form: str, x, r, l_opt) -> np.ndarray:
-    a = p[:3]
-    if form == "multiplicative":
-        return factor_x(a, x) * (1.0 + p[3] * np.log(r) + p[4] / r) * l_opt
-    return factor_x(a, x) + p[3] * np.log(r) + p[4] / r + l_opt
-
-
-def _jacobian(p: np.ndarray, form: str, x, r, l_opt) -> np.ndarray:
-    lx, ix, lr, ir = np.log(x), 1.0 / x, np.log(r), 1.0 / r
-    if form == "multiplicative":
-        fx = factor_x(p[:3], x)
-        fr = 1.0 + p[3] * lr + p[4] * ir
-        return np.column_stack([fr * l_opt, lx * fr * l_opt, ix * fr * l_opt,
-                                fx * lr * l_opt, fx * ir * l_opt])
-    one = np.ones_like(x)
-    return np.column_stack([one, lx, ix, lr, ir])
-
-
-def _initial(form: str, x, r, loss, l_opt) -> np.ndarray:
-    """Linear least squares with the r terms off (multiplicative) or exact (additive)."""
-    if form == "multiplicative":
-        design = np.column_stack([np.ones_like(x), np.log(x), 1.0 / x])
-        a, *_ = np.linalg.lstsq(design, loss / l_opt, rcond=None)
-        return np.concatenate([a, [0.0, 0.0]])
-    design = np.column_stack([np.ones_like(x), np.log(x), 1.0 / x, np.log(r), 1.0 / r])
-    p, *_ = np.linalg.lstsq(design, loss - l_opt, rcond=None)
-    return p
-
-
-def _lm(p0: np.ndarray, form: str, x, r, loss, l_opt):
-    return least_squares(lambda p: _model(p, form, x, r, l_opt) - loss, p0,
-                         jac=lambda p: _jacobian(p, form, x, r, l_opt), method="lm",
+def _lm(p0: np.ndarray, form: LawForm, x, r, loss, l_opt):
+    return least_squares(lambda p: form.model(p, x, r, l_opt) - loss, p0,
+                         jac=lambda p: form.jacobian(p, x, r, l_opt), method="lm",
                          xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
 
 
-def _law_from_params(p: np.ndarray, form: str, r_fitted: np.ndarray
-                     ) -> tuple[tuple, tuple, str, bool]:
-    """Coefficients in the reported convention, the normalisation note, whether r* was used."""
-    if form == "additive":
-        return tuple(p[:3]), (0.0, p[3], p[4]), "none needed (additive form)", True
-    a, b = tuple(p[:3]), (1.0, p[3], p[4])
-    if b[1] > 0 and b[2] > 0 and factor_r(b, b[2] / b[1]) > 0:
-        a, b = _normalise(a, b, b[2] / b[1])
-        return a, b, "r factor equals 1 at r* (b0 + b1 ln r* + b2/r* = 1)", True
-    r_ref = float(np.exp(np.mean(np.log(r_fitted))))
-    if factor_r(b, r_ref) <= 0:
-        return a, b, ("b0 = 1 (not normalised: the fitted r factor is not positive at the "
-                      "fitted r)"), False
-    a, b = _normalise(a, b, r_ref)
-    return a, b, (f"r factor equals 1 at r = {r_ref:.4g}, the geometric mean of the fitted r "
-                  "(the fitted r factor has no interior minimum)"), False
+def _enough_distinct(form: LawForm, x: np.ndarray, r: np.ndarray) -> bool:
+    """Whether x and r each span as many distinct values as the form's terms need."""
+    return all(distinct_count(v) >= form.distinct_needed[axis]
+               for axis, v in (("x", x), ("r", r)))
 
 
 @dataclass
@@ -313,7 +239,7 @@ class ConditionalFit:
         return {
             "law": "conditional",
             "form": law.form,
-            "formula": FORMULAS[law.form],
+            "formula": law.formula,
             "variables": {"x": "d_model / sqrt(N), N = non-embedding parameters",
                           "r": "MLP parameters / attention parameters",
                           "L_opt": f"reference loss, source {law.l_opt_source!r}"},
@@ -340,48 +266,50 @@ class ConditionalFit:
 
 def _optimum(law: ConditionalLaw, x_used: np.ndarray, r_used: np.ndarray
              ) -> tuple[dict[str, Any], list[str]]:
-    a, b = law.a, law.b
-    x_star, r_star = law.x_star, law.r_star
-    x_min_ok = a[1] > 0 and a[2] > 0
-    r_min_ok = b[1] > 0 and b[2] > 0
-    x_lo, x_hi = float(x_used.min()), float(x_used.max())
-    r_lo, r_hi = float(r_used.min()), float(r_used.max())
-    x_ext = not (x_min_ok and x_lo < x_star < x_hi)
-    r_ext = not (r_min_ok and r_lo < r_star < r_hi)
+    """conditional.json's `optimum` block (where each optimum lies against the fitted span)
+    and a warning for each optimum that is not a minimum or lies outside the fitted runs."""
+    opt = law.optimum()
+    spans = {"x": (float(x_used.min()), float(x_used.max())),
+             "r": (float(r_used.min()), float(r_used.max()))}
+    extrapolated = {name: not (opt[name].is_minimum and spans[name][0] < opt[name].star
+                               < spans[name][1]) for name in AXES}
     warnings = []
-    for name, ok, star, lo, hi, c1, c2, ext, coefs in (
-            ("x", x_min_ok, x_star, x_lo, x_hi, a[1], a[2], x_ext, "a1, a2"),
-            ("r", r_min_ok, r_star, r_lo, r_hi, b[1], b[2], r_ext, "b1, b2")):
-        if not ok:
+    for name in AXES:
+        star, (lo, hi) = opt[name].star, spans[name]
+        if not opt[name].is_minimum:
             warnings.append(
-                f"the fitted {name} factor has no interior minimum ({coefs} = {c1:.4g}, "
-                f"{c2:.4g}; both must be positive), so {name}* = {star:.4g} is not an optimum; "
-                f"train variants that bracket the best {name}")
-        elif ext:
+                f"the fitted {name} factor has no interior minimum ({opt[name].condition}), so "
+                f"{name}* = {star:.4g} is not an optimum; train variants that bracket the best "
+                f"{name}")
+        elif extrapolated[name]:
             warnings.append(
                 f"{name}* = {star:.4g} lies outside the fitted {name} range [{lo:.4g}, {hi:.4g}]: "
                 f"the points do not reach both sides of the U-curve, so the optimum is "
                 f"extrapolated; train variants on the other side of {name}*")
-    return {"x_star": x_star, "r_star": r_star, "x_is_minimum": x_min_ok,
-            "r_is_minimum": r_min_ok, "x_extrapolated": x_ext, "r_extrapolated": r_ext,
-            "x_fitted": [x_lo, x_hi], "r_fitted": [r_lo, r_hi]}, warnings
+    out: dict[str, Any] = {f"{name}_star": opt[name].star for name in AXES}
+    out.update({f"{name}_is_minimum": opt[name].is_minimum for name in AXES})
+    out.update({f"{name}_extrapolated": extrapolated[name] for name in AXES})
+    out.update({f"{name}_fitted": list(spans[name]) for name in AXES})
+    return out, warnings
 
 
 def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
                     l_opt: str | np.ndarray = "empirical",
                     chinchilla: ChinchillaLaw | None = None,
-                    r_range: Sequence[float] = (0.5, 5.0), bootstrap: int = 0,
+                    r_range: Sequence[float] = DEFAULT_R_RANGE, bootstrap: int = 0,
                     level: float = 0.95, seed: int = 0, size_tol: float = 0.25
                     ) -> ConditionalFit:
     """Fit the conditional law to runs (columns N, D, loss, x, r; see io.read_runs).
 
+    form: a registered law form (archscale.fit.forms.names()).
     l_opt: "empirical" (lowest loss of each size at each budget, over all runs read),
     "chinchilla" (the `chinchilla` law at each run's N, D), "best_shapes" (the same, for a law
-    fitted on the best shape of each size and budget: chinchilla_points) or an array of per-run
-    values (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given, else raises).
+    fitted on the best shape of each size and budget: reference.chinchilla_points) or an array
+    of per-run values (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given,
+    else raises). r_range: the r span of the runs fitted (default: the config schema's).
     bootstrap: resamples of the used runs for percentile intervals (serial; LM fits are ms).
     """
-    _check_form(form)
+    law_form = forms.get(form)
     for col in ("N", "D", "loss", "x", "r"):
         if col not in runs.columns:
             raise FitError(f"the runs table has no {col} column (see archscale.fit.io.read_runs)")
@@ -391,7 +319,7 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     table = runs.reset_index(drop=True).copy()
     if "name" not in table.columns:
         table["name"] = None
-    table["l_opt"], source, empirical = _reference_loss(table, l_opt, chinchilla, size_tol)
+    table["l_opt"], source, empirical = reference_loss(table, l_opt, chinchilla, size_tol)
     for col in ("N", "D", "loss", "x", "r", "l_opt"):
         values = table[col].to_numpy(dtype=float)
         bad = ~(np.isfinite(values) & (values > 0))
@@ -400,44 +328,46 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
                            f"(first at row {int(np.argmax(bad))}); drop or fix them")
     used = ((table["r"] >= lo) & (table["r"] <= hi)).to_numpy()
     table["used"] = used
-    n_used = int(used.sum())
-    if n_used < N_FREE + 1:
+    n_used, n_free = int(used.sum()), law_form.n_free
+    if n_used < n_free + 1:
         raise FitError(
-            f"the {form} conditional law has {N_FREE} free coefficients but only {n_used} run(s) "
+            f"the {form} conditional law has {n_free} free coefficients but only {n_used} run(s) "
             f"have r in [{lo:g}, {hi:g}] ({len(table) - n_used} excluded); at least "
-            f"{N_FREE + 1} are needed: train more variants or widen fit.r_range")
+            f"{n_free + 1} are needed: train more variants or widen fit.r_range")
     u = table[used]
     x, r, loss, lo_pt = (u[c].to_numpy(dtype=float) for c in ("x", "r", "loss", "l_opt"))
-    for name, values in (("x = d/sqrt(N)", x), ("r = r_mlp/attn", r)):
-        k = _distinct(values)
-        if k < 3:
-            raise FitError(f"the runs used span only {k} distinct value(s) of {name}; its "
-                           "factor has 3 coefficients, so train variants at 3 or more values")
+    for axis, name, values in (("x", "x = d/sqrt(N)", x), ("r", "r = r_mlp/attn", r)):
+        k, need = distinct_count(values), law_form.distinct_needed[axis]
+        if k < need:
+            raise FitError(f"the runs used span only {k} distinct value(s) of {name}; the "
+                           f"{form} form needs {need} to fit its {axis} term, so train "
+                           f"variants at {need} or more values")
     t0 = time.perf_counter()
-    res = _lm(_initial(form, x, r, loss, lo_pt), form, x, r, loss, lo_pt)
+    res = _lm(law_form.initial(x, r, loss, lo_pt), law_form, x, r, loss, lo_pt)
     if not np.all(np.isfinite(res.x)):
         raise FitError(f"Levenberg-Marquardt diverged ({res.message}); check the runs table")
-    a, b, note, at_r_star = _law_from_params(res.x, form, r)
-    law = ConditionalLaw(form=form, a=a, b=b, l_opt_source=source, chinchilla=chinchilla,
-                         empirical=empirical, normalisation=note)
+    reported = law_form.report(res.x, r)
+    law = ConditionalLaw(form=form, coefs=reported.coefficients, l_opt_source=source,
+                         chinchilla=chinchilla, empirical=empirical,
+                         normalisation=reported.normalisation)
     table["predicted"] = law.predict(table["x"], table["r"], table["l_opt"])
     table["residual"] = table["predicted"] - table["loss"]
     resid = table.loc[used, "residual"].to_numpy()
-    fit_info = _fit_info(res, (lo, hi), n_used, len(table), resid, t0)
+    fit_info = _fit_info(res, (lo, hi), n_used, len(table), n_free, resid, t0)
     optimum, warnings = _optimum(law, x, r)
     law.x_fitted, law.r_fitted = tuple(optimum["x_fitted"]), tuple(optimum["r_fitted"])
     noise = seed_noise(table[used])
     warnings.extend(noise_warnings(noise))
     if not res.success:
         warnings.append(f"Levenberg-Marquardt did not converge: {res.message}")
-    if not at_r_star:
-        warnings.append(f"normalisation: {note}")
+    if not reported.at_optimum:
+        warnings.append(f"normalisation: {reported.normalisation}")
     fit = ConditionalFit(law=law, fit_info=fit_info, table=table, r_range=(lo, hi),
                          optimum=optimum, warnings=warnings, size_tol=size_tol,
                          seed_noise=noise,
                          margins=optimum_margins(table[used], noise, size_tol))
     if bootstrap > 0:
-        fit.intervals = _bootstrap(res.x, form, x, r, u, lo_pt, int(bootstrap), level, seed)
+        fit.intervals = _bootstrap(res.x, law_form, x, r, u, lo_pt, int(bootstrap), level, seed)
         fit.warnings.extend(_intervals_inside(fit.intervals, optimum, level))
         skipped = fit.intervals["n_resamples"] - fit.intervals["n_converged"]
         if skipped:
@@ -446,13 +376,13 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     return fit
 
 
-def _fit_info(res, r_range: tuple[float, float], n_used: int, n_total: int, resid: np.ndarray,
-              t0: float) -> dict[str, Any]:
+def _fit_info(res, r_range: tuple[float, float], n_used: int, n_total: int, n_free: int,
+              resid: np.ndarray, t0: float) -> dict[str, Any]:
     """conditional.json's `fit` block: the method, the points used, the residuals, LM's report."""
     return {
         "method": "scipy.optimize.least_squares(method='lm') on raw loss, analytic Jacobian",
         "r_range": list(r_range), "n_points": n_used, "n_excluded": int(n_total - n_used),
-        "n_coefficients": N_FREE, "rmse": float(np.sqrt(np.mean(resid ** 2))),
+        "n_coefficients": n_free, "rmse": float(np.sqrt(np.mean(resid ** 2))),
         "max_abs_residual": float(np.abs(resid).max()), "cost": float(res.cost),
         "nfev": int(res.nfev), "status": int(res.status), "message": str(res.message),
         "success": bool(res.success), "time_s": round(time.perf_counter() - t0, 4)}
@@ -463,7 +393,7 @@ def _intervals_inside(intervals: Mapping[str, Any], optimum: dict[str, Any], lev
     """Mark in `optimum` whether each optimum's bootstrap interval lies strictly inside the
     fitted span; a warning for each that does not."""
     warnings = []
-    for name in ("x", "r"):
+    for name in AXES:
         ci, (lo_f, hi_f) = intervals["optimum"][f"{name}_star"], optimum[f"{name}_fitted"]
         inside = bool(lo_f < ci["low"] and ci["high"] < hi_f)
         optimum[f"{name}_interval_inside_fitted"] = inside
@@ -475,59 +405,34 @@ def _intervals_inside(intervals: Mapping[str, Any], optimum: dict[str, Any], lev
     return warnings
 
 
-def _reference_loss(table: pd.DataFrame, l_opt: str | np.ndarray,
-                    chinchilla: ChinchillaLaw | None, size_tol: float
-                    ) -> tuple[np.ndarray, str, EmpiricalLopt | None]:
-    """Each run's L_opt, the source's name, and the empirical points when that is the source."""
-    if not isinstance(l_opt, str):
-        values = np.asarray(l_opt, dtype=float).ravel()
-        if len(values) != len(table):
-            raise FitError(f"l_opt has {len(values)} values for {len(table)} runs")
-        return values, "given", None
-    if l_opt not in L_OPT_SOURCES:
-        raise ValueError(f"l_opt must be one of {L_OPT_SOURCES} or an array, got {l_opt!r}")
-    if l_opt in ("chinchilla", "best_shapes"):
-        if chinchilla is None:
-            raise FitError(f"l_opt={l_opt!r} needs a fitted Chinchilla law (chinchilla=); "
-                           "fit one with fit_chinchilla or use l_opt='empirical'")
-        return np.asarray(chinchilla(table["N"], table["D"]), dtype=float), l_opt, None
-    pts = empirical_points(table, size_tol)
-    return (empirical_l_opt_per_run(table, size_tol), l_opt,
-            EmpiricalLopt(pts["N"], pts["D"], pts["loss"], fallback=chinchilla))
-
-def _bootstrap(p0, form, x, r, used: pd.DataFrame, l_opt, n_resamples, level, seed
+def _bootstrap(p0, form: LawForm, x, r, used: pd.DataFrame, l_opt, n_resamples, level, seed
                ) -> dict[str, Any]:
     """Percentile intervals from refits on resampled runs, each run's seeds resampled too."""
     rng = np.random.default_rng(seed)
     n = len(x)
+    names = form.coefficient_names
     samples = []
     for _ in range(n_resamples):
         idx = rng.integers(0, n, size=n)
-        if _distinct(x[idx]) < 3 or _distinct(r[idx]) < 3:
+        if not _enough_distinct(form, x[idx], r[idx]):
             continue
         loss = resample_losses(used, rng)
         res = _lm(p0, form, x[idx], r[idx], loss[idx], l_opt[idx])
         if not (res.success and np.all(np.isfinite(res.x))):
             continue
-        a, b, _, _ = _law_from_params(res.x, form, r[idx])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            samples.append(list(a) + list(b) + [a[2] / a[1], b[2] / b[1]])
-    arr = np.array(samples, dtype=float).reshape(-1, 8)
-
-    def interval(col: np.ndarray) -> dict[str, float]:
-        col = col[np.isfinite(col)]
-        if col.size < 2:
-            return {"low": float("nan"), "high": float("nan"), "se": float("nan")}
-        low, high = np.quantile(col, [(1 - level) / 2, (1 + level) / 2])
-        return {"low": float(low), "high": float(high), "se": float(col.std(ddof=1))}
-
+        c = form.report(res.x, r[idx]).coefficients
+        opt = form.optimum(c)
+        samples.append([c[k] for k in names] + [opt[a].star for a in AXES])
+    arr = np.array(samples, dtype=float).reshape(-1, len(names) + len(AXES))
+    stars = {f"{a}_star": arr[:, len(names) + i] for i, a in enumerate(AXES)}
     return {"method": "percentile bootstrap over runs (shape and budget) and, within each, "
                       "over its seeds; each resample refit by LM from the full-data optimum; "
                       "L_opt held at each run's full-data value",
             "level": level, "n_resamples": n_resamples, "n_converged": int(len(arr)),
             "seed": seed,
-            "coefficients": {k: interval(arr[:, j]) for j, k in enumerate(COEFFICIENTS)},
-            "optimum": {"x_star": interval(arr[:, 6]), "r_star": interval(arr[:, 7])}}
+            "coefficients": {k: percentile_interval(arr[:, j], level)
+                             for j, k in enumerate(names)},
+            "optimum": {k: percentile_interval(v, level) for k, v in stars.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,18 +444,14 @@ def law_from_dict(doc: Mapping[str, Any]) -> ConditionalLaw:
     if doc.get("law") != "conditional" or "coefficients" not in doc:
         raise ValueError("not a conditional.json document (needs 'law': 'conditional' and "
                          "'coefficients'); write it with `archscale fit conditional`")
-    c = doc["coefficients"]
     l_opt = doc.get("l_opt") or {}
     chin = ChinchillaLaw.from_dict(l_opt["chinchilla"]) if l_opt.get("chinchilla") else None
-    emp = None
-    if l_opt.get("empirical"):
-        pts = np.asarray(l_opt["empirical"]["points"], dtype=float).reshape(-1, 3)
-        emp = EmpiricalLopt(pts[:, 0], pts[:, 1], pts[:, 2], fallback=chin)
+    emp = (EmpiricalLopt.from_dict(l_opt["empirical"], fallback=chin)
+           if l_opt.get("empirical") else None)
     optimum = doc.get("optimum") or {}
     spans = {k: tuple(float(v) for v in optimum[k]) if optimum.get(k) else None
              for k in ("x_fitted", "r_fitted")}
-    return ConditionalLaw(form=doc.get("form", "multiplicative"),
-                          a=(c["a0"], c["a1"], c["a2"]), b=(c.get("b0", 0.0), c["b1"], c["b2"]),
+    return ConditionalLaw(form=doc.get("form", "multiplicative"), coefs=doc["coefficients"],
                           l_opt_source=l_opt.get("source", "chinchilla"), chinchilla=chin,
                           empirical=emp, normalisation=doc.get("normalisation", ""), **spans)
 
@@ -563,5 +464,5 @@ def load_conditional(path: str | Path) -> ConditionalLaw:
                                 "`archscale fit conditional` or the Snakemake fit rule first")
     try:
         return law_from_dict(json.loads(path.read_text()))
-    except ValueError as exc:
+    except (ValueError, KeyError) as exc:
         raise ValueError(f"{path}: {exc}") from exc

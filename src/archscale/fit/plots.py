@@ -1,8 +1,9 @@
 """Figures of the fits, for the Snakemake report (matplotlib, Agg backend, PNG).
 
 - `plot_chinchilla`: loss against N and against D, observed points and the fitted law.
-- `plot_u_curves`: the U-curves of loss against d/sqrt(N) and r_mlp/attn, each with the other
-  factor and L_opt divided out (multiplicative) or subtracted (additive), and the fitted factor.
+- `plot_u_curves`: the U-curves of loss against d/sqrt(N) and r_mlp/attn, each with the rest of
+  the law removed as the law's form says (divided out for the multiplicative form, subtracted
+  for the additive one), and the fitted curve.
 - `plot_predicted_vs_observed`: every run's predicted against observed loss.
 """
 from __future__ import annotations
@@ -77,27 +78,19 @@ def plot_chinchilla(fit: ChinchillaFit, path: str | Path) -> None:
 
 
 def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
-    """Loss with the other factor and L_opt removed, against x and r, with the fitted factor."""
+    """Loss with the rest of the law removed, against x and r, with the fitted curve; the law's
+    form says how to remove the rest (archscale.fit.forms.base.LawForm.split)."""
     t = fit.table
     law = fit.law
     used = t["used"].to_numpy()
     x, r, loss, lo = (t[c].to_numpy(dtype=float) for c in ("x", "r", "loss", "l_opt"))
-    if law.form == "multiplicative":
-        y_x = loss / (lo * law.factor_r(r))
-        y_r = loss / (lo * law.factor_x(x))
-        ylab_x, ylab_r = "L / (L_opt * r factor)", "L / (L_opt * x factor)"
-    else:
-        y_x = loss - lo - law.factor_r(r)
-        y_r = loss - lo - law.factor_x(x)
-        ylab_x, ylab_r = "L - L_opt - r term", "L - L_opt - x term"
+    split = law.law_form.split(law.coefs, x, r, loss, lo)
     sizes = size_groups(t["N"].to_numpy(), fit.size_tol)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    opt = fit.optimum
-    for ax, var, y, curve, star, is_min, name, ylab in (
-            (axes[0], x, y_x, law.factor_x, law.x_star, opt["x_is_minimum"], "d / sqrt(N)",
-             ylab_x),
-            (axes[1], r, y_r, law.factor_r, law.r_star, opt["r_is_minimum"],
-             "r = MLP / attention params", ylab_r)):
+    opt = law.optimum()
+    for ax, axis, var, name in ((axes[0], "x", x, "d / sqrt(N)"),
+                                (axes[1], "r", r, "r = MLP / attention params")):
+        y, star = split[axis].observed, opt[axis].star
         for s in np.unique(sizes):
             sel = sizes == s
             ax.scatter(var[sel & used], y[sel & used], s=18,
@@ -105,8 +98,8 @@ def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
             if (sel & ~used).any():
                 ax.scatter(var[sel & ~used], y[sel & ~used], s=18, marker="x", color="grey")
         grid = np.geomspace(var.min() / 1.3, var.max() * 1.3, 200)
-        ax.plot(grid, curve(grid), color="black", lw=1.5, label="fitted factor")
-        if is_min:
+        ax.plot(grid, split[axis].curve(grid), color="black", lw=1.5, label="fitted factor")
+        if opt[axis].is_minimum:
             outside = not var[used].min() < star < var[used].max()
             ax.axvline(star, color="red", ls="--", lw=1,
                        label=f"optimum {star:.3g}" + (" (extrapolated)" if outside else ""))
@@ -116,7 +109,7 @@ def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
         ax.xaxis.set_major_formatter(PLAIN_LOG_TICKS)
         ax.xaxis.set_minor_formatter(PLAIN_LOG_TICKS)
         ax.set_xlabel(name)
-        ax.set_ylabel(ylab)
+        ax.set_ylabel(split[axis].label)
         ax.legend(fontsize=7)
     fig.suptitle(f"Conditional law ({law.form}); grey x: outside r_range, not fitted")
     _save(fig, path, notes=fit.warnings)

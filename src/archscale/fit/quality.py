@@ -20,24 +20,25 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from archscale.fit import forms
 from archscale.fit.chinchilla import FitError, fit_chinchilla
 from archscale.fit.conditional import fit_conditional
+from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.io import size_groups
+from archscale.fit.values import absent_from, distinct_count
 
 COLUMNS = ["fold", "train_sizes", "heldout_size", "heldout_n_params", "n_train", "n_heldout",
            "status", "reason", "mse", "rmse", "spearman", "mean_abs_rel_error", "form",
            "l_opt_source"]
 
 
-def _distinct(values: np.ndarray) -> int:
-    return len(np.unique(np.round(np.log(np.asarray(values, dtype=float)), 6)))
-
-
 def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative",
-                              r_range: Sequence[float] = (0.5, 5.0), huber_delta: float = 1e-3,
-                              size_tol: float = 0.25, min_train_sizes: int = 3,
-                              n_starts: int = 50) -> pd.DataFrame:
-    """One row per fold (columns COLUMNS); runs need N, D, loss, x, r (see io.read_runs)."""
+                              r_range: Sequence[float] = DEFAULT_R_RANGE,
+                              huber_delta: float = 1e-3, size_tol: float = 0.25,
+                              min_train_sizes: int = 3, n_starts: int = 50) -> pd.DataFrame:
+    """One row per fold (columns COLUMNS); runs need N, D, loss, x, r (see io.read_runs).
+    form: a registered law form (archscale.fit.forms.names())."""
+    forms.get(form)  # an unknown form fails here, even when every fold is skipped
     table = runs.reset_index(drop=True)
     sizes = size_groups(table["N"].to_numpy(), size_tol)
     n_sizes = int(sizes.max()) + 1 if len(sizes) else 0
@@ -54,12 +55,12 @@ def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative
                "l_opt_source": "chinchilla fit on the training sizes"}
         rows.append(row)
         tr, ho = table[train], table[held]
-        new_d = set(np.round(np.log(ho["D"]), 6)) - set(np.round(np.log(tr["D"]), 6))
+        new_d = len(absent_from(ho["D"], tr["D"])) > 0
         if k < min_train_sizes:
             row["reason"] = (f"{k} training size(s): the Chinchilla fit that supplies the "
                              f"held-out L_opt needs {min_train_sizes} to extrapolate in N")
             continue
-        if new_d and _distinct(tr["D"]) < 3:
+        if new_d and distinct_count(tr["D"]) < 3:
             row["reason"] = ("held-out token budget(s) absent from the training sizes, and fewer "
                              "than 3 training budgets to extrapolate L_opt in D")
             continue

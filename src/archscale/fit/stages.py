@@ -8,18 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from archscale.config import section_defaults
-from archscale.fit.chinchilla import (FitError, chinchilla_points, fit_chinchilla,
-                                      load_chinchilla)
+from archscale.fit.chinchilla import fit_chinchilla
 from archscale.fit.conditional import fit_conditional
+from archscale.fit.defaults import FIT_DEFAULTS
 from archscale.fit.io import read_runs
 from archscale.fit.quality import progressive_extrapolation
+from archscale.fit.reference import chinchilla_points, reference_chinchilla
 from archscale.io import write_csv, write_json
 from archscale.provenance import now
 from archscale.provenance import provenance as project_provenance
-
-#: The schema's defaults for the `fit` section (src/archscale/schemas/config.schema.json).
-FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")
 
 
 def fit_settings(fit: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -71,29 +68,13 @@ def conditional_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] 
     """Fit the conditional law and write conditional.json (and plots).
 
     The Chinchilla law is read from `chinchilla` (a chinchilla.json) when given, else fitted on
-    the runs without bootstrap (on the best shape per (size, budget) when fit.l_opt is
-    'best_shapes'). It is the L_opt when fit.l_opt is 'chinchilla' or 'best_shapes', and the
-    extrapolation outside the empirical points when it is 'empirical' (where a table too small
-    for a Chinchilla fit is allowed: the law then answers L_opt only at its points).
+    the runs (archscale.fit.reference.reference_chinchilla says when and how it serves L_opt).
     plots: optional paths under the keys 'u_curves' and 'predicted'.
     """
     started = now()
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
-    notes = []
-    if chinchilla:
-        law = load_chinchilla(chinchilla)
-    else:
-        try:
-            points, _ = chinchilla_points(table, s["l_opt"], s["size_tolerance"])
-            law = fit_chinchilla(points["N"], points["D"], points["loss"],
-                                 huber_delta=s["huber_delta"], n_starts=s["n_starts"]).law
-        except FitError as exc:
-            if s["l_opt"] != "empirical":
-                raise
-            law = None
-            notes.append(f"no Chinchilla fit for extrapolating L_opt ({exc}); the law answers "
-                         "L_opt only inside the empirical points")
+    law, notes = reference_chinchilla(table, s, chinchilla)
     result = fit_conditional(table, form=s["form"], l_opt=s["l_opt"], chinchilla=law,
                              r_range=s["r_range"], bootstrap=s["bootstrap"], seed=s["seed"],
                              size_tol=s["size_tolerance"])
