@@ -54,7 +54,7 @@ def test_search_with_paper_coefficients_on_h200(tmp_path):
                    str(REPO / "configs/paper-1b.yaml"), "--gpu", "H200", "--engine", "sglang",
                    "--budget", "973e6", "--tokens", "20e9", "--out-dir", str(tmp_path))
     assert text.count("\n") == 1 and text.startswith(f"wrote {tmp_path}/: candidates.csv")
-    rec = json.loads((tmp_path / "recommendations.json").read_text())[0]
+    rec = json.loads((tmp_path / "recommendations.json").read_text())["recommendations"][0]
     assert f"{rec['speedup_vs_baseline']:.2f}x" in text
     best, fast, base = (rec["most_accurate"], rec["fastest_at_baseline_loss_after_gqa_search"],
                         rec["baseline"])
@@ -106,7 +106,7 @@ def test_search_flags_candidates_outside_the_fitted_spans(tmp_path):
     outside_x = (cand.d_over_sqrt_n < 0.05) | (cand.d_over_sqrt_n > 0.07)
     assert (cand.law_range[outside_x].str.contains("outside x")).all()
     assert (cand.law_range[~outside_x] == "inside").all()
-    rec = json.loads((tmp_path / "recommendations.json").read_text())[0]
+    rec = json.loads((tmp_path / "recommendations.json").read_text())["recommendations"][0]
     best = rec["most_accurate"]  # the law's x* 0.08 lies beyond the spans' 0.07
     assert best["d_over_sqrt_n"] > 0.07 and best["law_range"] == "outside x"
     assert any(w.startswith(f"most_accurate {best['name']}") for w in rec["warnings"])
@@ -146,3 +146,64 @@ def test_fit_chinchilla_prints_one_line_with_out(tmp_path):
     assert text.count("\n") == 1
     assert text.startswith(f"wrote {out}: E {doc['coefficients']['E']:.4g}, ")
     assert "(9 points, all_runs)" in text
+
+
+def test_search_spans_the_r_range_the_law_was_fitted_on(tmp_path):
+    """Issue 25: without --configfile the candidates' r range is the law's fitted span
+    (docs/laptop-science: r 0.19-25), not a literal default."""
+    law = json.loads((REPO / "docs/laptop-science/conditional.json").read_text())
+    r_low, r_high = law["optimum"]["r_fitted"]
+    run_cli("search", "--coefficients", str(REPO / "docs/laptop-science/conditional.json"),
+            "--gpu", "cpu", "--engine", "torch", "--budget", "64000", "--n-layers", "2",
+            "--head-dim", "8", "--vocab-size", "512", "--tokens", "1.28e6", "--d-model-step", "1",
+            "--out-dir", str(tmp_path))
+    r = pd.read_csv(tmp_path / "candidates.csv").r_mlp_attn
+    assert r.min() >= r_low and r.max() <= r_high
+    # the integer grid reaches close to both ends (the old literal range stopped at 0.5 and 5)
+    assert r.min() < 0.3 and r.max() > 18
+    doc = json.loads((tmp_path / "recommendations.json").read_text())
+    assert doc["law"]["r_fitted"] == [r_low, r_high]
+
+
+def test_search_with_the_paper_law_uses_the_papers_fitting_range(tmp_path):
+    from archscale.fit.conditional import PAPER_R_RANGE
+
+    run_cli("search", "--coefficients", "paper", "--gpu", "H200", "--engine", "vllm",
+            "--budget", "973e6", "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9",
+            "--out-dir", str(tmp_path))
+    r = pd.read_csv(tmp_path / "candidates.csv").r_mlp_attn
+    assert PAPER_R_RANGE[0] <= r.min() < 0.6 and 4.5 < r.max() <= PAPER_R_RANGE[1]
+
+
+def _keys(doc, depth: int = 2) -> set[str]:
+    """The keys of a JSON document down to `depth` levels, as dotted paths."""
+    out = set()
+    for key, value in doc.items():
+        out.add(key)
+        if depth > 1 and isinstance(value, dict):
+            out |= {f"{key}.{sub}" for sub in _keys(value, depth - 1)}
+    return out
+
+
+def test_rule_and_cli_write_the_same_recommendations_document(tiny_study_done, tmp_path):
+    """Issue 25: one recommendations.json, written by one function, from the rule and the CLI."""
+    results = tiny_study_done / "results"
+    run_cli("search", "--coefficients", str(results / "fits/conditional.json"), "--configfile",
+            str(tiny_study_done / "config.yaml"), "--calibration",
+            str(results / "throughput/calibration.json"), "--quality",
+            str(results / "fits/quality.csv"), "--out-dir", str(tmp_path))
+    rule = json.loads((results / "recommendations.json").read_text())
+    cli = json.loads((tmp_path / "recommendations.json").read_text())
+    assert _keys(cli) == _keys(rule)
+    assert [_keys(r, 1) for r in cli["recommendations"]] == \
+        [_keys(r, 1) for r in rule["recommendations"]]
+    # the same law and the same picks (the rule also knows which shapes were trained)
+    assert cli["law"] == rule["law"]
+    for mine, theirs in zip(cli["recommendations"], rule["recommendations"]):
+        assert mine["fastest_at_baseline_loss"]["name"] == \
+            theirs["fastest_at_baseline_loss"]["name"]
+    # without --quality the document says the extrapolation is unchecked, with the same keys
+    text = run_cli("search", "--coefficients", str(results / "fits/conditional.json"),
+                   "--configfile", str(tiny_study_done / "config.yaml"))
+    printed = json.loads(text)
+    assert _keys(printed) == _keys(rule) and printed["law"]["fit_quality"] is None

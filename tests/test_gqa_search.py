@@ -92,15 +92,16 @@ def test_a_pick_worse_than_the_baseline_recommends_nothing():
 # ---------------------------------------------------------------------------------------------
 
 #: The search at a budget whose Surefire-like pick (Eq. 4 at GQA group 1) has 4 heads, so two
-#: larger groups (2, 4) to try, trained at 128k tokens against a baseline with r ~ 8. Measured
-#: here: the pick's loss is 1.4 % above that baseline's (the law, fitted at 8k tokens, is far
-#: off at 128k), the two variants 4-5 % below it. With a 5 % tolerance the chain trains both
-#: variants; back at the paper's rule (tolerance 0) it stops at the pick, the first step worse
-#: than the measured baseline (the last test).
+#: larger groups (2, 4) to try, trained at 128k tokens against a baseline near x 0.1, r 8. The
+#: search ranges over the r span the law was fitted on (the tiny study's r 1-4), so the baseline
+#: is the candidate nearest those proportions inside it. Measured here: the pick's loss is 6 %
+#: above that baseline's (4.94 against 4.66; the law, fitted at 8k tokens, is far off at 128k).
+#: With a 10 % tolerance the chain trains both variants; back at the paper's rule (tolerance 0)
+#: it stops at the pick, the first step worse than the measured baseline (the last test).
 GQA_SEARCH = {"budgets": [400000], "tokens": 131072, "gqa_groups": [1, 2, 4, 8],
               "baseline": {"d_over_sqrt_n": 0.1, "r_mlp_attn": 8.0, "gqa_group": 1},
               "gqa_search": {"enabled": True, "budget_hours": 1.0, "max_variants": 3,
-                             "loss_tolerance": 0.05}}
+                             "loss_tolerance": 0.10}}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,8 @@ def test_the_chain_trains_variants_in_order_and_stops_at_the_first_worse(gqa_sea
     assert last.decision == "stop"
     assert (not last.accepted) or len(table) == len(size["steps"])
     assert (table.accepted == (table.measured_loss <= table.loss_threshold)).all()
-    assert np.allclose(table.loss_threshold, table.baseline_loss * 1.05)
+    tolerance = GQA_SEARCH["gqa_search"]["loss_tolerance"]
+    assert np.allclose(table.loss_threshold, table.baseline_loss * (1 + tolerance))
     # the steps after the stop were never trained
     runs = workdir / "results/validation/runs"
     for later in size["steps"][len(table):]:

@@ -43,7 +43,7 @@ def _search(study: Any, baseline: str, engine: str) -> dict[str, Any]:
     search = {**study.config["search"], "budgets": [base.n_params_non_embedding]}
     result, _ = run_study_search(SearchSettings(
         search=search, throughput=study.config["throughput"], architectures=archs,
-        r_range=tuple(study.config["fit"]["r_range"]), tokens=CHECK_TOKENS, law=paper_law(),
+        tokens=CHECK_TOKENS, law=paper_law(),
         calibration=Calibration(), engine=engine, gpu=GPU))
     return result["recommendations"][0]
 

@@ -6,7 +6,9 @@
 
 `--coefficients paper` uses the paper's published multiplicative fit with Epoch AI's Chinchilla
 refit as L_opt. Search settings (grid, GQA groups, baseline) come from --configfile's `search`
-section when given, otherwise from the schema defaults; flags override them.
+section when given, otherwise from the schema defaults; flags override them. The candidates' r
+range is the law's: the r span it was fitted on (the paper's fitting range for 'paper').
+The files are the workflow's search rule's own (archscale.search.outputs).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from archscale.architecture import Architecture
-from archscale.cli.args import json_file, output_dir, positive_float, positive_int
+from archscale.cli.args import csv_file, json_file, output_dir, positive_float, positive_int
 from archscale.config import load_study, search_engine, section_defaults
 
 
@@ -36,14 +38,13 @@ def _settings(args: argparse.Namespace) -> Any:
     from archscale.search.study import SearchSettings
     from archscale.throughput.model import load_calibration
 
-    settings, throughput, archs, r_range = section_defaults("search"), {}, [], (0.5, 5.0)
+    settings, throughput, archs = section_defaults("search"), {}, []
     tokens = args.tokens
     if args.configfile:
         study = load_study(args.configfile)
         settings = dict(study.config["search"])
         throughput = dict(study.config["throughput"])
         archs = list(study.architectures.values())
-        r_range = tuple(study.config["fit"]["r_range"])
         tokens = tokens or settings["tokens"] or max(
             max(study.token_budgets(a)) for a in study.architectures)
     if args.budget:
@@ -70,7 +71,7 @@ def _settings(args: argparse.Namespace) -> Any:
                                   ("output_len", args.output_len)) if v is not None}
     return SearchSettings(
         search=settings, throughput={**throughput, **workload}, architectures=archs,
-        r_range=r_range, tokens=float(tokens), law=law,
+        tokens=float(tokens), law=law,
         calibration=load_calibration(args.calibration),
         # without --configfile there is no throughput section: vLLM, as the paper measured
         engine=args.engine or search_engine(settings, throughput or {"engines": ["vllm"]}),
@@ -78,22 +79,34 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from archscale.io import write_csv, write_json
-    from archscale.search.study import pareto_columns, run_study_search
+    import pandas as pd
 
-    result, _ = run_study_search(_settings(args))
+    from archscale.provenance import now
+    from archscale.search.outputs import recommendations_document, write_search_outputs
+    from archscale.search.study import run_study_search
+
+    started = now()
+    settings = _settings(args)
+    result, inputs = run_study_search(settings)
+    quality = pd.read_csv(args.quality) if args.quality else None
+    record = {"command": "archscale search", "arguments": {k: v for k, v in vars(args).items()
+                                                           if k != "func"}}
+    files = [f for f in (args.coefficients, args.configfile, args.calibration, args.quality)
+             if f and f != "paper"]
     if args.out_dir:
         out = Path(args.out_dir)
-        write_csv(out / "candidates.csv", result["candidates"])
-        write_csv(out / "pareto.csv", pareto_columns(result["pareto"]))
-        write_json(out / "recommendations.json", result["recommendations"])
+        write_search_outputs(result, inputs.law, {name: out / f"{name}.{ext}" for name, ext in
+                                                  (("candidates", "csv"), ("pareto", "csv"),
+                                                   ("recommendations", "json"))},
+                             quality=quality, settings=record, inputs=files, started=started)
         speedups = ", ".join(f"{r['budget']:.3g}: {r['speedup_vs_baseline']:.2f}x"
                              for r in result["recommendations"] if "speedup_vs_baseline" in r)
         print(f"wrote {out}/: candidates.csv ({len(result['candidates']):,} shapes), pareto.csv "
               f"({len(result['pareto'])} frontier points), recommendations.json; speed-up at the "
               f"baseline's loss by budget: {speedups or 'none found'}")
     else:
-        print(json.dumps(result["recommendations"], indent=2, default=float))
+        doc = recommendations_document(result, inputs.law, quality, record, files, started)
+        print(json.dumps(doc, indent=2, default=float))
     return 0
 
 
@@ -120,6 +133,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gqa-groups", type=positive_int, nargs="+")
     p.add_argument("--d-model-step", type=positive_int)
     p.add_argument("--n-params-tolerance", type=positive_float)
+    p.add_argument("--quality", type=csv_file,
+                   help="results/fits/quality.csv, the law's held-out extrapolation, copied into "
+                        "recommendations.json (default: none, and the document says so)")
     p.add_argument("--out-dir", type=output_dir,
                    help="write candidates.csv, pareto.csv, recommendations.json here")
     p.set_defaults(func=_run)

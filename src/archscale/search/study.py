@@ -3,7 +3,12 @@
 
 `run_study_search` is the one entry point: the Snakemake rule `search` (scripts/search.py) and
 `archscale search` (archscale.cli.search) both describe their search as a `SearchSettings` and
-call it, so both produce the same candidates.csv, pareto.csv and recommendations.json.
+call it, and both write its result with archscale.search.outputs, so both produce the same
+candidates.csv, pareto.csv and recommendations.json.
+
+The candidates' r = MLP/attention range is the law's own: the r span of the runs it was fitted
+on (`law.r_fitted`, conditional.json's optimum.r_fitted; for the published law, the paper's
+fitting range). Outside it the law's r factor was never fitted, so no candidate is scored there.
 """
 from __future__ import annotations
 
@@ -122,8 +127,20 @@ def score_rows(frame: pd.DataFrame, inputs: SearchInputs) -> pd.DataFrame:
     return out
 
 
+def law_r_range(law: Any) -> tuple[float, float]:
+    """The r span the law was fitted on: the candidates' r limits."""
+    span = getattr(law, "r_fitted", None)
+    if span is None:
+        raise SearchError("the conditional law records no fitted r range (optimum.r_fitted in "
+                          "conditional.json), so the search cannot tell where its r factor "
+                          "holds; refit it with `archscale fit conditional` or the workflow's "
+                          "fit rule, which record the range")
+    low, high = (float(v) for v in span)
+    return low, high
+
+
 def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Architecture],
-                 r_range: tuple[float, float], measured_loss: pd.DataFrame | None = None,
+                 measured_loss: pd.DataFrame | None = None,
                  measured_speed: pd.DataFrame | None = None,
                  baseline_arch: Architecture | None = None) -> dict[str, Any]:
     """The whole search for one study; returns candidates, pareto and recommendations."""
@@ -138,7 +155,7 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
     result = run_search(SearchProblem(
         sizes=sizes, vocab_size=inputs.vocab_size, tokens=inputs.tokens,
         loss=loss_predictor(inputs.law), throughput=throughput_predictor(inputs),
-        settings=settings, r_range=r_range, memory_bytes=memory,
+        settings=settings, r_range=law_r_range(inputs.law), memory_bytes=memory,
         workload_tokens_per_seq=inputs.workload.input_len + inputs.workload.output_len,
         batch=inputs.workload.batch, tied=inputs.tied, baseline_for=pick, known=known,
         dtype_bytes=dtype_bytes,
@@ -254,7 +271,6 @@ class SearchSettings:
     search: Mapping[str, Any]          # the config's search section (schema defaults filled)
     throughput: Mapping[str, Any]      # the throughput section: engines, gpu, gpus, workload
     architectures: list[Architecture]  # sizes, depth and head size, the nearest-trained column
-    r_range: tuple[float, float]       # the fit's r range (candidates outside it are not scored)
     tokens: float                      # training tokens D the loss is predicted at
     law: Any                           # archscale.fit.conditional.ConditionalLaw
     calibration: Calibration
@@ -289,15 +305,16 @@ def run_study_search(settings: SearchSettings, runs: pd.DataFrame | None = None,
     inputs = search_inputs(settings)
     base_name = settings.search["baseline"].get("architecture")
     baseline = next((a for a in settings.architectures if a.name == base_name), None)
-    result = search_study(dict(settings.search), inputs, settings.architectures,
-                          tuple(settings.r_range), runs, measured, baseline)
+    result = search_study(dict(settings.search), inputs, settings.architectures, runs,
+                          measured, baseline)
     return result, inputs
 
 
 def search_rule_params(study: "Study") -> dict[str, Any]:
     """What changes the search's result (the Snakemake rule's params): its own section, the
-    workload and device of the throughput model, the token budget the loss is predicted at, the
-    architectures (for the sizes and the nearest-trained column) and the fit's r range."""
+    workload and device of the throughput model, the token budget the loss is predicted at and
+    the architectures (for the sizes and the nearest-trained column). The r range comes with
+    the law (its input conditional.json)."""
     config, tp = study.config, study.config["throughput"]
     return {
         # the frontier check and the GQA step read the search's outputs; their settings
@@ -306,7 +323,6 @@ def search_rule_params(study: "Study") -> dict[str, Any]:
                    if k not in ("validation", "gqa_search")},
         "throughput": {k: tp.get(k) for k in ("engines", "gpu", "gpus", "device",
                                               *Workload.SETTINGS_KEYS)},
-        "r_range": config["fit"]["r_range"],
         "tokens": study.search_tokens(),
         "architectures": {n: a.to_dict() for n, a in study.architectures.items()},
     }
