@@ -11,6 +11,8 @@ rule architecture_config:
         code=code_version("architecture"),
     log:
         "logs/architectures/{arch}.log",
+    benchmark:
+        "logs/benchmarks/architecture_config/{arch}.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -27,6 +29,8 @@ rule architectures_table:
         names=ARCHS,
     log:
         "logs/architectures/table.log",
+    benchmark:
+        "logs/benchmarks/architectures_table.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -53,6 +53,8 @@ rule merge_shards:
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/merge.log",
+    benchmark:
+        f"logs/benchmarks/merge_shards/{CORPUS}.tsv"
     conda:
         "../envs/training.yaml"
     script:

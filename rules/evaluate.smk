@@ -16,6 +16,8 @@ rule corpus_mc_task:
         code=code_version("evaluate"),  # the evaluate stage's modules include data/mc_task.py
     log:
         f"logs/data/{CORPUS}/corpus_mc.log",
+    benchmark:
+        f"logs/benchmarks/corpus_mc_task/{CORPUS}.tsv"
     localrule: True
     conda:
         "../envs/training.yaml"
@@ -66,6 +68,8 @@ rule collect_runs:
         tasks=EVAL_TASKS,
     log:
         "logs/evaluate/runs.log",
+    benchmark:
+        "logs/benchmarks/collect_runs.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -14,6 +14,8 @@ rule fit_chinchilla:
         code=code_version("fit"),
     log:
         "logs/fits/chinchilla.log",
+    benchmark:
+        "logs/benchmarks/fit_chinchilla.tsv"
     threads: 2
     localrule: True
     conda:
@@ -37,6 +39,8 @@ rule fit_conditional:
         code=code_version("fit"),
     log:
         "logs/fits/conditional.log",
+    benchmark:
+        "logs/benchmarks/fit_conditional.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -56,6 +60,8 @@ rule fit_quality:
         code=code_version("fit"),
     log:
         "logs/fits/quality.log",
+    benchmark:
+        "logs/benchmarks/fit_quality.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

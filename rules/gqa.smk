@@ -25,6 +25,8 @@ checkpoint gqa_plan:
         code=code_version("gqa"),
     log:
         "logs/gqa/plan.log",
+    benchmark:
+        "logs/benchmarks/gqa_plan.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -43,6 +45,8 @@ checkpoint gqa_step:
         code=code_version("gqa"),
     log:
         "logs/gqa/{size}/step{k}.log",
+    benchmark:
+        "logs/benchmarks/gqa_step/{size}/step{k}.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -62,6 +66,8 @@ rule gqa_search:
         code=code_version("gqa"),
     log:
         "logs/gqa/search.log",
+    benchmark:
+        "logs/benchmarks/gqa_search.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -13,6 +13,8 @@ rule training_curves:
         code=code_version("report"),
     log:
         "logs/report/training_curves.log",
+    benchmark:
+        "logs/benchmarks/training_curves.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -31,6 +33,8 @@ rule data_summary:
         code=code_version("report"),
     log:
         "logs/report/data_summary.log",
+    benchmark:
+        "logs/benchmarks/data_summary.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -48,6 +52,8 @@ rule throughput_plot:
         code=code_version("report"),
     log:
         "logs/report/throughput.log",
+    benchmark:
+        "logs/benchmarks/throughput_plot.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -18,6 +18,8 @@ rule search:
         code=code_version("search"),
     log:
         "logs/search.log",
+    benchmark:
+        "logs/benchmarks/search.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -33,6 +35,8 @@ rule plan:
         code=code_version("plan"),
     log:
         "logs/plan.log",
+    benchmark:
+        "logs/benchmarks/plan.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

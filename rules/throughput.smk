@@ -42,6 +42,8 @@ rule throughput_table:
         code=code_version("throughput_model"),
     log:
         "logs/throughput/table.log",
+    benchmark:
+        "logs/benchmarks/throughput_table.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

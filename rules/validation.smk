@@ -25,6 +25,8 @@ checkpoint validation_plan:
         code=code_version("validation"),
     log:
         "logs/validation/plan.log",
+    benchmark:
+        "logs/benchmarks/validation_plan.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"
@@ -39,6 +41,8 @@ use rule architecture_config as validation_config with:
         f"{VAL}/architectures/{{varch}}/config.json",
     log:
         "logs/validation/architectures/{varch}.log",
+    benchmark:
+        "logs/benchmarks/validation_config/{varch}.tsv"
 
 
 # Trained at the search's token budget (SEARCH_TOKENS) with the first seed and the study's
@@ -121,6 +125,8 @@ rule validation:
         code=code_version("validation"),
     log:
         "logs/validation/compare.log",
+    benchmark:
+        "logs/benchmarks/validation.tsv"
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -3,7 +3,9 @@ trained checkpoint (offline), and the collected runs table."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from unittest.mock import Mock
 
 import numpy as np
 import pandas as pd
@@ -71,34 +73,113 @@ def trained(tiny_data, tmp_path_factory):
     return out, metrics
 
 
-def test_lm_eval_runs_offline_on_the_trained_checkpoint(tiny_data, trained, tmp_path,
-                                                        monkeypatch):
-    out, metrics = trained
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
-    monkeypatch.chdir(tmp_path)  # the task YAML names its JSONL relative to the workflow dir
-    summary = build_task(tiny_data / "val.bin", tiny_data / "meta.json", tiny_data / "tokenizer",
-                         "task/corpus_mc.yaml", "task/corpus_mc.jsonl", MC)
-    assert summary["examples"] == 24 and summary["chance_accuracy"] == 0.25
-    lines = Path("task/corpus_mc.jsonl").read_text().splitlines()
-    assert len(lines) == 24 and set(json.loads(lines[0])) >= {"context", "choices", "label"}
+@pytest.fixture(scope="module")
+def evaluated(tiny_data, trained, tmp_path_factory):
+    """One offline evaluate_run (threads=2) on the trained checkpoint with the corpus_mc task,
+    watched: the torch thread counts inside its two stages and after it, and every call of
+    lm-eval's environment collectors (patched to record, not run)."""
+    import lm_eval.evaluator
+    import lm_eval.loggers.utils
+    import torch
+    import torch.utils.collect_env
 
-    settings = {"val_tokens": 2048, "tasks": ["corpus_mc"], "batch_size": 8, "limit": None,
-                "corpus_mc": MC}
-    result = evaluate_run(out / "model", tiny_data / "val.bin", tiny_data / "meta.json", SEQ_LEN,
-                          settings, ["task"], "eval.json", label={"arch": "t"})
-    saved = json.loads(Path("eval.json").read_text())
-    assert saved["val_loss"] == result["val_loss"]
+    import archscale.training.evaluate as evaluate
+
+    out, metrics = trained
+    work = tmp_path_factory.mktemp("evaluated")
+    collectors = {name: Mock(name=name) for name in ("add_env_info", "get_git_commit_hash",
+                                                     "get_pretty_env_info")}
+    threads_seen = {}
+
+    def watch(stage, function):
+        def watched(*args, **kwargs):
+            threads_seen[stage] = (torch.get_num_threads(), os.environ.get("RAYON_NUM_THREADS"))
+            return function(*args, **kwargs)
+        return watched
+
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            mp.setenv(key, "1")
+        mp.setenv("HF_DATASETS_CACHE", str(work / "hf_datasets"))
+        mp.chdir(work)  # the task YAML names its JSONL relative to the workflow dir
+        for module in (lm_eval.evaluator, lm_eval.loggers.utils):
+            mp.setattr(module, "add_env_info", collectors["add_env_info"])
+            mp.setattr(module, "get_git_commit_hash", collectors["get_git_commit_hash"])
+        mp.setattr(torch.utils.collect_env, "get_pretty_env_info",
+                   collectors["get_pretty_env_info"])
+        mp.setattr(evaluate, "heldout_loss", watch("heldout_loss", evaluate.heldout_loss))
+        mp.setattr(evaluate, "run_lm_eval", watch("lm_eval", evaluate.run_lm_eval))
+        torch.set_num_threads(3)
+        summary = build_task(tiny_data / "val.bin", tiny_data / "meta.json",
+                             tiny_data / "tokenizer", "task/corpus_mc.yaml",
+                             "task/corpus_mc.jsonl", MC)
+        lines = Path("task/corpus_mc.jsonl").read_text().splitlines()
+        settings = {"val_tokens": 2048, "tasks": ["corpus_mc"], "batch_size": 8, "limit": None,
+                    "corpus_mc": MC}
+        try:
+            result = evaluate_run(out / "model", tiny_data / "val.bin", tiny_data / "meta.json",
+                                  SEQ_LEN, settings, ["task"], "eval.json", label={"arch": "t"},
+                                  threads=2)
+            threads_after = torch.get_num_threads()
+        finally:
+            torch.set_num_threads(before)
+    return {"metrics": metrics, "summary": summary, "lines": lines, "result": result,
+            "saved": json.loads((work / "eval.json").read_text()), "collectors": collectors,
+            "threads_seen": threads_seen, "threads_after": threads_after}
+
+
+def test_lm_eval_runs_offline_on_the_trained_checkpoint(evaluated):
+    summary, lines, saved = evaluated["summary"], evaluated["lines"], evaluated["saved"]
+    assert summary["examples"] == 24 and summary["chance_accuracy"] == 0.25
+    assert len(lines) == 24 and set(json.loads(lines[0])) >= {"context", "choices", "label"}
+    assert saved["val_loss"] == evaluated["result"]["val_loss"]
     assert saved["val_tokens"] == 2048 and saved["val_windows"] == 64
     # held-out loss near the training loss, far below the uniform ln(V)
-    assert abs(saved["val_loss"] - metrics["train_loss"]) < 0.6 < np.log(384) - saved["val_loss"]
+    train_loss = evaluated["metrics"]["train_loss"]
+    assert abs(saved["val_loss"] - train_loss) < 0.6 < np.log(384) - saved["val_loss"]
     assert 0.5 < saved["val_bpb"] < 8
     task = saved["tasks"]["corpus_mc"]
     assert task["metric"] == "acc_norm" and task["n_samples"]["effective"] == 24
     assert 0 < task["stderr"] < 0.2  # closed-form standard error of a mean over 24 examples
     assert 0.0 <= saved["acc_corpus_mc"] == task["value"] == saved["acc_avg"] <= 1.0
     assert saved["provenance"]["packages"]["lm_eval"]
+
+
+def test_lm_eval_environment_report_is_not_collected(evaluated):
+    """simple_evaluate's environment report (pip list, GPU probes: ~1.5 s a job, issue 26) is
+    skipped, while the task results still come from lm-eval's evaluator."""
+    for name, collector in evaluated["collectors"].items():
+        assert collector.call_count == 0, f"lm-eval's {name} ran"
+    task = evaluated["saved"]["tasks"]["corpus_mc"]
+    assert task["n_samples"] == {"original": 24, "effective": 24}
+    assert 0.0 <= task["value"] <= 1.0 and task["stderr"] > 0
+
+
+def test_evaluation_runs_on_the_threads_it_is_given(evaluated):
+    """threads=2 while the process had 3: both stages ran on 2 torch threads (and told the
+    tokenizers' pool 2); eval.json records it; the caller's setting is back afterwards."""
+    assert evaluated["threads_seen"] == {"heldout_loss": (2, "2"), "lm_eval": (2, "2")}
+    recorded = evaluated["saved"]["provenance"]["settings"]["threads"]
+    assert recorded["torch"] == 2 and recorded["arrow"] == 2
+    assert 1 <= recorded["native_pools"] <= 2
+    assert evaluated["threads_after"] == 3
+
+
+def test_thread_limits_are_checked_and_restored():
+    import pyarrow
+    import torch
+
+    from archscale.training.evaluate import limited_threads
+
+    torch_before, arrow_before = torch.get_num_threads(), pyarrow.cpu_count()
+    with limited_threads(1) as in_force:
+        assert torch.get_num_threads() == 1 == in_force["torch"] == pyarrow.cpu_count()
+        assert os.environ["RAYON_NUM_THREADS"] == "1"
+    assert (torch.get_num_threads(), pyarrow.cpu_count()) == (torch_before, arrow_before)
+    with pytest.raises(EvalError, match="evaluation.threads is 0"):
+        with limited_threads(0):
+            pass
 
 
 def test_missing_task_data_is_named(tiny_data, trained, tmp_path, monkeypatch):

@@ -4,19 +4,23 @@
   same for every run), so runs differ only by their model. Bits per byte divides the summed
   loss (in bits) by the UTF-8 bytes of the predicted tokens' text, which makes the figure
   comparable across tokenizers.
-- Accuracy runs through lm-evaluation-harness (`simple_evaluate` with `HFLM` on the saved
+- Accuracy runs through lm-evaluation-harness (its evaluator with `HFLM` on the saved
   checkpoint directory, the same files vLLM and SGLang load), with each task's metric named as
   the paper reports it; `acc_avg` is their mean.
+- A job holds itself to the threads its rule declares (`limited_threads`), so Snakemake's core
+  accounting stays true while other jobs share the machine.
 - `runs_table` joins every run's metrics.json and eval.json with the architecture accounting
   into results/runs.csv, the table the law fitting reads.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import random
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -37,6 +41,49 @@ FALLBACK_METRICS = ("acc_norm", "acc", "f1", "exact_match")
 
 class EvalError(ValueError):
     """An evaluation that cannot run as configured; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def limited_threads(threads: int) -> Iterator[dict[str, int]]:
+    """Hold this process to `threads` CPU threads inside the block; yields the counts in force.
+
+    Why: Snakemake places jobs by the `threads:` their rules declare, and a job that runs more
+    slows the jobs it shares the cores with (issue 26). Limited: torch's intra-op pool and, where
+    torch still allows it (once per process, before any parallel work), its inter-op pool; the
+    BLAS and OpenMP pools threadpoolctl finds (numpy's, torch's); Arrow's pool, which reads the
+    task data for lm-eval's datasets; the tokenizers' Rust pool (read when it first starts).
+    Everything but the inter-op pool is restored on exit.
+    """
+    import pyarrow
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if int(threads) < 1:
+        raise EvalError(f"evaluation.threads is {threads}; it must be 1 or more")
+    threads = int(threads)
+    saved = {"torch": torch.get_num_threads(), "arrow": pyarrow.cpu_count(),
+             "rayon": os.environ.get("RAYON_NUM_THREADS")}
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # "cannot set ... after parallel work has started"
+        torch.set_num_interop_threads(threads)
+    pyarrow.set_cpu_count(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield {"torch": torch.get_num_threads(),
+                   "torch_interop": torch.get_num_interop_threads(), "arrow": pyarrow.cpu_count(),
+                   "native_pools": max((p["num_threads"] for p in threadpool_info()), default=0)}
+    finally:
+        torch.set_num_threads(saved["torch"])
+        pyarrow.set_cpu_count(saved["arrow"])
+        if saved["rayon"] is None:
+            os.environ.pop("RAYON_NUM_THREADS", None)
+        else:
+            os.environ["RAYON_NUM_THREADS"] = saved["rayon"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +155,60 @@ def task_metric(task: str, available: Iterable[str]) -> str:
                     f"{sorted(names)}; add it to archscale.training.evaluate.TASK_METRICS")
 
 
+def import_libraries() -> None:
+    """Import what an evaluation job runs (torch, transformers' LLaMA and tokenizer classes,
+    lm-eval's evaluator, tasks and HF wrapper) at once, so a script can do it with the garbage
+    collector paused (scripts/evaluate.py says why)."""
+    import lm_eval.evaluator  # noqa: F401
+    import lm_eval.models.huggingface  # noqa: F401
+    import lm_eval.tasks  # noqa: F401
+    import pyarrow  # noqa: F401
+    import threadpoolctl  # noqa: F401
+    import torch  # noqa: F401
+    from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
+
+
+def run_lm_eval(lm: Any, tasks: list[str], manager: Any,
+                limit: int | None = None) -> dict[str, Any] | None:
+    """lm-eval's evaluator on `tasks`, prepared as `simple_evaluate` prepares them (its seeds,
+    zero-shot unless a task's YAML says otherwise), without the report of the environment that
+    `simple_evaluate` adds to every result.
+
+    Why: that report (`add_env_info`: torch's collect_env, which runs `pip list` and probes the
+    GPUs) took 1.2-1.5 s of each evaluation job, more than the evaluation itself (issue 26), and
+    no figure of ours reads it. lm-eval has no switch for it; `evaluate` is its lower-level entry.
+    """
+    import torch
+    from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
+    from lm_eval.evaluator import evaluate
+    from lm_eval.tasks import get_task_dict
+
+    random.seed(DEFAULT_RANDOM_SEED)
+    np.random.seed(DEFAULT_OTHER_SEED)
+    torch.manual_seed(DEFAULT_OTHER_SEED)
+    if hasattr(manager, "load"):  # lm-eval 0.4.13 has it: {"tasks": {name: Task}, ...}
+        task_dict = manager.load(list(tasks))
+        leaves = task_dict["tasks"].values()
+    else:  # older: get_task_dict's nested {group: {name: Task}, name: Task}
+        task_dict = get_task_dict(list(tasks), manager)
+        leaves = _leaf_tasks(task_dict)
+    for task in leaves:
+        if task.get_config("num_fewshot") is None:
+            task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+    return evaluate(lm=lm, task_dict=task_dict, limit=limit, bootstrap_iters=1000,
+                    log_samples=False)
+
+
+def _leaf_tasks(task_dict: dict) -> Iterator[Any]:
+    """The Task objects of get_task_dict's nested {group: {name: Task}, name: Task} dict."""
+    for value in task_dict.values():
+        if isinstance(value, dict):
+            yield from _leaf_tasks(value)
+        else:
+            yield value
+
+
 def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
                      task_dirs: list[str | os.PathLike] = (), batch_size: int = 16,
                      limit: int | None = None, device: str = "cpu",
@@ -123,7 +224,6 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     built-in task index (slow to scan) is loaded only when a task is not among them.
     """
     import yaml
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -147,8 +247,7 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     max_length = max(int(config.get("max_position_embeddings") or 0), int(min_context)) or None
     lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
               max_length=max_length)
-    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
-                          log_samples=False, bootstrap_iters=1000)
+    out = run_lm_eval(lm, list(tasks), manager, limit=limit)
     if out is None:
         raise EvalError("lm-eval returned no results (a non-zero rank under accelerate?)")
     scores: dict[str, dict[str, Any]] = {}
@@ -226,11 +325,12 @@ def task_context_length(settings: dict[str, Any], seq_len: int) -> int:
 def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
                  meta: str | os.PathLike, seq_len: int, settings: dict[str, Any],
                  task_dirs: list[str | os.PathLike], out: str | os.PathLike,
-                 label: dict[str, Any] | None = None) -> dict[str, Any]:
+                 label: dict[str, Any] | None = None, threads: int = 1) -> dict[str, Any]:
     """Validation loss/bpb and lm-eval accuracy of one checkpoint, written to `out` (eval.json).
 
     Evaluates in float32 (on the GPU when there is one), so a figure does not depend on the
-    device's mixed-precision choice.
+    device's mixed-precision choice, on at most `threads` CPU threads (the rule's `threads:`;
+    the provenance records the counts in force).
     """
     import torch
     from transformers import AutoTokenizer
@@ -239,25 +339,26 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
 
     started = now()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(model_dir, device=device)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     result: dict[str, Any] = dict(label or {})
-    result.update(heldout_loss(
-        model, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
-        int(settings["batch_size"]), device=device,
-        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False)))
-    del model
-    tasks = list(settings.get("tasks") or [])
-    if tasks:
-        scores = lm_eval_accuracy(model_dir, tasks, task_dirs,
-                                  batch_size=int(settings["batch_size"]),
-                                  limit=settings.get("limit"), device=device,
-                                  min_context=task_context_length(settings, seq_len))
-        result["tasks"] = scores
-        result.update(accuracy_summary(scores))
+    with limited_threads(threads) as in_force:
+        model = load_model(model_dir, device=device)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        result.update(heldout_loss(
+            model, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
+            int(settings["batch_size"]), device=device,
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
+                                                clean_up_tokenization_spaces=False)))
+        del model
+        tasks = list(settings.get("tasks") or [])
+        if tasks:
+            scores = lm_eval_accuracy(model_dir, tasks, task_dirs,
+                                      batch_size=int(settings["batch_size"]),
+                                      limit=settings.get("limit"), device=device,
+                                      min_context=task_context_length(settings, seq_len))
+            result["tasks"] = scores
+            result.update(accuracy_summary(scores))
     result["provenance"] = provenance(
-        settings={"evaluation": settings, "seq_len": seq_len},
+        settings={"evaluation": settings, "seq_len": seq_len, "threads": in_force},
         inputs=[Path(model_dir) / "model.safetensors", meta], started=started,
         packages=("numpy", "torch", "transformers", "lm_eval", "datasets"))
     write_json(out, result)
