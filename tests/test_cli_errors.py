@@ -222,3 +222,35 @@ def test_search_coefficients_that_is_a_directory(capsys, tmp_path):
     line = error_line(capsys, ["search", "--coefficients", str(tmp_path)] + SEARCH[3:])
     assert line.endswith(f"error: argument --coefficients: {tmp_path} is a directory; give the "
                          "conditional.json written by `archscale fit conditional`, or 'paper'")
+
+
+def test_search_refuses_a_json_list_as_calibration(capsys, tmp_path):
+    """Issue 31: a JSON list given where a document is expected named, not an AttributeError."""
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2, 3]")
+    line = error_line(capsys, SEARCH + ["--calibration", str(listed)])
+    assert str(listed) in line and "JSON list, not an object" in line
+
+
+def test_search_refuses_a_json_list_or_a_nan_coefficient_as_the_law(capsys, tmp_path):
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2, 3]")
+    line = error_line(capsys, ["search", "--coefficients", str(listed), "--budget", "973e6",
+                               "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
+    assert str(listed) in line and "not a conditional.json document" in line
+    law = json.loads(json.dumps({"law": "conditional", "form": "multiplicative",
+                                 "coefficients": {"a0": 2.697, "a1": 0.0974, "a2": 0.0078,
+                                                  "b0": 0.387, "b1": 0.0063, "b2": 0.0065},
+                                 "optimum": {"x_fitted": [0.05, 0.1], "r_fitted": [0.5, 5]}}))
+    law["coefficients"]["a1"] = float("nan")
+    bad = tmp_path / "nan.json"
+    bad.write_text(json.dumps(law))  # Python writes NaN, which json.loads reads back
+    line = error_line(capsys, ["search", "--coefficients", str(bad), "--budget", "973e6",
+                               "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
+    assert str(bad) in line and "'a1'" in line and "not finite" in line
+
+
+def test_search_refuses_a_budget_that_would_exhaust_memory(capsys):
+    line = error_line(capsys, ["search", "--coefficients", "paper", "--budget", "1e30",
+                               "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
+    assert "d_model values" in line and "d_model_step" in line

@@ -57,18 +57,24 @@ def fraction(text: str) -> float:
 
 
 def json_file(text: str) -> str:
-    """A JSON file that exists and parses; the path is returned for the command to load.
+    """A JSON document (an object) in a file that exists and parses; the path is returned for
+    the command to load.
 
-    Checked here because the loaders' own errors (`[Errno 2] ...`, `Expecting value: line 1`)
-    do not always say which file was meant.
+    Checked here because the loaders' own errors (`[Errno 2] ...`, `Expecting value: line 1`,
+    `'list' object has no attribute 'get'`) do not always say which file was meant. Every JSON
+    file the commands read (calibration.json, chinchilla.json, config.json) is an object.
     """
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     try:
-        json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise argparse.ArgumentTypeError(f"{text} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise argparse.ArgumentTypeError(
+            f"{text} holds a JSON {type(doc).__name__}, not an object: give the file archscale "
+            "wrote (a calibration.json, chinchilla.json or config.json)")
     return text
 
 

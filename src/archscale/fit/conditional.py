@@ -59,6 +59,7 @@ How the search stage gets L_opt at any (N, D), `ConditionalLaw.l_opt(n, d)`:
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,10 +441,24 @@ def _bootstrap(p0, form: LawForm, x, r, used: pd.DataFrame, l_opt, n_resamples, 
 # ---------------------------------------------------------------------------------------------
 
 def law_from_dict(doc: Mapping[str, Any]) -> ConditionalLaw:
-    """Rebuild a ConditionalLaw from a conditional.json document."""
+    """Rebuild a ConditionalLaw from a conditional.json document; a coefficient that is not a
+    finite number is an error (a NaN would otherwise predict NaN for every candidate and leave
+    an empty frontier without a word)."""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"not a conditional.json document: it holds a JSON "
+                         f"{type(doc).__name__}, not an object; write it with "
+                         "`archscale fit conditional`")
     if doc.get("law") != "conditional" or "coefficients" not in doc:
         raise ValueError("not a conditional.json document (needs 'law': 'conditional' and "
                          "'coefficients'); write it with `archscale fit conditional`")
+    coefficients = doc["coefficients"]
+    if not isinstance(coefficients, Mapping):
+        raise ValueError("its 'coefficients' is not an object of name: value pairs")
+    bad = {k: v for k, v in coefficients.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"coefficient(s) {bad} are not finite numbers; refit the law "
+                         "(`archscale fit conditional`) or restore the file")
     l_opt = doc.get("l_opt") or {}
     chin = ChinchillaLaw.from_dict(l_opt["chinchilla"]) if l_opt.get("chinchilla") else None
     emp = (EmpiricalLopt.from_dict(l_opt["empirical"], fallback=chin)

@@ -63,6 +63,12 @@ class SizeSpec:
 # Candidates
 # ---------------------------------------------------------------------------------------------
 
+#: The most d_model values one size's grid may have: the paper's 1B search has about 500 (d_model
+#: step 8); a budget mistyped by orders of magnitude (1e30) would ask for 10^13 and the memory
+#: to match, so it is refused with the reason instead.
+MAX_D_MODELS = 100_000
+
+
 def candidate_grid(size: SizeSpec, vocab_size: int, x_range: tuple[float, float],
                    d_step: int, gqa_groups: list[int], ffn_multiple: int, tolerance: float,
                    r_range: tuple[float, float] | None = None,
@@ -75,6 +81,13 @@ def candidate_grid(size: SizeSpec, vocab_size: int, x_range: tuple[float, float]
     budget, L, dh = size.budget, size.n_layers, size.head_dim
     lo = max(d_step, int(math.ceil(x_range[0] * math.sqrt(budget) / d_step)) * d_step)
     hi = int(x_range[1] * math.sqrt(budget))
+    n_d = (hi - lo) // d_step + 1
+    if n_d > MAX_D_MODELS:
+        raise SearchError(
+            f"budget {budget:,.0g} with search.d_model_range {list(x_range)} and d_model_step "
+            f"{d_step} gives {n_d:,} d_model values (at most {MAX_D_MODELS:,} are scored per "
+            "size); check the budget (a non-embedding parameter count) or raise "
+            "search.d_model_step")
     d = np.arange(lo, hi + 1, d_step, dtype=np.int64)
     if d.size == 0:
         raise SearchError(f"search.d_model_range {list(x_range)} gives no d_model for budget "
