@@ -7,7 +7,7 @@ distractors cut from other documents of the held-out split. A model that has lea
 corpus picks the true continuation more often than chance (1 / n_choices).
 
 It is a plain lm-eval task directory (YAML + JSONL, `dataset_path: json`), so it runs through
-the same `simple_evaluate` code path as the cluster tasks, with HF_HUB_OFFLINE=1 and
+the same lm-eval evaluator as the cluster tasks, with HF_HUB_OFFLINE=1 and
 HF_DATASETS_OFFLINE=1, and a person can rerun it with
 `lm_eval --include_path results/data/<corpus>/corpus_mc --tasks corpus_mc ...` from the
 workflow directory (the JSONL path in the YAML is relative to it, like every Snakemake path).
