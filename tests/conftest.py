@@ -8,8 +8,8 @@ only read its outputs.
 
 The suite runs in parallel (pytest-xdist, `--dist loadfile`: a module's tests stay on one worker,
 so module-scoped fixtures run once). `shared_build` builds a session-wide result once for all
-workers, and `pytest_collection_modifyitems` starts the slowest modules first so that the
-workers finish together.
+workers, and `pytest_collection_modifyitems` puts the modules in MODULE_ORDER, which the
+workers follow (`--no-loadscope-reorder`), so that they finish together.
 """
 from __future__ import annotations
 
@@ -142,20 +142,35 @@ def tiny_study_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_build(tmp_path_factory, "tiny_done", build) / "study"
 
 
-#: Test modules by how long they take on a 2-core machine, slowest first (from the suite's
-#: --durations report). xdist's loadfile scheduler hands modules out in collection order, so the
-#: longest start first and the short ones fill the gaps; unlisted modules follow, in file order.
-SLOW_MODULES_FIRST = (
+#: The order in which the xdist workers take test modules (the rest follow, in file order).
+#: With `--dist loadfile --no-loadscope-reorder` each of the 4 workers is first handed two
+#: modules, the k-th and the (4+k)-th of this list, and then the next one whenever it runs low.
+#: So: the SLURM study (the longest, and it builds the shared tiny study) pairs with a short
+#: module; the other first modules need no tiny study, so no worker waits for it at the start;
+#: the modules that read the tiny study come next, while it is ready; the vLLM module comes
+#: after the vLLM environment, built while the tests run, is usually ready (about 4 minutes).
+MODULE_ORDER = (
     "test_slurm_cluster.py",
+    "test_throughput_engines.py",
+    "test_resume.py",
+    "test_workflow_train.py",
+    "test_architecture.py",
     "test_config_fuzz.py",
     "test_reruns.py",
-    "test_gqa_search.py",
-    "test_fault_tolerance.py",
     "test_frontier_check.py",
+    "test_gqa_search.py",
     "test_vllm_cpu.py",
+    "test_fault_tolerance.py",
+    "test_reliability.py",
+    "test_workflow_data.py",
+    "test_train_parallel.py",
+    "test_report_browser.py",
+    "test_determinism.py",
+    "test_gpu_check.py",
+    "test_provenance.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+    rank = {name: i for i, name in enumerate(MODULE_ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
