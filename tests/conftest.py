@@ -7,9 +7,8 @@ with that config as config.yaml; `run_snakemake` runs the real snakemake CLI the
 only read its outputs.
 
 The suite runs in parallel (pytest-xdist, `--dist loadfile`: a module's tests stay on one worker,
-so module-scoped fixtures run once). `shared_build` builds a session-wide result once for all
-workers, and `pytest_collection_modifyitems` puts the modules in MODULE_ORDER, which the
-workers follow (`--no-loadscope-reorder`), so that they finish together.
+so module-scoped fixtures run once; xdist hands out the modules with the most tests first).
+`shared_build` builds a session-wide result once for all workers.
 """
 from __future__ import annotations
 
@@ -140,37 +139,3 @@ def tiny_study_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_snakemake(workdir, "--cores", "2", "results/pareto.csv", check=True)
 
     return shared_build(tmp_path_factory, "tiny_done", build) / "study"
-
-
-#: The order in which the xdist workers take test modules (the rest follow, in file order).
-#: With `--dist loadfile --no-loadscope-reorder` each of the 4 workers is first handed two
-#: modules, the k-th and the (4+k)-th of this list, and then the next one whenever it runs low.
-#: So: the SLURM study (the longest, and it builds the shared tiny study) pairs with a short
-#: module; the other first modules need no tiny study, so no worker waits for it at the start;
-#: the modules that read the tiny study come next, while it is ready; the vLLM module comes
-#: after the vLLM environment, built while the tests run, is usually ready (about 4 minutes).
-MODULE_ORDER = (
-    "test_slurm_cluster.py",
-    "test_throughput_engines.py",
-    "test_resume.py",
-    "test_workflow_train.py",
-    "test_architecture.py",
-    "test_config_fuzz.py",
-    "test_reruns.py",
-    "test_frontier_check.py",
-    "test_gqa_search.py",
-    "test_vllm_cpu.py",
-    "test_fault_tolerance.py",
-    "test_reliability.py",
-    "test_workflow_data.py",
-    "test_train_parallel.py",
-    "test_report_browser.py",
-    "test_determinism.py",
-    "test_gpu_check.py",
-    "test_provenance.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(MODULE_ORDER)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
