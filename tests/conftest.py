@@ -114,20 +114,27 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, name: str,
     Under xdist every worker is its own process with its own session fixtures; without this,
     each would run the tiny study again. The first worker builds under a file lock in the
     session's shared temporary root and writes a marker; the others wait on the lock and reuse
-    the folder. A failed build leaves no marker, so the next worker that asks tries again and
-    reports its own error. Callers must treat the folder as read-only.
+    the folder. A failed build writes its error instead, and every later caller fails at once
+    with it (rebuilding would cost each module the whole build again). Callers must treat the
+    folder as read-only.
     """
     base = tmp_path_factory.getbasetemp()
     # workers' basetemps are popen-gwN/ under one session folder; without xdist, use our own
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder, marker = root / f"shared-{name}", root / f"shared-{name}.done"
+    failed = root / f"shared-{name}.failed"
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
     with FileLock(str(root / f"shared-{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"the shared {name!r} build failed earlier in this session:\n"
+                        f"{failed.read_text()[-6000:]}")
         if not marker.exists():
-            if folder.exists():
-                shutil.rmtree(folder)
-            build(folder)
-            marker.write_text(json.dumps({"built_by": os.environ.get("PYTEST_XDIST_WORKER",
-                                                                     "master")}))
+            try:
+                build(folder)
+            except BaseException as exc:
+                failed.write_text(f"{worker}: {type(exc).__name__}: {exc}")
+                raise
+            marker.write_text(json.dumps({"built_by": worker}))
     return folder
 
 

@@ -134,6 +134,9 @@ def test_the_chain_trains_variants_in_order_and_stops_at_the_first_worse(gqa_sea
     assert last.decision == "stop"
     assert (not last.accepted) or len(table) == len(size["steps"])
     assert (table.accepted == (table.measured_loss <= table.loss_threshold)).all()
+    # the requested baseline (r 8) lies outside the tiny law's r span: the search says so
+    recs = json.loads((workdir / "results/recommendations.json").read_text())["recommendations"]
+    assert any("requested r_mlp_attn 8" in w for w in recs[0]["warnings"]), recs[0]["warnings"]
     tolerance = GQA_SEARCH["gqa_search"]["loss_tolerance"]
     assert np.allclose(table.loss_threshold, table.baseline_loss * (1 + tolerance))
     # the steps after the stop were never trained

@@ -18,9 +18,7 @@ from typing import Any, Mapping
 
 from archscale.cli.args import (csv_file, json_file, non_negative_int, output_file,
                                 positive_float, positive_int)
-from archscale.config import section_defaults
-
-FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")
+from archscale.fit.defaults import FIT_DEFAULTS
 
 
 # ---------------------------------------------------------------------------------------------

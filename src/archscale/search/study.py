@@ -172,7 +172,9 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
     for rec in result["recommendations"]:
         rec.update(engine=inputs.engine, device=inputs.device.name,
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
-        rec["warnings"] = range_warnings(rec, inputs.law) + gqa_warnings(rec)
+        rec["warnings"] = (range_warnings(rec, inputs.law) + gqa_warnings(rec)
+                           + ([] if baseline_arch is not None else
+                              baseline_warnings(base["r_mlp_attn"], inputs.law)))
     return result
 
 
@@ -189,6 +191,19 @@ def _range_status(x: np.ndarray, r: np.ndarray, law: Any) -> np.ndarray:
     out_r = (r < r_span[0]) | (r > r_span[1])
     return np.select([out_x & out_r, out_x, out_r],
                      ["outside x and r", "outside x", "outside r"], "inside").astype(object)
+
+
+def baseline_warnings(requested_r: float, law: Any) -> list[str]:
+    """A sentence when the baseline's requested r lies outside the candidates' r range (the
+    law's fitted span): the baseline is then the nearest candidate inside it, another shape
+    than the one asked for."""
+    low, high = law_r_range(law)
+    if low <= requested_r <= high:
+        return []
+    return [f"the baseline's requested r_mlp_attn {requested_r:.3g} (search.baseline) lies "
+            f"outside the r span the law was fitted on ({low:.3g}-{high:.3g}), where the search "
+            "scores candidates, so the baseline is the nearest shape inside it; train shapes at "
+            "that r, or name a configured architecture as search.baseline.architecture"]
 
 
 def gqa_warnings(rec: dict[str, Any]) -> list[str]:

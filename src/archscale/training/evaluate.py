@@ -186,10 +186,10 @@ def run_lm_eval(lm: Any, tasks: list[str], manager: Any,
     random.seed(DEFAULT_RANDOM_SEED)
     np.random.seed(DEFAULT_OTHER_SEED)
     torch.manual_seed(DEFAULT_OTHER_SEED)
-    if hasattr(manager, "load"):  # lm-eval 0.4.13 has it: {"tasks": {name: Task}, ...}
+    if hasattr(manager, "load"):  # lm-eval 0.4.12 and later: {"tasks": {name: Task}, ...}
         task_dict = manager.load(list(tasks))
         leaves = task_dict["tasks"].values()
-    else:  # older: get_task_dict's nested {group: {name: Task}, name: Task}
+    else:  # 0.4.10-0.4.11: get_task_dict's nested {group: {name: Task}, name: Task}
         task_dict = get_task_dict(list(tasks), manager)
         leaves = _leaf_tasks(task_dict)
     for task in leaves:
