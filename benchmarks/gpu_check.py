@@ -163,7 +163,13 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: Set by the SIGTERM handler. The exception it raises can land where Python swallows it (a
+#: finalizer or an at-fork hook, "Exception ignored in ..."), so the loop also reads this flag.
+SIGTERM_RECEIVED: list[bool] = []
+
+
 def on_sigterm(signum: int, frame: Any) -> None:
+    SIGTERM_RECEIVED.append(True)
     raise TotalTimeout()
 
 
@@ -225,6 +231,9 @@ def run_parts(selected: list, ctx, budgets: dict[str, float], end: float,
         ctx.earlier = dict(results["parts"])
         record = run_part(part, ctx, ctx.work_dir / f"{part.name}.json",
                           results["host"]["start_method"])
+        if SIGTERM_RECEIVED and not record.get("interrupted"):  # the exception was swallowed
+            record.update(interrupted=True, reason="SIGTERM (gpu_check.sh's total time limit) "
+                          "arrived while it ran; it was allowed to finish")
         stopped = bool(record.get("interrupted"))
         results["parts"][part.name] = record
         results["device"] = results["device"] or (record.get("result") or {}).get("device")
@@ -275,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[gpu_check] done in {results['wall_s']:.0f} s: {json_path} and {md_path}",
           flush=True)
     statuses = [p["status"] for p in results["parts"].values()]
+    stopped = stopped or bool(SIGTERM_RECEIVED)
     return 124 if stopped else int(any(s not in ("ok", "skipped") for s in statuses))
 
 
