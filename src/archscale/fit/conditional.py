@@ -206,10 +206,12 @@ def _lm(p0: np.ndarray, form: LawForm, x, r, loss, l_opt):
                          xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
 
 
-def _enough_distinct(form: LawForm, x: np.ndarray, r: np.ndarray) -> bool:
-    """Whether x and r each span as many distinct values as the form's terms need."""
-    return all(distinct_count(v) >= form.distinct_needed[axis]
-               for axis, v in (("x", x), ("r", r)))
+def _short_axes(form: LawForm, x: np.ndarray, r: np.ndarray) -> list[tuple[str, int, int]]:
+    """(axis, distinct values, values needed) for each of x and r that spans fewer distinct
+    values than the form's term on it needs; empty when both are enough."""
+    counts = (("x", distinct_count(x)), ("r", distinct_count(r)))
+    return [(axis, k, form.distinct_needed[axis]) for axis, k in counts
+            if k < form.distinct_needed[axis]]
 
 
 @dataclass
@@ -337,12 +339,11 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
             f"{n_free + 1} are needed: train more variants or widen fit.r_range")
     u = table[used]
     x, r, loss, lo_pt = (u[c].to_numpy(dtype=float) for c in ("x", "r", "loss", "l_opt"))
-    for axis, name, values in (("x", "x = d/sqrt(N)", x), ("r", "r = r_mlp/attn", r)):
-        k, need = distinct_count(values), law_form.distinct_needed[axis]
-        if k < need:
-            raise FitError(f"the runs used span only {k} distinct value(s) of {name}; the "
-                           f"{form} form needs {need} to fit its {axis} term, so train "
-                           f"variants at {need} or more values")
+    names = {"x": "x = d/sqrt(N)", "r": "r = r_mlp/attn"}
+    for axis, k, need in _short_axes(law_form, x, r):
+        raise FitError(f"the runs used span only {k} distinct value(s) of {names[axis]}; the "
+                       f"{form} form needs {need} to fit its {axis} term, so train "
+                       f"variants at {need} or more values")
     t0 = time.perf_counter()
     res = _lm(law_form.initial(x, r, loss, lo_pt), law_form, x, r, loss, lo_pt)
     if not np.all(np.isfinite(res.x)):
@@ -415,7 +416,7 @@ def _bootstrap(p0, form: LawForm, x, r, used: pd.DataFrame, l_opt, n_resamples, 
     samples = []
     for _ in range(n_resamples):
         idx = rng.integers(0, n, size=n)
-        if not _enough_distinct(form, x[idx], r[idx]):
+        if _short_axes(form, x[idx], r[idx]):
             continue
         loss = resample_losses(used, rng)
         res = _lm(p0, form, x[idx], r[idx], loss[idx], l_opt[idx])
