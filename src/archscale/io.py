@@ -77,9 +77,14 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def json_text(data: Any) -> str:
+    """`data` as the indented, strict JSON every archscale file holds (NaN as null)."""
+    return json.dumps(to_jsonable(data), indent=2, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write `data` as indented JSON, atomically, through `to_jsonable`."""
-    write_text(path, json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n")
+    write_text(path, json_text(data) + "\n")
 
 
 def write_csv(path: str | os.PathLike, frame: "Any") -> None:

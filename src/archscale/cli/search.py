@@ -13,7 +13,6 @@ The files are the workflow's search rule's own (archscale.search.outputs).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,7 @@ def _settings(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from archscale.io import to_jsonable
+    from archscale.io import json_text
     from archscale.provenance import now
     from archscale.search.outputs import recommendations_document, write_search_outputs
     from archscale.search.study import run_study_search
@@ -107,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
               f"baseline's loss by budget: {speedups or 'none found'}")
     else:
         doc = recommendations_document(result, inputs.law, quality, record, files, started)
-        print(json.dumps(to_jsonable(doc), indent=2, allow_nan=False))  # as write_json writes
+        print(json_text(doc))  # the text write_json writes
     return 0
 
 
