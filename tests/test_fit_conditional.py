@@ -135,8 +135,8 @@ def test_chinchilla_source_needs_a_chinchilla_law():
     runs, _ = synthetic_runs("multiplicative")
     with pytest.raises(FitError, match="needs a fitted Chinchilla law"):
         fit_conditional(runs, l_opt="chinchilla")
-    with pytest.raises(ValueError, match=r"unknown law form 'quadratic'; registered forms"):
-        fit_conditional(runs, form="quadratic", l_opt="chinchilla", chinchilla=TRUE_CHIN)
+    with pytest.raises(ValueError, match=r"unknown law form 'cubic'; registered forms"):
+        fit_conditional(runs, form="cubic", l_opt="chinchilla", chinchilla=TRUE_CHIN)
 
 
 # --- prediction for the search stage ------------------------------------------------------------

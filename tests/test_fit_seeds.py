@@ -9,7 +9,7 @@ import pytest
 
 from archscale.fit import fit_conditional, paper_law
 from archscale.fit.io import read_runs
-from archscale.fit.seeds import optimum_margins, resample_losses, seed_noise
+from archscale.fit.seeds import familywise_threshold, optimum_margins, resample_losses, seed_noise
 
 from test_fit_conditional import TRUE_CHIN
 
@@ -79,10 +79,13 @@ def test_seed_noise_widens_the_bootstrap_interval():
     assert width(noisy) > 2 * width(quiet)
 
 
-def test_margins_name_the_best_shape_and_its_neighbours_in_seed_sds():
+def test_margins_name_the_best_shape_and_its_neighbours_in_se_of_the_difference():
     table = read_runs(runs_with_seeds(0.001))
     margins = optimum_margins(table, seed_sd=0.001)
+    threshold = familywise_threshold(margins)
     assert len(margins) == 2  # one entry per size
+    assert threshold["comparisons"] == 8  # 2 sizes x 2 axes x 2 sides
+    assert threshold["threshold_se"] == pytest.approx(2.498, abs=1e-3)  # z(1 - 0.05/8)
     for m in margins:
         assert m["best"]["x"] == 0.08 and m["best"]["r"] == 1.0
         assert m["x"]["below"]["x"] == 0.03 and m["x"]["above"]["x"] == 0.25
@@ -91,18 +94,23 @@ def test_margins_name_the_best_shape_and_its_neighbours_in_seed_sds():
             for side in ("below", "above"):
                 nb = m[axis][side]
                 assert nb["margin"] > 0
-                assert nb["margin_in_seed_sd"] == pytest.approx(nb["margin"] / 0.001)
-            assert m[axis]["bracketed"] and m[axis]["clear_at_2_sd"]
+                # each side's own seed count: the SE of a difference of two means
+                se = 0.001 * (1 / m["best"]["n_seeds"] + 1 / nb["n_seeds"]) ** 0.5
+                assert nb["margin_in_se"] == pytest.approx(nb["margin"] / se)
+            assert m[axis]["bracketed"] and m[axis]["clear"]
     # a seed SD as large as the margins: bracketed, but not clear
-    assert not any(m["x"]["clear_at_2_sd"] for m in optimum_margins(table, seed_sd=1.0))
+    noisy = optimum_margins(table, seed_sd=1.0)
+    familywise_threshold(noisy)
+    assert not any(m["x"]["clear"] for m in noisy)
 
 
 def test_an_unbracketed_optimum_says_so():
     table = read_runs(runs_with_seeds(0.001))
     one_side = table[table["x"] <= 0.08]
     margins = optimum_margins(one_side, seed_sd=0.001)
+    familywise_threshold(margins)
     assert all(m["x"]["above"] is None and not m["x"]["bracketed"] for m in margins)
-    assert all(not m["x"]["clear_at_2_sd"] for m in margins)
+    assert all(not m["x"]["clear"] for m in margins)
 
 
 def test_the_fit_reports_noise_and_margins_in_its_json():

@@ -33,7 +33,10 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
                     shapes}: the seed-to-seed SD of val_loss, overall and per token budget
                     (archscale.fit.seeds); pooled_sd is null when no shape has 2+ seeds
     optimum_margins  per size and budget with 3+ shapes: the best trained shape against its
-                    nearest trained neighbours on each side in x and in r, in seed SDs
+                    nearest trained neighbours on each side in x and in r, in SE of the
+                    difference (each side's own seed count), `clear` when both sides pass
+                    margin_threshold
+    margin_threshold {comparisons, alpha, threshold_se, method}: the family-wise bar
     l_opt          {source: "chinchilla" | "best_shapes" | "empirical" | "given" (per-run
                     values by the caller),
                     chinchilla: {E, A, B, alpha, beta} or null,
@@ -77,7 +80,8 @@ from archscale.fit.forms.multiplicative import normalise as normalise_r_factor
 from archscale.fit.intervals import percentile_interval
 from archscale.fit.io import provenance
 from archscale.fit.reference import LAW_L_OPT_SOURCES, EmpiricalLopt, reference_loss
-from archscale.fit.seeds import noise_warnings, optimum_margins, resample_losses, seed_noise
+from archscale.fit.seeds import (familywise_threshold, noise_warnings, optimum_margins,
+                                 resample_losses, seed_noise)
 from archscale.fit.values import distinct_count
 
 #: Bian et al. (ICLR 2026), multiplicative form, as published (not normalised).
@@ -89,12 +93,13 @@ PAPER_R_RANGE = (0.5, 5.0)
 
 
 def predict_loss(coefficients: "ConditionalLaw | Mapping[str, float]", x: Any, r: Any,
-                 l_opt: Any, form: str | None = None) -> np.ndarray:
+                 l_opt: Any, form: str | None = None, n: Any = None) -> np.ndarray:
     """Predicted loss for arrays of x = d/sqrt(N), r = r_mlp/attn and L_opt (broadcast).
 
     `coefficients` is a ConditionalLaw or a mapping of the form's coefficients (for the
     built-in forms a0, a1, a2, b0, b1, b2; the additive form's b0 may be left out) and
-    optionally "form"; `form` overrides, default multiplicative.
+    optionally "form"; `form` overrides, default multiplicative. `n` (non-embedding
+    parameters) is needed by the forms whose correction depends on N.
     A few array operations, so millions of candidates take well under a second.
     """
     if isinstance(coefficients, ConditionalLaw):
@@ -104,7 +109,8 @@ def predict_loss(coefficients: "ConditionalLaw | Mapping[str, float]", x: Any, r
         form = form or coefficients.get("form", "multiplicative")
         values = coefficients
     law_form = forms.get(form)
-    return law_form.predict(law_form.coefficients(values), x, r, l_opt)
+    return law_form.predict(law_form.coefficients(values), x, r, l_opt,
+                            **law_form.n_keyword(n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +135,9 @@ class ConditionalLaw:
     #: (the published law). The search marks candidates outside them.
     x_fitted: tuple[float, float] | None = None
     r_fitted: tuple[float, float] | None = None
+    #: where an N-dependent form states its single x*, r*: the geometric mean N of the
+    #: fitted runs (None for forms that do not depend on N, or when unknown)
+    n_reference: float | None = None
 
     def __post_init__(self) -> None:
         if self.l_opt_source not in LAW_L_OPT_SOURCES:
@@ -145,9 +154,13 @@ class ConditionalLaw:
     def formula(self) -> str:
         return self.law_form.formula
 
-    def optimum(self) -> dict[str, forms.Optimum]:
-        """The optimum along x and r, and whether each is a minimum."""
-        return self.law_form.optimum(self.coefs)
+    def optimum(self, n: float | None = None) -> dict[str, forms.Optimum]:
+        """The optimum along x and r, and whether each is a minimum; for a form that depends
+        on N, at `n` parameters (default: the geometric mean of the fitted sizes)."""
+        form = self.law_form
+        if form.depends_on_n and n is None:
+            n = self.n_reference
+        return form.optimum(self.coefs, **form.n_keyword(n))
 
     @property
     def x_star(self) -> float:
@@ -160,9 +173,10 @@ class ConditionalLaw:
     def coefficients(self) -> dict[str, float]:
         return dict(self.coefs)
 
-    def predict(self, x: Any, r: Any, l_opt: Any) -> np.ndarray:
-        """Loss at given x, r and reference loss L_opt (numpy arrays, broadcast)."""
-        return self.law_form.predict(self.coefs, x, r, l_opt)
+    def predict(self, x: Any, r: Any, l_opt: Any, n: Any = None) -> np.ndarray:
+        """Loss at given x, r and reference loss L_opt (numpy arrays, broadcast); `n`, the
+        non-embedding parameters, for a form that depends on N."""
+        return self.law_form.predict(self.coefs, x, r, l_opt, **self.law_form.n_keyword(n))
 
     def l_opt(self, n: Any, d: Any) -> np.ndarray:
         """L_opt at any (N, D); see the module docstring for how each source answers."""
@@ -175,7 +189,7 @@ class ConditionalLaw:
 
     def predict_at(self, x: Any, r: Any, n: Any, d: Any) -> np.ndarray:
         """Loss of architectures (x, r) of N parameters trained on D tokens."""
-        return self.predict(x, r, self.l_opt(n, d))
+        return self.predict(x, r, self.l_opt(n, d), n=n)
 
 
 def paper_law(l_opt: ChinchillaLaw = EPOCH_PUBLISHED, normalise: bool = False) -> ConditionalLaw:
@@ -200,10 +214,21 @@ def paper_law(l_opt: ChinchillaLaw = EPOCH_PUBLISHED, normalise: bool = False) -
 # Fitting
 # ---------------------------------------------------------------------------------------------
 
-def _lm(p0: np.ndarray, form: LawForm, x, r, loss, l_opt):
-    return least_squares(lambda p: form.model(p, x, r, l_opt) - loss, p0,
-                         jac=lambda p: form.jacobian(p, x, r, l_opt), method="lm",
+def _lm(p0: np.ndarray, form: LawForm, x, r, loss, l_opt, n=None):
+    kw = form.n_keyword(n)
+    return least_squares(lambda p: form.model(p, x, r, l_opt, **kw) - loss, p0,
+                         jac=lambda p: form.jacobian(p, x, r, l_opt, **kw), method="lm",
                          xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+
+
+def canonical_order(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs sorted by what they are (N, D, x, r, name), not by where they were listed: the
+    bootstrap draws rows by position, so this makes its intervals independent of the order of
+    the architectures in config.yaml or of the rows in runs.csv."""
+    keys = [c for c in ("N", "D", "x", "r") if c in table.columns]
+    ordered = table.assign(_name=table["name"].astype(str)).sort_values(
+        keys + ["_name"], kind="stable")
+    return ordered.drop(columns="_name").reset_index(drop=True)
 
 
 def _short_axes(form: LawForm, x: np.ndarray, r: np.ndarray) -> list[tuple[str, int, int]]:
@@ -229,6 +254,9 @@ class ConditionalFit:
 
     seed_noise: dict[str, Any] = field(default_factory=dict)
     margins: list[dict[str, Any]] = field(default_factory=list)
+    margin_threshold: dict[str, Any] = field(default_factory=dict)
+    #: the bootstrap's refits (None without one); compare.py reads each form's optima from them
+    samples: "BootstrapSamples | None" = None
 
     def to_dict(self, extra_provenance: Mapping[str, Any] | None = None,
                 settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -252,6 +280,7 @@ class ConditionalFit:
             "confidence_intervals": self.intervals,
             "seed_noise": self.seed_noise,
             "optimum_margins": self.margins,
+            "margin_threshold": self.margin_threshold,
             "l_opt": {
                 "source": law.l_opt_source,
                 "chinchilla": law.chinchilla.as_dict() if law.chinchilla else None,
@@ -270,7 +299,8 @@ class ConditionalFit:
 def _optimum(law: ConditionalLaw, x_used: np.ndarray, r_used: np.ndarray
              ) -> tuple[dict[str, Any], list[str]]:
     """conditional.json's `optimum` block (where each optimum lies against the fitted span)
-    and a warning for each optimum that is not a minimum or lies outside the fitted runs."""
+    and a warning for each optimum that is not a minimum or lies outside the fitted runs.
+    A form that depends on N states it at law.n_reference (recorded as n_reference)."""
     opt = law.optimum()
     spans = {"x": (float(x_used.min()), float(x_used.max())),
              "r": (float(r_used.min()), float(r_used.max()))}
@@ -293,6 +323,8 @@ def _optimum(law: ConditionalLaw, x_used: np.ndarray, r_used: np.ndarray
     out.update({f"{name}_is_minimum": opt[name].is_minimum for name in AXES})
     out.update({f"{name}_extrapolated": extrapolated[name] for name in AXES})
     out.update({f"{name}_fitted": list(spans[name]) for name in AXES})
+    if law.n_reference is not None:
+        out["n_reference"] = law.n_reference
     return out, warnings
 
 
@@ -337,22 +369,28 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
             f"the {form} conditional law has {n_free} free coefficients but only {n_used} run(s) "
             f"have r in [{lo:g}, {hi:g}] ({len(table) - n_used} excluded); at least "
             f"{n_free + 1} are needed: train more variants or widen fit.r_range")
-    u = table[used]
-    x, r, loss, lo_pt = (u[c].to_numpy(dtype=float) for c in ("x", "r", "loss", "l_opt"))
+    u = canonical_order(table[used])
+    x, r, loss, lo_pt, n = (u[c].to_numpy(dtype=float)
+                            for c in ("x", "r", "loss", "l_opt", "N"))
+    n = n if law_form.depends_on_n else None
     names = {"x": "x = d/sqrt(N)", "r": "r = r_mlp/attn"}
     for axis, k, need in _short_axes(law_form, x, r):
         raise FitError(f"the runs used span only {k} distinct value(s) of {names[axis]}; the "
                        f"{form} form needs {need} to fit its {axis} term, so train "
                        f"variants at {need} or more values")
     t0 = time.perf_counter()
-    res = _lm(law_form.initial(x, r, loss, lo_pt), law_form, x, r, loss, lo_pt)
+    res = _lm(law_form.initial(x, r, loss, lo_pt, **law_form.n_keyword(n)), law_form, x, r,
+              loss, lo_pt, n)
     if not np.all(np.isfinite(res.x)):
         raise FitError(f"Levenberg-Marquardt diverged ({res.message}); check the runs table")
     reported = law_form.report(res.x, r)
     law = ConditionalLaw(form=form, coefs=reported.coefficients, l_opt_source=source,
                          chinchilla=chinchilla, empirical=empirical,
-                         normalisation=reported.normalisation)
-    table["predicted"] = law.predict(table["x"], table["r"], table["l_opt"])
+                         normalisation=reported.normalisation,
+                         n_reference=(float(np.exp(np.mean(np.log(n)))) if n is not None
+                                      else None))
+    table["predicted"] = law.predict(table["x"], table["r"], table["l_opt"],
+                                     n=table["N"].to_numpy(dtype=float))
     table["residual"] = table["predicted"] - table["loss"]
     resid = table.loc[used, "residual"].to_numpy()
     fit_info = _fit_info(res, (lo, hi), n_used, len(table), n_free, resid, t0)
@@ -364,17 +402,18 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
         warnings.append(f"Levenberg-Marquardt did not converge: {res.message}")
     if not reported.at_optimum:
         warnings.append(f"normalisation: {reported.normalisation}")
+    margins = optimum_margins(table[used], noise, size_tol)
     fit = ConditionalFit(law=law, fit_info=fit_info, table=table, r_range=(lo, hi),
                          optimum=optimum, warnings=warnings, size_tol=size_tol,
-                         seed_noise=noise,
-                         margins=optimum_margins(table[used], noise, size_tol))
+                         seed_noise=noise, margins=margins,
+                         margin_threshold=familywise_threshold(margins))
     if bootstrap > 0:
-        fit.intervals = _bootstrap(res.x, law_form, x, r, u, lo_pt, int(bootstrap), level, seed)
+        fit.samples = bootstrap_coefficients(res.x, law_form, x, r, n, u, lo_pt,
+                                             int(bootstrap), seed)
+        fit.intervals = _intervals(fit.samples, law_form, level, seed, law.n_reference,
+                                   optimum)
         fit.warnings.extend(_intervals_inside(fit.intervals, optimum, level))
-        skipped = fit.intervals["n_resamples"] - fit.intervals["n_converged"]
-        if skipped:
-            fit.warnings.append(f"{skipped} of {bootstrap} bootstrap resamples were unusable "
-                                "(too few distinct x or r, or no convergence) and are excluded")
+        fit.warnings.extend(bootstrap_warnings(fit.samples, fit.intervals))
     return fit
 
 
@@ -393,13 +432,20 @@ def _fit_info(res, r_range: tuple[float, float], n_used: int, n_total: int, n_fr
 def _intervals_inside(intervals: Mapping[str, Any], optimum: dict[str, Any], level: float
                       ) -> list[str]:
     """Mark in `optimum` whether each optimum's bootstrap interval lies strictly inside the
-    fitted span; a warning for each that does not."""
+    fitted span (and at least `level` of the resamples have a minimum at all); a warning for
+    each that does not."""
     warnings = []
     for name in AXES:
         ci, (lo_f, hi_f) = intervals["optimum"][f"{name}_star"], optimum[f"{name}_fitted"]
-        inside = bool(lo_f < ci["low"] and ci["high"] < hi_f)
+        enough = ci["minimum_share"] >= level
+        inside = bool(enough and lo_f < ci["low"] and ci["high"] < hi_f)
         optimum[f"{name}_interval_inside_fitted"] = inside
-        if not inside:
+        if not enough:
+            warnings.append(
+                f"only {ci['minimum_share']:.0%} of the usable bootstrap refits have an {name} "
+                f"optimum that is a minimum (needed: {level:.0%}): the data do not show a U in "
+                f"{name}; the interval of {name}* is over those refits only")
+        elif not inside:
             warnings.append(
                 f"the {level:.0%} interval of {name}* [{ci['low']:.4g}, {ci['high']:.4g}] "
                 f"is not inside the fitted {name} range [{lo_f:.4g}, {hi_f:.4g}]: the data "
@@ -407,34 +453,108 @@ def _intervals_inside(intervals: Mapping[str, Any], optimum: dict[str, Any], lev
     return warnings
 
 
-def _bootstrap(p0, form: LawForm, x, r, used: pd.DataFrame, l_opt, n_resamples, level, seed
-               ) -> dict[str, Any]:
-    """Percentile intervals from refits on resampled runs, each run's seeds resampled too."""
+@dataclass
+class BootstrapSamples:
+    """The bootstrap's refits: each usable resample's reported coefficients (one row per
+    resample, columns `names`), and how many resamples were dropped and why."""
+
+    names: tuple[str, ...]
+    coefficients: np.ndarray
+    n_resamples: int
+    too_few_distinct: int
+    not_converged: int
+
+    def optima(self, form: LawForm, n: float | None = None) -> dict[str, tuple[np.ndarray,
+                                                                                np.ndarray]]:
+        """Per axis, each refit's optimum and whether it is a minimum (at `n` parameters for
+        a form that depends on N)."""
+        stars = {a: np.full(len(self.coefficients), np.nan) for a in AXES}
+        minimum = {a: np.zeros(len(self.coefficients), dtype=bool) for a in AXES}
+        for i, row in enumerate(self.coefficients):
+            opt = form.optimum(dict(zip(self.names, row)), **form.n_keyword(n))
+            for a in AXES:
+                stars[a][i], minimum[a][i] = opt[a].star, opt[a].is_minimum
+        return {a: (stars[a], minimum[a]) for a in AXES}
+
+
+def bootstrap_coefficients(p0: np.ndarray, form: LawForm, x: np.ndarray, r: np.ndarray,
+                           n: np.ndarray | None, used: pd.DataFrame, l_opt: np.ndarray,
+                           n_resamples: int, seed: int) -> BootstrapSamples:
+    """Refits on resampled runs, each run's seeds resampled too (archscale.fit.seeds).
+
+    The resamples follow the runs' order in `used`; fit_conditional passes them in
+    `canonical_order`, so the same runs give the same intervals in any listed order."""
     rng = np.random.default_rng(seed)
-    n = len(x)
-    names = form.coefficient_names
-    samples = []
+    k = len(x)
+    rows, short, failed = [], 0, 0
     for _ in range(n_resamples):
-        idx = rng.integers(0, n, size=n)
+        idx = rng.integers(0, k, size=k)
         if _short_axes(form, x[idx], r[idx]):
+            short += 1
             continue
         loss = resample_losses(used, rng)
-        res = _lm(p0, form, x[idx], r[idx], loss[idx], l_opt[idx])
+        n_idx = None if n is None else n[idx]
+        res = _lm(p0, form, x[idx], r[idx], loss[idx], l_opt[idx], n_idx)
         if not (res.success and np.all(np.isfinite(res.x))):
+            failed += 1
             continue
         c = form.report(res.x, r[idx]).coefficients
-        opt = form.optimum(c)
-        samples.append([c[k] for k in names] + [opt[a].star for a in AXES])
-    arr = np.array(samples, dtype=float).reshape(-1, len(names) + len(AXES))
-    stars = {f"{a}_star": arr[:, len(names) + i] for i, a in enumerate(AXES)}
+        rows.append([c[name] for name in form.coefficient_names])
+    arr = np.array(rows, dtype=float).reshape(-1, len(form.coefficient_names))
+    return BootstrapSamples(tuple(form.coefficient_names), arr, n_resamples, short, failed)
+
+
+def optimum_interval(stars: np.ndarray, minimum: np.ndarray, level: float,
+                     span: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The percentile interval of an optimum over the refits where it is a minimum (so it
+    stays inside the domain, x and r > 0), with how many refits had none and, given the
+    fitted `span`, how many put it outside."""
+    good = stars[minimum & np.isfinite(stars) & (stars > 0)]
+    out = percentile_interval(good, level)
+    out["n_minimum"] = int(good.size)
+    out["n_not_minimum"] = int(len(stars) - good.size)
+    out["minimum_share"] = float(good.size / len(stars)) if len(stars) else 0.0
+    if good.size:
+        out["median"] = float(np.median(good))
+    if span is not None:
+        out["n_outside_fitted"] = int(np.sum((good <= span[0]) | (good >= span[1])))
+    return out
+
+
+def bootstrap_warnings(samples: BootstrapSamples, intervals: Mapping[str, Any]) -> list[str]:
+    """The refits the intervals leave out, said in the output rather than folded into an SE."""
+    out = []
+    dropped = samples.too_few_distinct + samples.not_converged
+    if dropped:
+        out.append(f"{dropped} of {samples.n_resamples} bootstrap resamples were unusable "
+                   f"({samples.too_few_distinct} with too few distinct x or r, "
+                   f"{samples.not_converged} not converged) and are excluded")
+    for name in AXES:
+        ci = intervals["optimum"][f"{name}_star"]
+        outside = ci.get("n_outside_fitted", 0)
+        if outside and ci["n_minimum"]:
+            out.append(f"{outside} of {ci['n_minimum']} bootstrap refits put {name}* outside "
+                       "the fitted range")
+    return out
+
+
+def _intervals(samples: BootstrapSamples, form: LawForm, level: float, seed: int,
+               n_reference: float | None, optimum: Mapping[str, Any]) -> dict[str, Any]:
+    """conditional.json's confidence_intervals block."""
+    optima = samples.optima(form, n_reference)
     return {"method": "percentile bootstrap over runs (shape and budget) and, within each, "
                       "over its seeds; each resample refit by LM from the full-data optimum; "
-                      "L_opt held at each run's full-data value",
-            "level": level, "n_resamples": n_resamples, "n_converged": int(len(arr)),
-            "seed": seed,
-            "coefficients": {k: percentile_interval(arr[:, j], level)
-                             for j, k in enumerate(names)},
-            "optimum": {k: percentile_interval(v, level) for k, v in stars.items()}}
+                      "L_opt held at each run's full-data value; an optimum's interval is over "
+                      "the refits where it is a minimum",
+            "level": level, "n_resamples": samples.n_resamples,
+            "n_converged": int(len(samples.coefficients)),
+            "n_too_few_distinct": samples.too_few_distinct,
+            "n_not_converged": samples.not_converged, "seed": seed,
+            "coefficients": {k: percentile_interval(samples.coefficients[:, j], level)
+                             for j, k in enumerate(samples.names)},
+            "optimum": {f"{a}_star": optimum_interval(*optima[a], level,
+                                                       tuple(optimum[f"{a}_fitted"]))
+                        for a in AXES}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +589,8 @@ def law_from_dict(doc: Mapping[str, Any]) -> ConditionalLaw:
              for k in ("x_fitted", "r_fitted")}
     return ConditionalLaw(form=doc.get("form", "multiplicative"), coefs=doc["coefficients"],
                           l_opt_source=l_opt.get("source", "chinchilla"), chinchilla=chin,
-                          empirical=emp, normalisation=doc.get("normalisation", ""), **spans)
+                          empirical=emp, normalisation=doc.get("normalisation", ""),
+                          n_reference=optimum.get("n_reference"), **spans)
 
 
 def load_conditional(path: str | Path) -> ConditionalLaw:

@@ -10,7 +10,10 @@ it where a reader of the fit sees it:
 - `resample_losses`: one bootstrap draw of the per-shape mean losses, resampling each shape's
   seeds with replacement, so that a bootstrap over runs also carries the seed noise.
 - `optimum_margins`: per size and token budget, the best trained shape against its nearest
-  trained neighbours below and above it in x = d/sqrt(N) and in r, in units of the seed SD.
+  trained neighbours below and above it in x = d/sqrt(N) and in r, in standard errors of the
+  difference of the two means (SD * sqrt(1/n_best + 1/n_neighbour), each side's own seed
+  count), and `familywise_threshold`: the margin, in those SEs, that every one of the study's
+  comparisons must clear for all of them together to hold at 5 % (Bonferroni, one-sided).
 
 The runs table is the one `archscale.fit.io.read_runs` returns: one row per (name, D), with the
 seed mean in `loss`, the seed count in `n_seeds` and the seeds' own losses in `seed_losses`.
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from archscale.fit.io import size_groups
 
@@ -129,12 +133,30 @@ def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
                     sides[side] = None
                     continue
                 margin = float(nb.loss - best.loss)
+                n_nb = int(nb.get("n_seeds", 1))
+                se = sd * math.sqrt(1 / entry["best"]["n_seeds"] + 1 / n_nb) if sd else None
                 sides[side] = {"name": None if pd.isna(nb.get("name")) else str(nb.get("name")),
                                axis: float(nb[axis]), "loss": float(nb.loss), "margin": margin,
-                               "margin_in_seed_sd": margin / sd if sd else None}
-            bracketed = all(sides[s] is not None for s in sides)
-            entry[axis] = {**sides, "bracketed": bracketed,
-                           "clear_at_2_sd": bool(bracketed and sd and all(
-                               sides[s]["margin"] >= 2 * sd for s in sides))}
+                               "n_seeds": n_nb, "se": se,
+                               "margin_in_se": margin / se if se else None}
+            entry[axis] = {**sides, "bracketed": all(sides[s] is not None for s in sides)}
         out.append(entry)
     return out
+
+
+def familywise_threshold(margins: list[dict[str, Any]], alpha: float = 0.05
+                         ) -> dict[str, Any]:
+    """The margin (in SE of the difference) each one-sided comparison in `margins` must clear
+    so that all of them hold together at `alpha` (Bonferroni over the comparisons made), and
+    marks each axis entry `clear` when both its sides clear it."""
+    m = sum(1 for e in margins for axis in ("x", "r") for side in ("below", "above")
+            if e[axis][side] is not None)
+    z = float(norm.ppf(1 - alpha / m)) if m else None
+    for e in margins:
+        for axis in ("x", "r"):
+            sides = [e[axis][s] for s in ("below", "above")]
+            e[axis]["clear"] = bool(z is not None and e[axis]["bracketed"] and all(
+                s["margin_in_se"] is not None and s["margin_in_se"] >= z for s in sides))
+    return {"comparisons": m, "alpha": alpha, "threshold_se": z,
+            "method": "Bonferroni, one-sided: each margin over the best trained shape must "
+                      "exceed the normal quantile 1 - alpha/m in SE of the difference"}

@@ -55,6 +55,11 @@ class LawForm(ABC):
     Subclasses set `name`, `formula` (text for conditional.json), `coefficient_names` (the
     reported coefficients, in order), `n_free` (parameters the fit moves) and
     `distinct_needed` (the fewest distinct values of x and of r the fit needs).
+
+    A form whose correction depends on the model size sets `depends_on_n = True`; its
+    predict, model, jacobian, initial, optimum and split then take the non-embedding parameter
+    count as a keyword `n` (arrays like x, or one value for `optimum`), and callers pass it.
+    Forms that do not depend on N are never given `n`, so their methods need not accept it.
     """
 
     name: str
@@ -62,6 +67,17 @@ class LawForm(ABC):
     coefficient_names: tuple[str, ...]
     n_free: int
     distinct_needed: Mapping[str, int] = {"x": 3, "r": 3}
+    depends_on_n: bool = False
+
+    def n_keyword(self, n: Any) -> dict[str, Any]:
+        """{'n': n} for a form that depends on N (an error when n is missing), else {}: what
+        callers splat into the methods so N-free forms keep their short signatures."""
+        if not self.depends_on_n:
+            return {}
+        if n is None:
+            raise ValueError(f"the {self.name} form's correction depends on N: give the "
+                             "non-embedding parameter count (n=...)")
+        return {"n": n}
 
     def coefficients(self, values: Mapping[str, Any]) -> dict[str, float]:
         """The reported coefficients, as floats in `coefficient_names` order, from a mapping
