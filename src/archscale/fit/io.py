@@ -96,15 +96,20 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
     out["n_seeds"] = 1
     out["loss_sd"] = 0.0
     out["seed_losses"] = [(float(v),) for v in out["loss"]]
+    if "seed" in out.columns:
+        out["seeds"] = [(int(v),) if pd.notna(v) else () for v in out["seed"]]
     if "name" in out.columns and out.duplicated(["name", "D"]).any():
         keys = ["name", "D"]
-        per_seed = ["seed", "n_seeds", "loss_sd", "seed_losses"]
+        per_seed = ["seed", "seeds", "n_seeds", "loss_sd", "seed_losses"]
         agg = {c: "mean" for c in out.columns if c not in keys + per_seed}
         grouped = out.groupby(keys, sort=False)
         merged = grouped.agg(agg)
         merged["n_seeds"] = grouped.size()
         merged["loss_sd"] = grouped["loss"].std(ddof=1).fillna(0.0)
         merged["seed_losses"] = grouped["loss"].agg(lambda s: tuple(float(v) for v in s))
+        if "seed" in out.columns:
+            merged["seeds"] = grouped["seed"].agg(lambda s: tuple(int(v) for v in s
+                                                                  if pd.notna(v)))
         out = merged.reset_index()
     return out.reset_index(drop=True)
 

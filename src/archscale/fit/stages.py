@@ -1,4 +1,4 @@
-"""The three fit stages as file-in, file-out functions: what the Snakemake scripts and
+"""The fit stages as file-in, file-out functions: what the Snakemake scripts and
 `archscale fit` both run, so the workflow and the command line do exactly the same thing.
 
 Each takes the config's `fit` section as a dict; missing keys get the schema's defaults.
@@ -106,3 +106,50 @@ def quality_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | No
                                         n_starts=s["n_starts"])
     write_csv(out, quality)
     return quality
+
+
+def forms_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None = None,
+                extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Fit every registered law form and compare them by held-out error (forms.json)."""
+    from archscale.fit.compare import compare_forms
+    from archscale.fit.io import provenance
+
+    started = now()
+    s = fit_settings(fit)
+    table = read_runs(runs, s["loss_column"], require=("N", "D", "loss", "x", "r"))
+    doc = compare_forms(table, configured=s["form"], r_range=s["r_range"],
+                        bootstrap=s["bootstrap"], seed=s["seed"],
+                        size_tol=s["size_tolerance"], huber_delta=s["huber_delta"],
+                        n_starts=s["n_starts"], min_train_sizes=s["min_train_sizes"])
+    doc["provenance"] = provenance(extra_provenance, {"fit": s, "runs": str(runs)})
+    _complete_provenance(doc, started, [runs])
+    write_json(out, doc)
+    return doc
+
+
+def verdicts_stage(forms: str | Path, conditional: str | Path, out: str | Path | None = None,
+                   check_runs: str | Path | None = None,
+                   recommendations: str | Path | None = None,
+                   throughput: str | Path | None = None,
+                   extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One verdict per finding (verdicts.json) from the fit outputs; `check_runs` is the
+    optimum check's runs.csv when the study ran it (its absence caps x* and r* at "not
+    identified"), `recommendations` and `throughput` the search's and measurement's outputs."""
+    import pandas as pd
+
+    from archscale.fit.verdicts import verdicts
+    from archscale.io import read_json
+
+    started = now()
+    doc = verdicts(read_json(forms), read_json(conditional),
+                   check_runs=pd.read_csv(check_runs) if check_runs else None,
+                   check_enabled=check_runs is not None,
+                   recommendations=read_json(recommendations) if recommendations else None,
+                   throughput=pd.read_csv(throughput) if throughput else None)
+    inputs = [p for p in (forms, conditional, check_runs, recommendations, throughput) if p]
+    doc["provenance"] = project_provenance(settings={}, inputs=[])
+    doc["provenance"].update(dict(extra_provenance or {}))
+    _complete_provenance(doc, started, inputs)
+    if out:
+        write_json(out, doc)
+    return doc

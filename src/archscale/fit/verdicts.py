@@ -1,0 +1,339 @@
+"""One verdict per finding: "supported", "not identified" or "contradicted", each with the
+numbers and the rule that decided it (results/fits/verdicts.json, `archscale verdicts`).
+
+Why: a fit always returns an optimum and an interval, whether or not the data settle them. The
+rules below, written in docs/science.md before the laptop study was rerun, say when they do.
+They read the form comparison (forms.json, archscale.fit.compare), the configured fit's
+margins (conditional.json, archscale.fit.seeds), the optimum check (the headline form's
+optimum trained at the largest grid sizes with every seed, results/optimum_check/runs.csv)
+and the search's recommendations with the throughput model's held-out error.
+
+The findings and their rules (Z is the family-wise bar of conditional.json's margin_threshold):
+
+- U in x (and U in r): supported when at 2 or more grid sizes the best trained shape is
+  bracketed along the axis and both neighbours are worse by at least Z SE of the difference;
+  contradicted when at 2 or more sizes the best shape sits at the edge of the axis with its one
+  neighbour worse by Z SE (loss falls monotonically) and no size shows a U; otherwise not
+  identified.
+- x* (and r*) where stated: supported only when (1) the U on that axis is supported, (2) the
+  optimum check ran at every planned size, (3) at each, the measured loss difference between
+  the trained optimum and the base shape agrees with the headline law's predicted difference
+  within 2 SE of the difference, (4) the trained optimum is not worse than the best trained
+  shape by more than 2 SE, and (5) every form's optimum at those sizes lies inside the
+  headline's interval. Contradicted when the check disagrees by more than 2 SE at every checked
+  size, or the U is contradicted. Otherwise (no optimum check included) not identified.
+- the law extrapolates: supported when the headline form beats both nulls (skill > 0) in every
+  progressive fold, with 2 or more folds; contradicted when it does not beat the
+  no-architecture null in any fold; otherwise not identified.
+- the frontier is faster at equal loss: supported when at every recommended budget the fastest
+  shape at the baseline's predicted loss is predicted faster by more than twice the throughput
+  model's held-out RMS error, and both shapes lie inside the law's fitted range; contradicted
+  when no budget has a faster shape at that loss; otherwise not identified.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from archscale.fit.conditional import ConditionalLaw
+from archscale.fit.forms.base import AXES
+
+SUPPORTED, NOT_IDENTIFIED, CONTRADICTED = "supported", "not identified", "contradicted"
+#: The optimum check's agreement bar, in SE of the difference (the issue's and the paper's
+#: usual 2-sigma; one comparison per checked size, so no family-wise correction).
+CHECK_SE = 2.0
+
+
+def _finding(name: str, statement: str, verdict: str, rule: str, numbers: Mapping[str, Any],
+             reasons: Sequence[str]) -> dict[str, Any]:
+    return {"finding": name, "statement": statement, "verdict": verdict, "rule": rule,
+            "numbers": dict(numbers), "reasons": list(reasons)}
+
+
+# ---------------------------------------------------------------------------------------------
+# U-shapes, from the margins of the trained shapes
+# ---------------------------------------------------------------------------------------------
+
+def u_shape(conditional: Mapping[str, Any], axis: str, min_sizes: int = 2) -> dict[str, Any]:
+    """The "loss is U-shaped in <axis>" finding from conditional.json's optimum_margins."""
+    margins = conditional.get("optimum_margins") or []
+    z = (conditional.get("margin_threshold") or {}).get("threshold_se")
+    rows, clear, monotone = [], 0, 0
+    for entry in margins:
+        side = entry[axis]
+        sides = {s: side[s] for s in ("below", "above")}
+        zs = {s: (v or {}).get("margin_in_se") for s, v in sides.items()}
+        is_clear = bool(side.get("clear"))
+        edge = [s for s in sides if sides[s] is None]
+        other = [s for s in sides if sides[s] is not None]
+        is_monotone = bool(z is not None and len(edge) == 1 and other
+                           and zs[other[0]] is not None and zs[other[0]] >= z)
+        clear += is_clear
+        monotone += is_monotone
+        rows.append({"N": entry["N"], "D": entry["D"], "best": entry["best"]["name"],
+                     "margin_below_se": zs["below"], "margin_above_se": zs["above"],
+                     "bracketed": side["bracketed"], "clear": is_clear})
+    if z is None:
+        verdict, reasons = NOT_IDENTIFIED, ["no comparison could be made in SE: the seed noise "
+                                            "is unmeasured or no size has 3+ shapes"]
+    elif clear >= min_sizes:
+        verdict, reasons = SUPPORTED, [f"a clear U at {clear} size(s)"]
+    elif monotone >= min_sizes and clear == 0:
+        verdict, reasons = CONTRADICTED, [f"the best shape is at the edge of {axis} with a "
+                                          f"clear margin at {monotone} size(s)"]
+    else:
+        verdict, reasons = NOT_IDENTIFIED, [f"a clear U at {clear} size(s) (needed: "
+                                            f"{min_sizes}); edge optimum at {monotone}"]
+    return _finding(f"u_{axis}", f"loss is U-shaped in {axis}", verdict,
+                    f"supported: best shape bracketed in {axis} with both neighbours worse by "
+                    f">= {z if z is None else round(z, 3)} SE (family-wise) at {min_sizes}+ "
+                    "sizes; contradicted: edge optimum with a clear margin at "
+                    f"{min_sizes}+ sizes and no U", {"threshold_se": z, "sizes": rows}, reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimum check
+# ---------------------------------------------------------------------------------------------
+
+def _law(forms_doc: Mapping[str, Any]) -> ConditionalLaw:
+    head = forms_doc["headline"]["form"]
+    return ConditionalLaw(form=head, coefs=forms_doc["forms"][head]["coefficients"],
+                          l_opt_source="given")
+
+
+def _l_opt(forms_doc: Mapping[str, Any], entry: Mapping[str, Any], n: float) -> float:
+    """The headline law's reference loss for a shape of n parameters at a grid entry."""
+    ref = forms_doc["reference"]
+    if not ref.get("degenerate") and ref.get("chinchilla"):
+        from archscale.fit.chinchilla import ChinchillaLaw
+
+        return float(ChinchillaLaw.from_dict(ref["chinchilla"])(n, entry["D"]))
+    return float(entry["l_opt"])
+
+
+def optimum_check(forms_doc: Mapping[str, Any], runs: pd.DataFrame | None, seed_sd: float | None
+                  ) -> list[dict[str, Any]]:
+    """Per checked size: the trained optimum against the headline law and the trained shapes.
+
+    `runs` is results/optimum_check/runs.csv (one row per shape and seed; skipped sizes have
+    no loss); `seed_sd` the study's seed SD at the grid budget."""
+    if runs is None or forms_doc.get("headline") is None:
+        return []
+    law = _law(forms_doc)
+    by_size = {int(e["size"]): e for e in forms_doc["headline"]["optimum_by_size"]}
+    out = []
+    for size, rows in runs.groupby("size", sort=True):
+        entry = by_size.get(int(size))
+        done = rows[pd.to_numeric(rows["val_loss"], errors="coerce").notna()]
+        row: dict[str, Any] = {"size": int(size), "status": "ok", "reason": ""}
+        if entry is None or done.empty:
+            reason = "; ".join(str(r) for r in rows.get("reason", pd.Series()).dropna()) or \
+                "no trained run"
+            out.append({**row, "status": "skipped", "reason": reason})
+            continue
+        losses = done["val_loss"].astype(float).to_numpy()
+        n_opt, x, r = (float(done[c].iloc[0]) for c in ("N", "x", "r"))
+        trained = entry.get("trained") or []
+        base = next((t for t in trained if t["name"] == entry.get("base")), None)
+        best = min(trained, key=lambda t: t["loss"]) if trained else None
+        if base is None or best is None or not seed_sd:
+            out.append({**row, "status": "skipped", "reason": "no base shape at this size and "
+                        "budget, or the seed noise is unmeasured"})
+            continue
+
+        def predict(xx, rr, nn):
+            return float(law.predict(xx, rr, _l_opt(forms_doc, entry, nn), n=nn))
+
+        pred_opt = predict(x, r, n_opt)
+        pred_base = predict(base["x"], base["r"], base["N"])
+        measured = float(losses.mean())
+        se_base = seed_sd * math.sqrt(1 / len(losses) + 1 / base["n_seeds"])
+        se_best = seed_sd * math.sqrt(1 / len(losses) + 1 / best["n_seeds"])
+        miss = (measured - base["loss"]) - (pred_opt - pred_base)
+        row.update({
+            "shape": str(done["varch"].iloc[0]), "N": n_opt, "D": float(entry["D"]),
+            "x": x, "r": r, "x_star": entry.get("x_star"), "r_star": entry.get("r_star"),
+            "n_seeds": int(len(losses)), "seed_losses": [float(v) for v in losses],
+            "measured": measured, "predicted": pred_opt, "base": base["name"],
+            "base_measured": base["loss"], "base_predicted": pred_base,
+            "predicted_gain_vs_base": pred_base - pred_opt,
+            "measured_gain_vs_base": base["loss"] - measured,
+            "miss": miss, "se": se_base, "miss_in_se": miss / se_base,
+            "best": best["name"], "best_measured": best["loss"],
+            "vs_best": measured - best["loss"], "vs_best_in_se": (measured - best["loss"])
+            / se_best, "seed_sd": seed_sd})
+        row["agrees"] = bool(abs(row["miss_in_se"]) <= CHECK_SE)
+        row["not_worse_than_best"] = bool(row["vs_best_in_se"] <= CHECK_SE)
+        out.append(row)
+    return out
+
+
+def optimum_finding(axis: str, forms_doc: Mapping[str, Any], u: Mapping[str, Any],
+                    check: list[dict[str, Any]], check_enabled: bool) -> dict[str, Any]:
+    """The "<axis>* where stated" finding."""
+    head = forms_doc.get("headline") or {}
+    stated = [{"N": e["N"], "star": e.get(f"{axis}_star"),
+               "interval": [(e.get(f"{axis}_interval") or {}).get(k) for k in ("low", "high")]}
+              for e in head.get("optimum_by_size", [])]
+    ok = [c for c in check if c["status"] == "ok"]
+    checked_sizes = {c["size"] for c in ok}
+    agreement = [a for a in forms_doc.get("agreement", [])
+                 if a["axis"] == axis and a["size"] in checked_sizes]
+    reasons = []
+    if u["verdict"] == CONTRADICTED:
+        verdict = CONTRADICTED
+        reasons.append(f"the U in {axis} is contradicted")
+    elif not check_enabled or not check:
+        verdict = NOT_IDENTIFIED
+        reasons.append("no optimum check: the stated optimum was not trained (enable "
+                       "optimum_check in the config)")
+    elif len(ok) < len(check):
+        verdict = NOT_IDENTIFIED
+        reasons.append("the optimum check could not run at every planned size")
+    elif all(not c["agrees"] for c in ok):
+        verdict = CONTRADICTED
+        reasons.append("the trained optimum misses the law's prediction by more than "
+                       f"{CHECK_SE:g} SE at every checked size")
+    else:
+        failed = []
+        if u["verdict"] != SUPPORTED:
+            failed.append(f"the U in {axis} is {u['verdict']}")
+        if not all(c["agrees"] for c in ok):
+            failed.append(f"the check misses by more than {CHECK_SE:g} SE at some size")
+        if not all(c["not_worse_than_best"] for c in ok):
+            failed.append("the trained optimum is worse than the best trained shape by more "
+                          f"than {CHECK_SE:g} SE at some size")
+        if not agreement or not all(a["all_inside"] for a in agreement):
+            out = sorted({n for a in agreement for n, v in a["inside"].items() if not v})
+            failed.append(f"form(s) {out} put {axis}* outside the headline interval" if out
+                          else f"no headline interval for {axis}* at the checked sizes")
+        verdict = NOT_IDENTIFIED if failed else SUPPORTED
+        reasons.extend(failed or ["every condition holds"])
+    return _finding(f"{axis}_star", f"{axis}* as the headline form ({head.get('form')}) states "
+                    "it, per grid size", verdict,
+                    f"supported: U in {axis} supported, the optimum check agrees within "
+                    f"{CHECK_SE:g} SE at every checked size and is not worse than the best "
+                    f"trained shape by {CHECK_SE:g} SE, and every form's {axis}* lies in the "
+                    "headline interval; contradicted: the check misses at every size (or the "
+                    "U is contradicted); otherwise not identified",
+                    {"stated": stated, "agreement": agreement,
+                     "moves_with_n": bool(forms_doc.get("forms", {}).get(head.get("form"), {})
+                                          .get("depends_on_n"))}, reasons)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extrapolation and the frontier
+# ---------------------------------------------------------------------------------------------
+
+def extrapolation_finding(forms_doc: Mapping[str, Any], min_folds: int = 2) -> dict[str, Any]:
+    head = (forms_doc.get("headline") or {}).get("form")
+    summary = forms_doc["forms"].get(head, {}).get("heldout", {}).get("progressive", {}) \
+        if head else {}
+    folds = summary.get("folds", 0)
+    vs_none = summary.get("skill_vs_no_architecture") or []
+    vs_kind = summary.get("skill_vs_kind_ratio") or []
+    numbers = {"form": head, "folds": folds, "mse_by_fold": summary.get("mse_by_fold"),
+               "skill_vs_no_architecture": vs_none, "skill_vs_kind_ratio": vs_kind,
+               "spearman_by_fold": summary.get("spearman_by_fold"),
+               "nulls_mse": {k: v.get("progressive", {}).get("mse_by_fold")
+                             for k, v in forms_doc.get("nulls", {}).items()}}
+    if folds and all(s is not None and s <= 0 for s in vs_none):
+        verdict, reasons = CONTRADICTED, ["no better than ignoring the architecture in any fold"]
+    elif folds >= min_folds and all(s is not None and s > 0 for s in vs_none + vs_kind):
+        verdict, reasons = SUPPORTED, [f"beats both nulls in all {folds} folds"]
+    else:
+        verdict = NOT_IDENTIFIED
+        reasons = [f"{folds} progressive fold(s) (needed: {min_folds})" if folds < min_folds
+                   else "it does not beat both nulls in every fold"]
+    return _finding("extrapolates", "the law predicts a larger size it was not fitted on",
+                    verdict, f"supported: skill > 0 against both nulls in every progressive "
+                    f"fold, {min_folds}+ folds; contradicted: no skill against the "
+                    "no-architecture null in any fold", numbers, reasons)
+
+
+def frontier_finding(recommendations: Mapping[str, Any] | None,
+                     throughput: pd.DataFrame | None) -> dict[str, Any]:
+    rule = ("supported: at every budget the fastest shape at the baseline's predicted loss is "
+            "predicted faster by more than twice the throughput model's held-out RMS error, "
+            "both shapes inside the law's fitted range; contradicted: no budget has a faster "
+            "shape at that loss")
+    if not recommendations:
+        return _finding("frontier_faster", "the frontier is faster at equal loss",
+                        NOT_IDENTIFIED, rule, {}, ["no recommendations.json"])
+    err = None
+    if throughput is not None and "loo_relative_error" in throughput:
+        values = pd.to_numeric(throughput["loo_relative_error"], errors="coerce").dropna()
+        err = float(np.sqrt(np.mean(values ** 2))) if len(values) else None
+    rows, clear, faster = [], 0, 0
+    recs = recommendations.get("recommendations", [])
+    for rec in recs:
+        s = rec.get("speedup_vs_baseline")
+        fast, base = rec.get("fastest_at_baseline_loss") or {}, rec.get("baseline") or {}
+        inside = fast.get("law_range") == "inside" and base.get("law_range") == "inside"
+        ok = bool(s is not None and err is not None and s - 1 > 2 * err and inside)
+        faster += bool(s is not None and s > 1)
+        clear += ok
+        rows.append({"budget": rec.get("budget"), "speedup": s, "fastest": fast.get("name"),
+                     "fastest_range": fast.get("law_range"),
+                     "baseline_range": base.get("law_range"), "clear": ok})
+    numbers = {"throughput_heldout_rms_error": err, "budgets": rows}
+    if recs and faster == 0:
+        verdict, reasons = CONTRADICTED, ["no budget has a faster shape at the baseline's loss"]
+    elif recs and clear == len(recs):
+        verdict, reasons = SUPPORTED, ["clear at every budget"]
+    else:
+        verdict = NOT_IDENTIFIED
+        reasons = [f"clear at {clear} of {len(recs)} budget(s)"
+                   + ("" if err is not None else "; the throughput model's held-out error is "
+                      "unknown")]
+    return _finding("frontier_faster", "the frontier is faster at equal loss", verdict, rule,
+                    numbers, reasons)
+
+
+def verdicts(forms_doc: Mapping[str, Any], conditional: Mapping[str, Any],
+             check_runs: pd.DataFrame | None = None, check_enabled: bool = False,
+             recommendations: Mapping[str, Any] | None = None,
+             throughput: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The verdicts.json document."""
+    from archscale.fit.seeds import seed_sd_at
+
+    head = forms_doc.get("headline") or {}
+    grid_d = head["optimum_by_size"][-1]["D"] if head.get("optimum_by_size") else None
+    noise = conditional.get("seed_noise") or {}
+    sd = seed_sd_at(noise, grid_d) if grid_d is not None and noise else None
+    u = {a: u_shape(conditional, a) for a in AXES}
+    check = optimum_check(forms_doc, check_runs, sd) if check_enabled else []
+    findings = [u["x"], u["r"],
+                optimum_finding("x", forms_doc, u["x"], check, check_enabled),
+                optimum_finding("r", forms_doc, u["r"], check, check_enabled),
+                extrapolation_finding(forms_doc),
+                frontier_finding(recommendations, throughput)]
+    return {"what": "one verdict per finding, with its numbers and rule "
+                    "(archscale.fit.verdicts; the rules: docs/science.md)",
+            "verdicts": [SUPPORTED, NOT_IDENTIFIED, CONTRADICTED],
+            "headline_form": head.get("form"), "selection": forms_doc.get("selection"),
+            "reference": {k: forms_doc.get("reference", {}).get(k)
+                          for k in ("source", "degenerate", "degeneracy")},
+            "seed_sd": sd, "optimum_check": check, "findings": findings}
+
+
+def summary_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The verdicts as a few lines of text: what `archscale verdicts` prints."""
+    lines = [f"headline form: {doc.get('headline_form')} "
+             f"({(doc.get('selection') or {}).get('reason', '')})"]
+    width = max(len(f["statement"]) for f in doc["findings"])
+    for f in doc["findings"]:
+        lines.append(f"{f['statement']:<{width}}  {f['verdict']:<15} {'; '.join(f['reasons'])}")
+    for c in doc.get("optimum_check", []):
+        if c["status"] == "ok":
+            lines.append(f"optimum check at N={c['N']:.3g}: {c['shape']} measured "
+                         f"{c['measured']:.4f} vs predicted {c['predicted']:.4f}; gain over "
+                         f"{c['base']} {c['measured_gain_vs_base']:+.4f} measured, "
+                         f"{c['predicted_gain_vs_base']:+.4f} predicted "
+                         f"(miss {c['miss_in_se']:+.1f} SE)")
+        else:
+            lines.append(f"optimum check at size {c['size']}: skipped ({c['reason']})")
+    return lines
