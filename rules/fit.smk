@@ -67,3 +67,47 @@ rule fit_quality:
         "../envs/analysis.yaml"
     script:
         "../scripts/fit_quality.py"
+
+
+rule fit_forms:
+    input:
+        runs=table("results/runs.csv"),
+    output:
+        json="results/fits/forms.json",
+    params:
+        # every setting compare_forms reads (fit.l_opt does not: the reference-loss rule is fixed)
+        fit={k: config["fit"][k] for k in ("loss_column", "form", "r_range", "bootstrap", "seed",
+                                           "size_tolerance", "huber_delta", "n_starts",
+                                           "min_train_sizes")},
+        code=code_version("fit"),
+    log:
+        "logs/fits/forms.log",
+    benchmark:
+        "logs/benchmarks/fit_forms.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/fit_forms.py"
+
+
+rule verdicts:
+    input:
+        forms="results/fits/forms.json",
+        recommendations="results/recommendations.json",
+        throughput="results/throughput.csv",
+        # the trained optimum, when optimum_check.enabled (rules/optimum_check.smk)
+        check=["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
+    output:
+        json="results/fits/verdicts.json",
+    params:
+        code=code_version("fit"),
+    log:
+        "logs/fits/verdicts.log",
+    benchmark:
+        "logs/benchmarks/verdicts.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/verdicts.py"

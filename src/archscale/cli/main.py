@@ -5,6 +5,7 @@
     archscale fit chinchilla|conditional --runs runs.csv --out fit.json
     archscale throughput predict ...
     archscale search --coefficients fit.json --gpu H200 ...
+    archscale verdicts [--results results]
 Every command prints JSON (or CSV for tables) on stdout; with --out (or --out-dir) the result
 goes to the file and stdout gets one line saying what was written.
 
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("archscale.cli.fit", "fit scaling laws to a runs table"),
     "throughput": ("archscale.cli.throughput", "throughput model and measurements"),
     "search": ("archscale.cli.search", "Eq. 4 frontier search on fitted or paper coefficients"),
+    "verdicts": ("archscale.cli.verdicts", "one verdict per finding of a finished study"),
 }
 COMMAND_MODULES = tuple(module for module, _ in COMMANDS.values())
 

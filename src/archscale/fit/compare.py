@@ -15,8 +15,11 @@ architecture. So the study fits every registered form (`archscale.fit.forms`) an
   Spearman is over the held-out size's architectures at one token budget (across budgets any
   D-aware law ranks correctly);
 - the headline: the form with the lowest mean leave-one-size-out MSE (progressive when no
-  leave-one-size-out fold could be fitted), and how far the forms' optima agree with its
-  intervals;
+  leave-one-size-out fold could be fitted), the forms the held-out error rejects against it
+  (worse in every one of 5+ folds: a sign test), and whether the optima of the others lie in
+  the headline's intervals;
+- the trained shapes' own evidence, independent of any form: the seed noise and, per grid
+  size, the best shape's margins over its neighbours in SE (archscale.fit.seeds);
 - the reference loss chosen by the rule of `archscale.fit.reference_rule`, and the headline
   form's optimum under the other L_opt sources (a sensitivity check, not a choice).
 """
@@ -36,6 +39,7 @@ from archscale.fit.forms.base import AXES
 from archscale.fit.io import size_groups
 from archscale.fit.reference import chinchilla_points, empirical_l_opt_per_run
 from archscale.fit.reference_rule import base_chinchilla, reference_by_rule
+from archscale.fit.seeds import familywise_threshold, optimum_margins, seed_noise
 
 NULLS = {
     "no_architecture": "loss = L_opt(N, D): the architecture does not matter",
@@ -49,6 +53,8 @@ KIND_TOLERANCE = 1.25
 #: configured n_starts serves the study's own reference fit): on degenerate small-model data
 #: each start runs hundreds of iterations, and the 10 best grid starts reach the same optimum.
 FOLD_STARTS = 10
+#: Leave-one-size-out folds a form must lose in, all of them, to be rejected (sign test).
+SIGN_TEST_FOLDS = 5
 SELECTION = ("the form with the lowest mean held-out MSE over the leave-one-size-out folds "
              "that every form could fit (progressive folds when there is none)")
 
@@ -235,9 +241,28 @@ def _select(folds: pd.DataFrame, names: Sequence[str], default: str) -> dict[str
                       "is the headline by default, unchosen"}
 
 
-def _agreement(results: Mapping[str, Any], headline: str) -> list[dict[str, Any]]:
-    """Per grid size and axis: each form's optimum, and whether all lie in the headline's
-    interval."""
+def rejected_forms(folds: pd.DataFrame, names: Sequence[str], headline: str
+                   ) -> dict[str, str]:
+    """The forms the held-out error rejects against the headline, with why: worse in every one
+    of SIGN_TEST_FOLDS or more leave-one-size-out folds (a one-sided sign test, p <= 2^-5 =
+    0.03). With fewer folds nothing is rejected, so every form's optimum must agree."""
+    ok = folds[(folds["scheme"] == "loso") & (folds["status"] == "ok")] if len(folds) else folds
+    cols = [f"mse_{n}" for n in names]
+    if ok.empty or not all(c in ok for c in cols):
+        return {}
+    common = ok.dropna(subset=cols)
+    if len(common) < SIGN_TEST_FOLDS:
+        return {}
+    head = common[f"mse_{headline}"].to_numpy()
+    return {n: f"held-out MSE above the headline's in all {len(common)} leave-one-size-out "
+               f"folds (sign test p = {0.5 ** len(common):.3g})"
+            for n in names if n != headline and np.all(common[f"mse_{n}"].to_numpy() > head)}
+
+
+def _agreement(results: Mapping[str, Any], headline: str, rejected: Mapping[str, str]
+               ) -> list[dict[str, Any]]:
+    """Per grid size and axis: each form's optimum, whether it lies in the headline's
+    interval, and whether all the forms held-out error does not reject do."""
     out = []
     head = results[headline]["optimum_by_size"]
     for i, entry in enumerate(head):
@@ -252,9 +277,11 @@ def _agreement(results: Mapping[str, Any], headline: str) -> list[dict[str, Any]
             inside = {name: bool(have and s is not None and low <= s <= high)
                       for name, s in stars.items()}
             vals = [s for s in stars.values() if s]
+            considered = [n for n in inside if n not in rejected]
             out.append({"size": entry["size"], "N": entry["N"], "axis": a,
                         "headline_interval": [low, high] if have else None,
-                        "stars": stars, "inside": inside, "all_inside": all(inside.values()),
+                        "stars": stars, "inside": inside, "considered": considered,
+                        "all_inside": all(inside[n] for n in considered),
                         "spread_ratio": max(vals) / min(vals) if len(vals) >= 2 else None})
     return out
 
@@ -326,10 +353,17 @@ def compare_forms(table: pd.DataFrame, *, form_names: Sequence[str] | None = Non
     selection = _select(folds, fitted, configured if configured in fitted else
                         (fitted[0] if fitted else configured))
     headline = selection["form"]
+    lo, hi = (float(v) for v in r_range)
+    used = table[(table["r"] >= lo) & (table["r"] <= hi)]
+    noise = seed_noise(used)
+    margins = optimum_margins(used, noise, size_tol)
     doc: dict[str, Any] = {
         "what": "every registered law form fitted on the same runs with the same L_opt, "
                 "judged by held-out error against two nulls (archscale.fit.compare)",
-        "reference": ref.describe(), "grid": grid, "forms": results, "nulls": nulls,
+        "reference": ref.describe(), "grid": grid,
+        "margins": {"seed_noise": noise, "optimum_margins": margins,
+                    "margin_threshold": familywise_threshold(margins)},
+        "forms": results, "nulls": nulls,
         "selection": {"rule": SELECTION, **selection},
         "heldout": {"columns": list(folds.columns),
                     "rows": [[_plain(v) for v in row] for row in folds.itertuples(index=False)]},
@@ -341,7 +375,9 @@ def compare_forms(table: pd.DataFrame, *, form_names: Sequence[str] | None = Non
             entry.update(_trained_at(table, ref.values, entry, size_tol))
         doc["headline"] = {"form": headline, "reason": selection["reason"],
                            "optimum_by_size": by_size}
-        doc["agreement"] = _agreement({n: results[n] for n in fitted}, headline)
+        rejected = rejected_forms(folds, fitted, headline)
+        doc["rejected"] = rejected
+        doc["agreement"] = _agreement({n: results[n] for n in fitted}, headline, rejected)
         doc["sensitivity"] = _sensitivity(table, headline, r_range, size_tol, huber_delta,
                                           min(n_starts, FOLD_STARTS),
                                           grid[-1]["N"] if grid else None)

@@ -101,11 +101,29 @@ def _neighbour(cands: pd.DataFrame, axis: str, centre: float, side: str) -> pd.S
     return pool.loc[np.abs(np.log(pool[axis] / centre)).idxmin()]
 
 
+def _series(group: pd.DataFrame, axis: str, other: str, best: pd.Series) -> pd.DataFrame:
+    """The shapes that vary `axis` at one value of `other` (within SERIES_TOLERANCE): the
+    series with the most shapes, the one through the overall best shape on a tie. Choosing the
+    longest series, not the one through the best shape, keeps an axis with a clear U readable
+    when the best shape is a variant along the other, flat, axis."""
+    tol = math.log(SERIES_TOLERANCE)
+    logs = np.log(group[other].to_numpy(float))
+    candidates = []
+    for centre in logs:
+        members = np.abs(logs - centre) <= tol
+        through_best = bool(abs(math.log(float(best[other])) - centre) <= tol)
+        candidates.append((int(members.sum()), through_best, -abs(centre - np.median(logs)),
+                           tuple(np.flatnonzero(members))))
+    count, _, _, members = max(candidates)
+    return group.iloc[list(members)]
+
+
 def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
                     size_tol: float = 0.25, min_shapes: int = 3) -> list[dict[str, Any]]:
-    """Per (size, budget) with `min_shapes` or more shapes: the best trained shape and, on each
-    side in x (shapes of the same r within SERIES_TOLERANCE) and in r (same x), the nearest
-    trained neighbour, its loss margin over the best and that margin in seed SDs.
+    """Per (size, budget) with `min_shapes` or more shapes: the best trained shape, and per
+    axis (x, r) the series of shapes that varies it (`_series`), that series' best shape and
+    its nearest trained neighbour on each side, each neighbour's loss margin over it, the SE of
+    that difference (each side's own seed count) and the margin in those SEs.
 
     seed_sd: one SD, or `seed_noise`'s result (then the SD at each comparison's budget)."""
     if table.empty:
@@ -119,29 +137,34 @@ def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
         sd = seed_sd_at(seed_sd, float(d)) if isinstance(seed_sd, dict) else seed_sd
         entry: dict[str, Any] = {
             "N": float(np.exp(np.log(group["N"]).mean())), "D": float(d), "seed_sd": sd,
-            "n_shapes": int(len(group)),
-            "best": {"name": None if pd.isna(best.get("name")) else str(best.get("name")),
-                     "x": float(best.x), "r": float(best.r), "loss": float(best.loss),
-                     "n_seeds": int(best.get("n_seeds", 1))}}
+            "n_shapes": int(len(group)), "best": _shape(best)}
         for axis, other in (("x", "r"), ("r", "x")):
-            series = group[np.abs(np.log(group[other] / best[other]))
-                           <= math.log(SERIES_TOLERANCE)]
+            series = _series(group, axis, other, best)
+            top = series.loc[series["loss"].idxmin()]
+            n_top = int(top.get("n_seeds", 1))
             sides = {}
             for side in ("below", "above"):
-                nb = _neighbour(series, axis, float(best[axis]), side)
+                nb = _neighbour(series, axis, float(top[axis]), side)
                 if nb is None:
                     sides[side] = None
                     continue
-                margin = float(nb.loss - best.loss)
+                margin = float(nb.loss - top.loss)
                 n_nb = int(nb.get("n_seeds", 1))
-                se = sd * math.sqrt(1 / entry["best"]["n_seeds"] + 1 / n_nb) if sd else None
+                se = sd * math.sqrt(1 / n_top + 1 / n_nb) if sd else None
                 sides[side] = {"name": None if pd.isna(nb.get("name")) else str(nb.get("name")),
                                axis: float(nb[axis]), "loss": float(nb.loss), "margin": margin,
                                "n_seeds": n_nb, "se": se,
                                "margin_in_se": margin / se if se else None}
-            entry[axis] = {**sides, "bracketed": all(sides[s] is not None for s in sides)}
+            entry[axis] = {"series_best": _shape(top), "n_series": int(len(series)), **sides,
+                           "bracketed": all(sides[s] is not None for s in sides)}
         out.append(entry)
     return out
+
+
+def _shape(row: pd.Series) -> dict[str, Any]:
+    return {"name": None if pd.isna(row.get("name")) else str(row.get("name")),
+            "x": float(row.x), "r": float(row.r), "loss": float(row.loss),
+            "n_seeds": int(row.get("n_seeds", 1))}
 
 
 def familywise_threshold(margins: list[dict[str, Any]], alpha: float = 0.05

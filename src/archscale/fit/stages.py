@@ -127,7 +127,7 @@ def forms_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] | None
     return doc
 
 
-def verdicts_stage(forms: str | Path, conditional: str | Path, out: str | Path | None = None,
+def verdicts_stage(forms: str | Path, out: str | Path | None = None,
                    check_runs: str | Path | None = None,
                    recommendations: str | Path | None = None,
                    throughput: str | Path | None = None,
@@ -141,12 +141,11 @@ def verdicts_stage(forms: str | Path, conditional: str | Path, out: str | Path |
     from archscale.io import read_json
 
     started = now()
-    doc = verdicts(read_json(forms), read_json(conditional),
-                   check_runs=pd.read_csv(check_runs) if check_runs else None,
+    doc = verdicts(read_json(forms), check_runs=pd.read_csv(check_runs) if check_runs else None,
                    check_enabled=check_runs is not None,
                    recommendations=read_json(recommendations) if recommendations else None,
                    throughput=pd.read_csv(throughput) if throughput else None)
-    inputs = [p for p in (forms, conditional, check_runs, recommendations, throughput) if p]
+    inputs = [p for p in (forms, check_runs, recommendations, throughput) if p]
     doc["provenance"] = project_provenance(settings={}, inputs=[])
     doc["provenance"].update(dict(extra_provenance or {}))
     _complete_provenance(doc, started, inputs)

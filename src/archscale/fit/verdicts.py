@@ -3,12 +3,12 @@ numbers and the rule that decided it (results/fits/verdicts.json, `archscale ver
 
 Why: a fit always returns an optimum and an interval, whether or not the data settle them. The
 rules below, written in docs/science.md before the laptop study was rerun, say when they do.
-They read the form comparison (forms.json, archscale.fit.compare), the configured fit's
-margins (conditional.json, archscale.fit.seeds), the optimum check (the headline form's
+They read the form comparison (forms.json, archscale.fit.compare, which also holds the trained
+shapes' margins over their neighbours, archscale.fit.seeds), the optimum check (the headline form's
 optimum trained at the largest grid sizes with every seed, results/optimum_check/runs.csv)
 and the search's recommendations with the throughput model's held-out error.
 
-The findings and their rules (Z is the family-wise bar of conditional.json's margin_threshold):
+The findings and their rules (Z is the family-wise bar of forms.json's margins.margin_threshold):
 
 - U in x (and U in r): supported when at 2 or more grid sizes the best trained shape is
   bracketed along the axis and both neighbours are worse by at least Z SE of the difference;
@@ -19,9 +19,13 @@ The findings and their rules (Z is the family-wise bar of conditional.json's mar
   optimum check ran at every planned size, (3) at each, the measured loss difference between
   the trained optimum and the base shape agrees with the headline law's predicted difference
   within 2 SE of the difference, (4) the trained optimum is not worse than the best trained
-  shape by more than 2 SE, and (5) every form's optimum at those sizes lies inside the
-  headline's interval. Contradicted when the check disagrees by more than 2 SE at every checked
+  shape by more than 2 SE, and (5) at those sizes the optimum of every form that held-out error
+  does not reject (archscale.fit.compare.rejected_forms) lies inside the headline's interval. Contradicted when the check disagrees by more than 2 SE at every checked
   size, or the U is contradicted. Otherwise (no optimum check included) not identified.
+- x* (and r*) is the same at every size: contradicted when the headline form lets it move
+  with N and its intervals at the smallest and largest grid sizes are disjoint; supported when
+  the headline does not depend on N and held-out error rejects every form that does;
+  otherwise not identified.
 - the law extrapolates: supported when the headline form beats both nulls (skill > 0) in every
   progressive fold, with 2 or more folds; contradicted when it does not beat the
   no-architecture null in any fold; otherwise not identified.
@@ -57,10 +61,10 @@ def _finding(name: str, statement: str, verdict: str, rule: str, numbers: Mappin
 # U-shapes, from the margins of the trained shapes
 # ---------------------------------------------------------------------------------------------
 
-def u_shape(conditional: Mapping[str, Any], axis: str, min_sizes: int = 2) -> dict[str, Any]:
-    """The "loss is U-shaped in <axis>" finding from conditional.json's optimum_margins."""
-    margins = conditional.get("optimum_margins") or []
-    z = (conditional.get("margin_threshold") or {}).get("threshold_se")
+def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2) -> dict[str, Any]:
+    """The "loss is U-shaped in <axis>" finding from forms.json's margins block."""
+    margins = margins_doc.get("optimum_margins") or []
+    z = (margins_doc.get("margin_threshold") or {}).get("threshold_se")
     rows, clear, monotone = [], 0, 0
     for entry in margins:
         side = entry[axis]
@@ -207,7 +211,7 @@ def optimum_finding(axis: str, forms_doc: Mapping[str, Any], u: Mapping[str, Any
             failed.append("the trained optimum is worse than the best trained shape by more "
                           f"than {CHECK_SE:g} SE at some size")
         if not agreement or not all(a["all_inside"] for a in agreement):
-            out = sorted({n for a in agreement for n, v in a["inside"].items() if not v})
+            out = sorted({n for a in agreement for n in a["considered"] if not a["inside"][n]})
             failed.append(f"form(s) {out} put {axis}* outside the headline interval" if out
                           else f"no headline interval for {axis}* at the checked sizes")
         verdict = NOT_IDENTIFIED if failed else SUPPORTED
@@ -222,6 +226,45 @@ def optimum_finding(axis: str, forms_doc: Mapping[str, Any], u: Mapping[str, Any
                     {"stated": stated, "agreement": agreement,
                      "moves_with_n": bool(forms_doc.get("forms", {}).get(head.get("form"), {})
                                           .get("depends_on_n"))}, reasons)
+
+
+def fixed_optimum_finding(axis: str, forms_doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The "<axis>* is the same at every size" finding (the paper's form assumes it)."""
+    head = forms_doc.get("headline") or {}
+    results = forms_doc.get("forms", {})
+    by_size = head.get("optimum_by_size") or []
+    aware = [n for n, r in results.items() if r.get("depends_on_n") and "error" not in r]
+    rejected = forms_doc.get("rejected") or {}
+    numbers: dict[str, Any] = {"headline": head.get("form"), "n_aware_forms": aware,
+                               "rejected": rejected}
+    rule = (f"contradicted: the headline form lets {axis}* move with N and its intervals at the "
+            "smallest and largest grid sizes are disjoint; supported: the headline does not "
+            "depend on N and held-out error rejects every form that does; otherwise not "
+            "identified")
+    name, statement = f"{axis}_star_fixed", f"{axis}* is the same at every size"
+    if not by_size:
+        return _finding(name, statement, NOT_IDENTIFIED, rule, numbers, ["no headline form"])
+    first, last = (by_size[0].get(f"{axis}_interval") or {}), \
+        (by_size[-1].get(f"{axis}_interval") or {})
+    numbers.update({"smallest": {"N": by_size[0]["N"], "star": by_size[0].get(f"{axis}_star"),
+                                 "interval": [first.get("low"), first.get("high")]},
+                    "largest": {"N": by_size[-1]["N"], "star": by_size[-1].get(f"{axis}_star"),
+                                "interval": [last.get("low"), last.get("high")]}})
+    if results.get(head["form"], {}).get("depends_on_n"):
+        ends = [first.get("low"), first.get("high"), last.get("low"), last.get("high")]
+        if len(by_size) >= 2 and all(v is not None and math.isfinite(v) for v in ends) and (
+                first["high"] < last["low"] or last["high"] < first["low"]):
+            return _finding(name, statement, CONTRADICTED, rule, numbers,
+                            [f"{axis}* moves from {by_size[0].get(f'{axis}_star'):.3g} to "
+                             f"{by_size[-1].get(f'{axis}_star'):.3g}; the intervals are "
+                             "disjoint"])
+        return _finding(name, statement, NOT_IDENTIFIED, rule, numbers,
+                        ["the N-aware headline's intervals at the end sizes overlap"])
+    if aware and all(n in rejected for n in aware):
+        return _finding(name, statement, SUPPORTED, rule, numbers,
+                        ["held-out error rejects every N-aware form"])
+    return _finding(name, statement, NOT_IDENTIFIED, rule, numbers,
+                    ["held-out error does not reject the N-aware form(s)"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +336,7 @@ def frontier_finding(recommendations: Mapping[str, Any] | None,
                     numbers, reasons)
 
 
-def verdicts(forms_doc: Mapping[str, Any], conditional: Mapping[str, Any],
-             check_runs: pd.DataFrame | None = None, check_enabled: bool = False,
+def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = None, check_enabled: bool = False,
              recommendations: Mapping[str, Any] | None = None,
              throughput: pd.DataFrame | None = None) -> dict[str, Any]:
     """The verdicts.json document."""
@@ -302,13 +344,15 @@ def verdicts(forms_doc: Mapping[str, Any], conditional: Mapping[str, Any],
 
     head = forms_doc.get("headline") or {}
     grid_d = head["optimum_by_size"][-1]["D"] if head.get("optimum_by_size") else None
-    noise = conditional.get("seed_noise") or {}
+    margins = forms_doc.get("margins") or {}
+    noise = margins.get("seed_noise") or {}
     sd = seed_sd_at(noise, grid_d) if grid_d is not None and noise else None
-    u = {a: u_shape(conditional, a) for a in AXES}
+    u = {a: u_shape(margins, a) for a in AXES}
     check = optimum_check(forms_doc, check_runs, sd) if check_enabled else []
     findings = [u["x"], u["r"],
                 optimum_finding("x", forms_doc, u["x"], check, check_enabled),
                 optimum_finding("r", forms_doc, u["r"], check, check_enabled),
+                fixed_optimum_finding("x", forms_doc), fixed_optimum_finding("r", forms_doc),
                 extrapolation_finding(forms_doc),
                 frontier_finding(recommendations, throughput)]
     return {"what": "one verdict per finding, with its numbers and rule "

@@ -1,0 +1,128 @@
+"""The verdicts on synthetic studies with a known truth (archscale.fit.compare, .verdicts).
+
+Each study trains 5 sizes: a base shape at 3 token budgets and, at the largest budget, a grid
+in x and in r around it, 3 seeds each with a small seed noise. The optimum check is simulated
+the way the workflow runs it: the headline form's optimum at the two largest sizes, "trained"
+by evaluating the truth with the same noise.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archscale.fit.chinchilla import ChinchillaLaw
+from archscale.fit.compare import compare_forms
+from archscale.fit.io import read_runs
+from archscale.fit.verdicts import CONTRADICTED, NOT_IDENTIFIED, SUPPORTED, verdicts
+
+TRUE_L_OPT = ChinchillaLaw(E=1.6, A=60.0, B=900.0, alpha=0.35, beta=0.4)
+SIZES = (2e4, 4e4, 8e4, 1.6e5, 3.2e5)
+BUDGETS = (3.2e5, 6.4e5, 1.28e6)
+X_GRID = (0.07, 0.12, 0.2, 0.33, 0.55)
+R_GRID = (0.3, 0.8, 2.0, 5.0, 13.0)
+SEEDS = (0, 1, 2)
+NOISE = 0.002
+
+
+def penalty(x, r, n, x_star=0.2, r_star=2.0, k=0.05, kr=0.05):
+    """A log-quadratic U around (x_star, r_star); x_star may be a function of N."""
+    xs = x_star(n) if callable(x_star) else x_star
+    return 1 + k * np.log(x / xs) ** 2 + kr * np.log(r / r_star) ** 2
+
+
+def make_runs(truth, seed=0) -> pd.DataFrame:
+    """The study's runs (one row per seed) with losses from `truth(x, r, n, d)`."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(name, n, d, x, r):
+        for s in SEEDS:
+            rows.append({"name": name, "N": n, "D": d, "x": x, "r": r, "seed": s,
+                         "loss": truth(x, r, n, d) + rng.normal(0, NOISE)})
+
+    for n in SIZES:
+        tag = f"n{int(n / 1e3)}"
+        for d in BUDGETS:
+            add(f"{tag}-base", n, d, 0.2, 2.0)
+        for x in X_GRID:
+            if x != 0.2:
+                add(f"{tag}-x{x}", n, BUDGETS[-1], x, 2.0)
+        for r in R_GRID:
+            if r != 2.0:
+                add(f"{tag}-r{r}", n, BUDGETS[-1], 0.2, r)
+    return pd.DataFrame(rows)
+
+
+def check_runs(forms_doc, truth, seed=1) -> pd.DataFrame:
+    """The optimum check: the headline's optimum at the two largest sizes, every seed."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for entry in forms_doc["headline"]["optimum_by_size"][-2:]:
+        x, r, n, d = entry["x_star"], entry["r_star"], entry["N"], entry["D"]
+        for s in SEEDS:
+            rows.append({"size": entry["size"], "varch": "opt", "base": entry["base"], "x": x,
+                         "r": r, "N": n, "D": d, "seed": s,
+                         "val_loss": truth(x, r, n, d) + rng.normal(0, NOISE)})
+    return pd.DataFrame(rows)
+
+
+def study(truth, **kw):
+    table = read_runs(make_runs(truth))
+    forms_doc = compare_forms(table, r_range=(0.1, 30), bootstrap=60, n_starts=10, **kw)
+    doc = verdicts(forms_doc, check_runs=check_runs(forms_doc, truth), check_enabled=True)
+    return forms_doc, {f["finding"]: f for f in doc["findings"]}, doc
+
+
+def by_truth(**kw):
+    return lambda x, r, n, d: float(TRUE_L_OPT(n, d) * penalty(x, r, n, **kw))
+
+
+def test_a_clean_u_at_every_size_is_supported_with_the_true_optimum():
+    forms_doc, found, doc = study(by_truth())
+    assert found["u_x"]["verdict"] == SUPPORTED and found["u_r"]["verdict"] == SUPPORTED
+    assert found["x_star"]["verdict"] == SUPPORTED, found["x_star"]["reasons"]
+    assert found["r_star"]["verdict"] == SUPPORTED, found["r_star"]["reasons"]
+    for entry in forms_doc["headline"]["optimum_by_size"]:
+        assert entry["x_star"] == pytest.approx(0.2, rel=0.05)
+        assert entry["r_star"] == pytest.approx(2.0, rel=0.05)
+    assert all(c["agrees"] for c in doc["optimum_check"])
+    assert not forms_doc["reference"]["degenerate"]
+    assert found["x_star_fixed"]["verdict"] != CONTRADICTED
+
+
+def test_an_optimum_that_moves_with_n_selects_an_n_aware_form():
+    moving = lambda n: 0.35 * (n / 2e4) ** -0.2  # noqa: E731  x* 0.35 at 20k, 0.20 at 320k
+    forms_doc, found, _ = study(by_truth(x_star=moving))
+    assert forms_doc["selection"]["form"] == "quadratic_n"
+    stated = [e["x_star"] for e in forms_doc["headline"]["optimum_by_size"]]
+    assert stated == sorted(stated, reverse=True)  # x* falls with N, as the truth's
+    assert stated[0] == pytest.approx(moving(SIZES[0]), rel=0.25)
+    assert stated[-1] == pytest.approx(moving(SIZES[-1]), rel=0.25)
+    assert found["x_star"]["numbers"]["moves_with_n"]
+    # one x* for every size, as the paper's form states it, is contradicted
+    assert found["x_star_fixed"]["verdict"] == CONTRADICTED
+    assert "multiplicative" in forms_doc["rejected"]
+
+
+def test_a_flat_r_direction_is_not_identified():
+    _, found, _ = study(by_truth(kr=0.0))
+    assert found["u_x"]["verdict"] == SUPPORTED
+    assert found["u_r"]["verdict"] == NOT_IDENTIFIED
+    assert found["r_star"]["verdict"] != SUPPORTED
+
+
+def test_an_optimum_in_a_gap_that_the_check_contradicts():
+    """The trained r values miss a bump between r 0.8 and 2: every form draws a smooth U
+    through the points, so the stated optimum lies in the gap, where the truth is worse."""
+    def truth(x, r, n, d):
+        bump = 0.03 * math.exp(-(math.log(r / 1.25) / 0.12) ** 2)
+        return float(TRUE_L_OPT(n, d) * (penalty(x, r, n, r_star=1.2) + bump))
+
+    forms_doc, found, doc = study(truth)
+    assert all(0.8 < e["r_star"] < 2.0 for e in forms_doc["headline"]["optimum_by_size"][-2:])
+    assert all(not c["agrees"] for c in doc["optimum_check"])
+    assert found["r_star"]["verdict"] in (CONTRADICTED, NOT_IDENTIFIED)
+    assert found["x_star"]["verdict"] != SUPPORTED
