@@ -96,7 +96,7 @@ def kind_ratio(train: pd.DataFrame, train_l_opt: np.ndarray, held: pd.DataFrame)
     return out
 
 
-def _spearman_budget(held: pd.DataFrame) -> float | None:
+def spearman_budget(held: pd.DataFrame) -> float | None:
     """The held-out size's budget with the most runs (the largest on a tie), when 3 or more."""
     counts = held.groupby("D").size()
     if counts.empty or counts.max() < 3:
@@ -136,7 +136,7 @@ def _fold(table, train_mask, held_mask, form_names, r_range, size_tol, huber_del
             row[f"reason_{name}"] = str(exc)
             continue
         preds[name] = law.predict(held["x"], held["r"], l_held, n=held["N"].to_numpy(float))
-    budget = _spearman_budget(held)
+    budget = spearman_budget(held)
     at = (held["D"] == budget).to_numpy() if budget is not None else None
     row["spearman_D"] = budget
     for name, pred in preds.items():

@@ -5,8 +5,10 @@ the k smallest sizes and predicts the next one: MSE and Spearman rank correlatio
 predicted and observed loss of the held-out size's runs (those with r in r_range).
 
 No leakage: the held-out size's L_opt cannot be its own best run, so every fold takes L_opt
-from a Chinchilla fit on the training sizes only, for training and held-out runs alike. That
-fit extrapolates in N, which needs at least `min_train_sizes` (default 3) distinct training
+from a Chinchilla fit on the training sizes' base shapes only (archscale.fit.reference_rule;
+the best shape of each size and budget when no shape is trained at several budgets), for
+training and held-out runs alike, and says when that fit is degenerate. That fit
+extrapolates in N, which needs at least `min_train_sizes` (default 3) distinct training
 sizes (E + A/N^alpha has 3 coefficients in N); a held-out token budget not among the training
 ones likewise needs 3 distinct training budgets. A fold that cannot meet this, or whose
 conditional fit has too few points, is written as `skipped` with its reason, never filled in
@@ -21,15 +23,21 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from archscale.fit import forms
-from archscale.fit.chinchilla import FitError, fit_chinchilla
+from archscale.fit.compare import spearman_budget, kind_ratio
+from archscale.fit.chinchilla import FitError
 from archscale.fit.conditional import fit_conditional
 from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.io import size_groups
+from archscale.fit.reference_rule import base_chinchilla
 from archscale.fit.values import absent_from, distinct_count
 
+#: spearman is over the held-out size's architectures at one token budget (spearman_D: the one
+#: with the most held-out runs), since across budgets any D-aware law ranks correctly; the
+#: nulls (archscale.fit.compare.NULLS) are scored on the same runs, skill = 1 - mse/mse_null.
 COLUMNS = ["fold", "train_sizes", "heldout_size", "heldout_n_params", "n_train", "n_heldout",
-           "status", "reason", "mse", "rmse", "spearman", "mean_abs_rel_error", "form",
-           "l_opt_source"]
+           "status", "reason", "mse", "rmse", "spearman", "spearman_D", "mean_abs_rel_error",
+           "mse_no_architecture", "mse_kind_ratio", "skill_vs_no_architecture",
+           "skill_vs_kind_ratio", "form", "l_opt_source", "chinchilla_degenerate"]
 
 
 def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative",
@@ -51,8 +59,11 @@ def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative
                "heldout_n_params": float(np.exp(np.log(table.loc[sizes == k, "N"]).mean())),
                "n_train": int((train & in_range).sum()), "n_heldout": int(held.sum()),
                "status": "skipped", "reason": "", "mse": np.nan, "rmse": np.nan,
-               "spearman": np.nan, "mean_abs_rel_error": np.nan, "form": form,
-               "l_opt_source": "chinchilla fit on the training sizes"}
+               "spearman": np.nan, "spearman_D": np.nan, "mean_abs_rel_error": np.nan,
+               "mse_no_architecture": np.nan, "mse_kind_ratio": np.nan,
+               "skill_vs_no_architecture": np.nan, "skill_vs_kind_ratio": np.nan, "form": form,
+               "l_opt_source": "chinchilla fit on the training sizes' base shapes",
+               "chinchilla_degenerate": ""}
         rows.append(row)
         tr, ho = table[train], table[held]
         new_d = len(absent_from(ho["D"], tr["D"])) > 0
@@ -68,21 +79,33 @@ def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative
             row["reason"] = f"no held-out runs with r in [{lo:g}, {hi:g}]"
             continue
         try:
-            chin = fit_chinchilla(tr["N"], tr["D"], tr["loss"], huber_delta=huber_delta,
-                                  n_starts=n_starts).law
+            chin, degenerate, _, _ = base_chinchilla(table[train], size_tol, huber_delta,
+                                                     n_starts)
             cond = fit_conditional(tr, form=form, l_opt="chinchilla", chinchilla=chin,
                                    r_range=(lo, hi), size_tol=size_tol).law
         except FitError as exc:
             row["reason"] = f"fit on the training sizes failed: {exc}"
             continue
-        pred = cond.predict(ho["x"], ho["r"], chin(ho["N"], ho["D"]))
+        l_held = np.asarray(chin(ho["N"], ho["D"]), dtype=float)
+        pred = cond.predict(ho["x"], ho["r"], l_held, n=ho["N"].to_numpy(float))
         obs = ho["loss"].to_numpy()
         err = pred - obs
+        nulls = {"no_architecture": l_held,
+                 "kind_ratio": l_held * kind_ratio(tr, np.asarray(chin(tr["N"], tr["D"]),
+                                                                  dtype=float), ho)}
         row.update(status="ok", mse=float(np.mean(err ** 2)),
                    rmse=float(np.sqrt(np.mean(err ** 2))),
-                   mean_abs_rel_error=float(np.mean(np.abs(err) / obs)))
-        if len(obs) >= 2 and np.ptp(obs) > 0 and np.ptp(pred) > 0:
-            row["spearman"] = float(spearmanr(pred, obs).statistic)
+                   mean_abs_rel_error=float(np.mean(np.abs(err) / obs)),
+                   chinchilla_degenerate="; ".join(degenerate))
+        for null, values in nulls.items():
+            row[f"mse_{null}"] = float(np.mean((values - obs) ** 2))
+            row[f"skill_vs_{null}"] = 1 - row["mse"] / row[f"mse_{null}"]
+        budget = spearman_budget(ho)
+        at = (ho["D"] == budget).to_numpy() if budget is not None else None
+        if at is not None and np.ptp(obs[at]) > 0 and np.ptp(pred[at]) > 0:
+            row["spearman"] = float(spearmanr(pred[at], obs[at]).statistic)
+            row["spearman_D"] = budget
         else:
-            row["reason"] = "Spearman undefined (fewer than 2 held-out runs or constant values)"
+            row["reason"] = ("Spearman undefined (fewer than 3 held-out architectures at one "
+                             "token budget, or constant values)")
     return pd.DataFrame(rows, columns=COLUMNS)
