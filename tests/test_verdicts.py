@@ -126,3 +126,26 @@ def test_an_optimum_in_a_gap_that_the_check_contradicts():
     assert all(not c["agrees"] for c in doc["optimum_check"])
     assert found["r_star"]["verdict"] in (CONTRADICTED, NOT_IDENTIFIED)
     assert found["x_star"]["verdict"] != SUPPORTED
+
+
+def test_a_degenerate_chinchilla_fit_is_said_and_the_rule_falls_back():
+    """The committed laptop study's runs: every Chinchilla fit there sends E to 0."""
+    from pathlib import Path
+
+    from archscale.fit.chinchilla import fit_chinchilla
+    from archscale.fit.reference_rule import reference_by_rule
+
+    table = read_runs(Path(__file__).parents[1] / "docs" / "laptop-science" / "runs.csv")
+    fit = fit_chinchilla(table["N"], table["D"], table["loss"], n_starts=10)
+    assert any("degenerate fit" in w and "E =" in w for w in fit.warnings)
+    ref = reference_by_rule(table, n_starts=10)
+    assert ref.degenerate and ref.source.startswith("base-shape loss")
+    base = table["name"].str.endswith("-base").to_numpy()
+    assert np.allclose(ref.values[base], table["loss"].to_numpy()[base])  # its own loss
+
+
+def test_clean_synthetic_chinchilla_is_not_degenerate():
+    from archscale.fit.chinchilla import degeneracy
+
+    assert degeneracy(TRUE_L_OPT, [2.5, 3.0]) == []
+    assert any("alpha" in w for w in degeneracy(ChinchillaLaw(1.5, 10.0, 10.0, 1.6, 0.3), [2.0]))

@@ -69,6 +69,16 @@ GRID_AXES = {"a": np.arange(0.0, 30.0, 5.0), "b": np.arange(0.0, 30.0, 5.0),
 LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-11, "maxiter": 2000, "maxcor": 20}
 
 
+#: Chinchilla exponents outside this range are implausible for language models (published
+#: fits: 0.28-0.37; Hoffmann et al. 2022, Besiroglu et al. 2024); a fit there has traded E,
+#: A and B off against each other rather than measured a power law.
+PLAUSIBLE_EXPONENTS = (0.05, 1.0)
+#: E below this fraction of the lowest observed loss has collapsed to its lower edge (0).
+E_COLLAPSED = 1e-3
+#: A bootstrap interval wider than this many decades leaves the coefficient unidentified.
+MAX_DECADES = 3.0
+
+
 class FitError(ValueError):
     """The data cannot support the requested fit; the message says why and what to change."""
 
@@ -307,6 +317,33 @@ def _fit_warnings(law: ChinchillaLaw, n: np.ndarray, d: np.ndarray) -> list[str]
     return out
 
 
+def degeneracy(law: ChinchillaLaw, loss: Any,
+               intervals: Mapping[str, Any] | None = None) -> list[str]:
+    """Why a fitted Chinchilla law cannot be trusted as a law (empty when nothing is wrong):
+    E collapsed to 0, an exponent outside PLAUSIBLE_EXPONENTS, or (given the bootstrap's
+    coefficient intervals, chinchilla.json's confidence_intervals.coefficients) an interval
+    spanning more than MAX_DECADES decades."""
+    out = []
+    floor = float(np.min(np.asarray(loss, dtype=float)))
+    if law.E < E_COLLAPSED * floor:
+        out.append(f"E = {law.E:.3g} has collapsed to 0 (under {E_COLLAPSED:g} of the lowest "
+                   f"loss {floor:.3g}): the irreducible loss is not identified, and A, B and "
+                   "the exponents trade off against each other")
+    lo, hi = PLAUSIBLE_EXPONENTS
+    for name in ("alpha", "beta"):
+        value = getattr(law, name)
+        if not lo <= value <= hi:
+            out.append(f"{name} = {value:.3g} lies outside the plausible {lo}-{hi}")
+    for name, ci in (intervals or {}).items():
+        if name in ("E", "A", "B") and ci.get("low", 0) > 0 and math.isfinite(ci.get("high",
+                                                                                      math.nan)):
+            decades = math.log10(ci["high"] / ci["low"])
+            if decades > MAX_DECADES:
+                out.append(f"{name}'s bootstrap interval {ci['low']:.3g}-{ci['high']:.3g} spans "
+                           f"{decades:.1f} decades")
+    return out
+
+
 def fit_chinchilla(n: Any, d: Any, loss: Any, *, huber_delta: float = 1e-3,
                    n_starts: int = 50, grid: np.ndarray | None = None, bootstrap: int = 0,
                    compute_budgets: Sequence[float] = (), level: float = 0.95, seed: int = 0,
@@ -382,6 +419,9 @@ def fit_chinchilla(n: Any, d: Any, loss: Any, *, huber_delta: float = 1e-3,
         if n_bad:
             fit.warnings.append(f"{n_bad} of {bootstrap} bootstrap refits did not converge; "
                                 "they are excluded from the intervals")
+    bad = degeneracy(law, loss, (fit.intervals or {}).get("coefficients"))
+    if bad:
+        fit.warnings.append("degenerate fit, not a law to extrapolate: " + "; ".join(bad))
     return fit
 
 

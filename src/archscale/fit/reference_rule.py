@@ -12,25 +12,16 @@ rule's as a sensitivity check (archscale.fit.compare).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from archscale.fit.chinchilla import ChinchillaLaw, FitError, fit_chinchilla
+from archscale.fit.chinchilla import (E_COLLAPSED, MAX_DECADES, PLAUSIBLE_EXPONENTS,
+                                      ChinchillaLaw, FitError, degeneracy, fit_chinchilla)
 from archscale.fit.io import size_groups
 from archscale.fit.reference import empirical_points
-
-#: Chinchilla exponents outside this range are implausible for language models (published
-#: fits: 0.28-0.37; Hoffmann et al. 2022, Besiroglu et al. 2024); a fit there has traded E,
-#: A and B off against each other rather than measured a power law.
-PLAUSIBLE_EXPONENTS = (0.05, 1.0)
-#: E below this fraction of the lowest observed loss has collapsed to its lower edge (0).
-E_COLLAPSED = 1e-3
-#: A bootstrap interval wider than this many decades leaves the coefficient unidentified.
-MAX_DECADES = 3.0
 
 RULE = ("L_opt = a Chinchilla law fitted on the base shapes (each size's shape trained at "
         "every token budget), unless that fit is degenerate (E collapsed to 0, an exponent "
@@ -70,33 +61,6 @@ def base_points(table: pd.DataFrame, size_tol: float = 0.25) -> tuple[pd.DataFra
         return table[table["name"].isin(names)][["N", "D", "loss", "name"]], how
     best = empirical_points(table, size_tol)
     return best[["N", "D", "loss"]].assign(name=None), how
-
-
-def degeneracy(law: ChinchillaLaw, loss: Any,
-               intervals: Mapping[str, Any] | None = None) -> list[str]:
-    """Why a fitted Chinchilla law cannot be trusted as a law (empty when nothing is wrong):
-    E collapsed to 0, an exponent outside PLAUSIBLE_EXPONENTS, or (given the bootstrap's
-    coefficient intervals, chinchilla.json's confidence_intervals.coefficients) an interval
-    spanning more than MAX_DECADES decades."""
-    out = []
-    floor = float(np.min(np.asarray(loss, dtype=float)))
-    if law.E < E_COLLAPSED * floor:
-        out.append(f"E = {law.E:.3g} has collapsed to 0 (under {E_COLLAPSED:g} of the lowest "
-                   f"loss {floor:.3g}): the irreducible loss is not identified, and A, B and "
-                   "the exponents trade off against each other")
-    lo, hi = PLAUSIBLE_EXPONENTS
-    for name in ("alpha", "beta"):
-        value = getattr(law, name)
-        if not lo <= value <= hi:
-            out.append(f"{name} = {value:.3g} lies outside the plausible {lo}-{hi}")
-    for name, ci in (intervals or {}).items():
-        if name in ("E", "A", "B") and ci.get("low", 0) > 0 and math.isfinite(ci.get("high",
-                                                                                      math.nan)):
-            decades = math.log10(ci["high"] / ci["low"])
-            if decades > MAX_DECADES:
-                out.append(f"{name}'s bootstrap interval {ci['low']:.3g}-{ci['high']:.3g} spans "
-                           f"{decades:.1f} decades")
-    return out
 
 
 @dataclass
