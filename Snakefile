@@ -32,6 +32,7 @@ include: "rules/fit.smk"
 include: "rules/search.smk"
 include: "rules/validation.smk"
 include: "rules/gqa.smk"
+include: "rules/optimum_check.smk"
 include: "rules/report.smk"
 
 
@@ -41,6 +42,8 @@ rule all:
         "results/pareto.csv",
         "results/recommendations.json",
         "results/fits/quality.csv",
+        # one verdict per finding (rules/fit.smk; the rules: docs/science.md)
+        "results/fits/verdicts.json",
         "results/plan.csv",
         # the report's Training, Data and Throughput figures (rules/report.smk)
         REPORT_EXTRAS,
@@ -48,3 +51,5 @@ rule all:
         ["results/validation.csv"] if VALIDATION["enabled"] else [],
         # the GQA step by measurement, when search.gqa_search.enabled (see rules/gqa.smk)
         ["results/gqa_search.csv"] if GQA_SEARCH["enabled"] else [],
+        # the optimum check, when optimum_check.enabled (see rules/optimum_check.smk)
+        ["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],

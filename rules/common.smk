@@ -10,6 +10,7 @@ from archscale.costs import (evaluation_memory_mb, study_plan_inputs, training_m
                              training_runtime_minutes)
 from archscale.search.frontier_check import selection_params
 from archscale.search.gqa_search import gqa_search_params
+from archscale.search.optimum_plan import FORMS_PATH, optimum_check_params, planned_runs, read_plan
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
 from archscale.training.launch import slurm_training_request
@@ -40,6 +41,7 @@ SEARCH_TOKENS = STUDY.search_tokens()  # the D the search predicts at and the fr
 VALIDATION = config["search"]["validation"]
 GQA_SEARCH = config["search"]["gqa_search"]
 VALIDATION_SEED = int(config["training"]["seeds"][0])
+OPTIMUM_CHECK = config["optimum_check"]
 
 
 wildcard_constraints:
@@ -57,7 +59,8 @@ wildcard_constraints:
 
 
 def architecture_of(wildcards):
-    """A configured architecture ({arch}) or a shape the frontier check chose ({varch})."""
+    """A configured architecture ({arch}) or a shape the frontier check or the optimum check
+    chose ({varch})."""
     if "varch" in wildcards.keys():
         return STUDY.shape_architecture(wildcards.varch)
     return STUDY.architectures[configured_architecture(wildcards.arch)]
@@ -248,6 +251,16 @@ def validation_paths(pattern):
 
     plan = pd.read_csv(checkpoints.validation_plan.get().output.plan)
     return [pattern.format(varch=name) for name in plan.loc[plan.status == "validate", "name"]]
+
+
+# --- the optimum check (optimum_check) ------------------------------------------------
+
+
+def optimum_check_paths(pattern):
+    """`pattern` for every (varch, tokens, seed) run the checkpoint planned (read once it has
+    run)."""
+    plan = read_plan(checkpoints.optimum_check_plan.get().output.plan)
+    return [pattern.format(varch=v, tokens=t, seed=s) for v, t, s in planned_runs(plan)]
 
 
 # --- the GQA step by measurement (search.gqa_search) ---------------------------------

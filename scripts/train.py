@@ -1,4 +1,4 @@
-"""Train one run (rules train and validation_train).
+"""Train one run (rules train, validation_train and optimum_check_train).
 
 The run (tokens, seed, label, resume folder) and the result-deciding settings arrive as params
 (they decide reruns); the speed/bookkeeping knobs (threads, gpus, nodes, checkpoint cadence,
@@ -13,8 +13,9 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     sm = snakemake  # noqa: F821
     study = load_study(sm.config)
     label = dict(sm.params.label)
-    # a configured architecture may override training settings; a checked shape never does
-    settings = (study.config["training"] if label.get("validation")
+    # a configured architecture may override training settings; a checked shape (the frontier
+    # check's, the optimum check's) never does
+    settings = (study.config["training"] if label.get("validation") or label.get("optimum_check")
                 else study.training_settings(label["arch"]))
     job = rule_train_job(sm, settings)
     log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs x %d nodes)", label["arch"],

@@ -799,6 +799,7 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     config = tiny_config()
     config["search"]["validation"] = {"enabled": True}   # its checkpoint is in the graph too
     config["search"]["gqa_search"] = {"enabled": True}   # and the GQA search's
+    config["optimum_check"] = {"enabled": True}          # and the optimum check's
     workdir = write_workflow(tmp_path_factory.mktemp("rulegraph") / "study", config)
     graph = run_snakemake(workdir, "--rulegraph", check=True).stdout
     ancestors = _ancestors(graph)

@@ -32,8 +32,9 @@ from archscale.training.launch import (node_torchrun_command, slurm_training_req
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm" / "config.v8+.yaml"
 CPU_PROFILE = REPO / "tests" / "slurm_cpu_profile" / "config.v8+.yaml"
-GPU_RULES = ("train", "throughput", "validation_train", "validation_throughput")
-CPU_RULES = ("tokenize_shard", "evaluate", "validation_evaluate")
+GPU_RULES = ("train", "throughput", "validation_train", "validation_throughput",
+             "optimum_check_train")
+CPU_RULES = ("tokenize_shard", "evaluate", "validation_evaluate", "optimum_check_evaluate")
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -238,7 +239,7 @@ def rule_resources(args: dict, rule: str, threads: int, training: dict | None = 
                   .items())
     values = {name: r.evaluate(wildcards={}, input=[], attempt=1, threads=threads,
                                rulename=rule, async_run=None).value for name, r in merged.items()}
-    if rule in ("train", "validation_train"):
+    if rule in ("train", "validation_train", "optimum_check_train"):
         values.update(slurm_training_request(training or {"gpus": 0, "nodes": 1}))
         values.update(runtime=1440, mem_mb=64000)  # the rule's own, sized by the architecture
     overrides = parse_set_resources(args.get("set-resources", [])).get(rule)

@@ -21,8 +21,9 @@ from archscale.architecture import (Architecture, ArchitectureError, ShapeTarget
                                     solve_shape)
 from archscale.throughput.devices import known_devices
 
-# The fit's loss columns the validation loop can observe on a run it trains (metrics.json,
-# eval.json); archscale.search.frontier_check compares the prediction with one of them.
+# The fit's loss columns the validation loop and the optimum check can observe on a run they
+# train (metrics.json, eval.json); archscale.search.frontier_check compares the prediction with
+# one of them.
 VALIDATION_LOSS_COLUMNS = ("train_loss", "val_loss", "val_bpb")
 
 # The fewest optimizer steps a token budget may make (see _check_budgets_fill_steps).
@@ -324,6 +325,10 @@ def _check_semantics(config: dict[str, Any]) -> None:
         raise ConfigError(f"fit.loss_column: the validation loop observes only "
                           f"{list(VALIDATION_LOSS_COLUMNS)} on the shapes it trains, not "
                           f"{loss_column!r}; pick one or set search.validation.enabled: false")
+    if config["optimum_check"]["enabled"] and loss_column not in VALIDATION_LOSS_COLUMNS:
+        raise ConfigError(f"fit.loss_column: the optimum check observes only "
+                          f"{list(VALIDATION_LOSS_COLUMNS)} on the shapes it trains, not "
+                          f"{loss_column!r}; pick one or set optimum_check.enabled: false")
     engine = config["search"].get("engine")
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "

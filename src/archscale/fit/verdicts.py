@@ -131,14 +131,15 @@ def optimum_check(forms_doc: Mapping[str, Any], runs: pd.DataFrame | None, seed_
     out = []
     for size, rows in runs.groupby("size", sort=True):
         entry = by_size.get(int(size))
-        done = rows[pd.to_numeric(rows["val_loss"], errors="coerce").notna()]
+        column = "loss" if "loss" in rows else "val_loss"  # `loss`: the fit's loss_column
+        done = rows[pd.to_numeric(rows[column], errors="coerce").notna()]
         row: dict[str, Any] = {"size": int(size), "status": "ok", "reason": ""}
         if entry is None or done.empty:
             reason = "; ".join(str(r) for r in rows.get("reason", pd.Series()).dropna()) or \
                 "no trained run"
             out.append({**row, "status": "skipped", "reason": reason})
             continue
-        losses = done["val_loss"].astype(float).to_numpy()
+        losses = done[column].astype(float).to_numpy()
         n_opt, x, r = (float(done[c].iloc[0]) for c in ("N", "x", "r"))
         trained = entry.get("trained") or []
         base = next((t for t in trained if t["name"] == entry.get("base")), None)

@@ -35,6 +35,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
              "throughput/devices.py"),
     "validation": ("architecture.py", "costs.py", "search/frontier_check.py"),
     "gqa": ("architecture.py", "costs.py", "search/gqa_search.py"),
+    "optimum_check": ("architecture.py", "search/optimum_plan.py"),
     "report": ("figures.py", "training/plots.py", "throughput/plots.py",
                "data/summary.py"),
 }
