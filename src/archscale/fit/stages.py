@@ -45,6 +45,10 @@ def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] |
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss"))
     points, fitted_on = chinchilla_points(table, s["l_opt"], s["size_tolerance"])
+    # the bootstrap draws points by position: a fixed order makes its intervals independent
+    # of the order of the architectures in the config or of the rows of runs.csv
+    points = points.assign(_name=points["name"].astype(str)).sort_values(
+        ["N", "D", "loss", "_name"], kind="stable").drop(columns="_name").reset_index(drop=True)
     result = fit_chinchilla(points["N"], points["D"], points["loss"],
                             huber_delta=s["huber_delta"], bootstrap=s["bootstrap"],
                             compute_budgets=s["compute_budgets"], seed=s["seed"],
