@@ -88,7 +88,7 @@ def resample_losses(table: pd.DataFrame, rng: np.random.Generator) -> np.ndarray
     if "seed_losses" not in table.columns:
         return loss
     for i, seeds in enumerate(table["seed_losses"]):
-        seeds = np.asarray(seeds, dtype=float)
+        seeds = np.sort(np.asarray(seeds, dtype=float))  # the same draw in any listed order
         if seeds.size >= 2:
             loss[i] = rng.choice(seeds, size=seeds.size, replace=True).mean()
     return loss
