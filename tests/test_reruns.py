@@ -33,7 +33,7 @@ from conftest import REPO, run_snakemake, shared_build, tiny_config, write_workf
 
 DRY_RUN_WORKERS = 10  # each snakemake start mostly waits (see module docstring)
 AGGREGATES = ("architectures_table", "collect_runs", "throughput_table", "fit_chinchilla",
-              "fit_conditional", "fit_quality", "search", "plan")
+              "fit_conditional", "fit_quality", "fit_forms", "search", "verdicts", "plan")
 
 
 def copy_study(src: Path, dst: Path) -> Path:
@@ -198,17 +198,20 @@ def own_jobs(config: dict[str, Any], arch: str) -> set[str]:
 
 
 DATA_JOBS = {"tokenizer", "tokenize_shard[shard=0]", "tokenize_shard[shard=1]", "merge_shards"}
-LOSS_READERS = {"collect_runs", "fit_chinchilla", "fit_conditional", "fit_quality", "search"}
+LOSS_READERS = {"collect_runs", "fit_chinchilla", "fit_conditional", "fit_quality", "fit_forms",
+                "search"}
 
 
 # ---------------------------------------------------------------------------------------------
 # The scenarios: a change to a copy of the finished study, and the jobs it must schedule
 # ---------------------------------------------------------------------------------------------
 
-def with_report_figures(jobs: set[str]) -> set[str]:
-    """The report's figures (rules/report.smk) rerun exactly when what they read does: the
-    training curves after any training job, the throughput figure after the throughput table,
-    the data summary after the merged corpus."""
+def with_downstream(jobs: set[str]) -> set[str]:
+    """`jobs` with what follows them without a scenario naming it, rerun exactly when what
+    they read does: the verdicts after the form comparison, the search or the throughput
+    table; the report's figures (rules/report.smk): the training curves after any training
+    job, the throughput figure after the throughput table, the data summary after the merged
+    corpus."""
     out = set(jobs)
     if any(job.startswith("train[") for job in jobs):
         out.add("training_curves")
@@ -216,6 +219,9 @@ def with_report_figures(jobs: set[str]) -> set[str]:
         out.add("throughput_plot")
     if "merge_shards" in jobs:
         out.add("data_summary")
+    # the verdicts read the form comparison, the recommendations and the throughput table
+    if out & {"fit_forms", "search", "throughput_table"}:
+        out.add("verdicts")
     return out
 
 
@@ -345,7 +351,8 @@ SCENARIOS: dict[str, Scenario] = {
         _set("evaluation.corpus_mc.context_tokens", 64),
         lambda c: {"corpus_mc_task"} | run_jobs(c, ("evaluate",)) | LOSS_READERS),
     "fit_bootstrap": Scenario(
-        _set("fit.bootstrap", 6), lambda c: {"fit_chinchilla", "fit_conditional", "search"}),
+        _set("fit.bootstrap", 6),
+        lambda c: {"fit_chinchilla", "fit_conditional", "fit_forms", "search"}),
     "search_step": Scenario(_set("search.d_model_step", 16), lambda c: {"search"}),
     "data_val_fraction": Scenario(
         _set("data.val_fraction", 0.12),
@@ -365,7 +372,8 @@ SCENARIOS: dict[str, Scenario] = {
         | LOSS_READERS, with_src=True),  # plan_study reads data.token_dtype
     "code_edit_fit": Scenario(
         _edit_module("fit/quality.py"),
-        lambda c: {"fit_chinchilla", "fit_conditional", "fit_quality", "search"}, with_src=True),
+        lambda c: {"fit_chinchilla", "fit_conditional", "fit_quality", "fit_forms", "verdicts",
+                   "search"}, with_src=True),
     "code_edit_throughput_model": Scenario(
         _edit_module("throughput/model.py"), lambda c: {"throughput_table", "search"},
         with_src=True),
@@ -404,7 +412,7 @@ def check(dry_runs, name: str) -> DryRun:
     """Assert the scenario scheduled exactly its expected jobs. Rule `plan` is left out here
     and checked across all scenarios by test_plan_reruns_exactly_when_its_inputs_change."""
     run, config = dry_runs[name]
-    expected = with_report_figures(SCENARIOS[name].expected(config)) - {"plan"}
+    expected = with_downstream(SCENARIOS[name].expected(config)) - {"plan"}
     scheduled = run.scheduled() - {"plan"}
     assert scheduled == expected, (
         f"{name}: unexpected {sorted(scheduled - expected)}, "
