@@ -84,7 +84,8 @@ def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
     law = fit.law
     used = t["used"].to_numpy()
     x, r, loss, lo = (t[c].to_numpy(dtype=float) for c in ("x", "r", "loss", "l_opt"))
-    split = law.law_form.split(law.coefs, x, r, loss, lo)
+    split = law.law_form.split(law.coefs, x, r, loss, lo,
+                               **law.law_form.n_keyword(t["N"].to_numpy(dtype=float)))
     sizes = size_groups(t["N"].to_numpy(), fit.size_tol)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     opt = law.optimum()
