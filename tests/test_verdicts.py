@@ -185,3 +185,35 @@ def test_the_order_of_the_runs_changes_no_interval(tmp_path):
         fa, fb = flat(a), flat(b)
         assert fa.keys() == fb.keys()
         assert [fa[k] for k in fa] == pytest.approx([fb[k] for k in fa], rel=1e-4)
+
+
+def test_the_cli_prints_the_verdicts_of_a_study_finished_without_them(tmp_path, capsys):
+    """`archscale verdicts` on a results folder that has runs.csv and the fits but no
+    verdicts.json (a study finished before they existed) computes and prints them."""
+    import shutil
+    from pathlib import Path
+
+    from archscale.cli.main import main
+
+    committed = Path(__file__).parents[1] / "docs" / "laptop-science"
+    (tmp_path / "fits").mkdir()
+    shutil.copy(committed / "runs.csv", tmp_path / "runs.csv")
+    shutil.copy(committed / "conditional.json", tmp_path / "fits" / "conditional.json")
+    assert main(["verdicts", "--results", str(tmp_path), "--out",
+                 str(tmp_path / "v.json")]) == 0
+    out = capsys.readouterr().out
+    assert "loss is U-shaped in x" in out and "headline form:" in out
+    assert "computed from" in out and not (tmp_path / "fits" / "verdicts.json").exists()
+    doc = __import__("json").loads((tmp_path / "v.json").read_text())
+    assert {f["verdict"] for f in doc["findings"]} <= {SUPPORTED, NOT_IDENTIFIED, CONTRADICTED}
+    assert len(doc["findings"]) == 8
+    # no optimum check in that study: its stated optima cannot be supported
+    assert all(f["verdict"] != SUPPORTED for f in doc["findings"]
+               if f["finding"] in ("x_star", "r_star"))
+
+
+def test_the_cli_says_what_to_run_for_a_folder_that_is_no_study(tmp_path, capsys):
+    from archscale.cli.main import main
+
+    assert main(["verdicts", "--results", str(tmp_path)]) == 2
+    assert "is not a finished study" in capsys.readouterr().err
