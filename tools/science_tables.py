@@ -123,6 +123,31 @@ def check_table(study: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def margins_table(study: str) -> str:
+    doc = _read(study, "forms.json")
+    block = doc.get("margins") or {}
+    bar = (block.get("margin_threshold") or {})
+    lines = [f"Seed SD (pooled, one run): {_num((block.get('seed_noise') or {}).get('pooled_sd'))}"
+             f" nats. Family-wise bar: {_num(bar.get('threshold_se'))} SE over "
+             f"{bar.get('comparisons')} comparisons.", "",
+             "| N | axis | series' best | below: margin (SE) | above: margin (SE) | clear |",
+             "|---|---|---|---|---|---|"]
+
+    def side(v, axis):
+        if not v:
+            return "none trained"
+        return (f"{v['name']} ({axis} {v[axis]:.3g}) {v['margin']:+.3f} "
+                f"({_num(v['margin_in_se'], 2)})")
+
+    for e in block.get("optimum_margins") or []:
+        for axis in ("x", "r"):
+            a = e[axis]
+            lines.append(f"| {e['N']:.3g} | {axis} | {a['series_best']['name']} | "
+                         f"{side(a['below'], axis)} | {side(a['above'], axis)} | "
+                         f"{'yes' if a.get('clear') else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def readme_summary(_: str = "") -> str:
     lines = []
     for study, label in (("default", "Default study (`config.yaml`)"),
@@ -137,7 +162,8 @@ RENDER: dict[str, Callable[[], str]] = {
     f"{kind}-{study}": (lambda f=func, s=study: f(s))
     for study in STUDIES
     for kind, func in (("verdicts", verdicts_table), ("forms", forms_table),
-                       ("headline", headline_table), ("check", check_table))
+                       ("headline", headline_table), ("check", check_table),
+                       ("margins", margins_table))
 }
 RENDER["readme-summary"] = readme_summary
 
