@@ -13,8 +13,9 @@ The findings and their rules (Z is the family-wise bar of forms.json's margins.m
 - U in x (and U in r): supported when at 2 or more grid sizes the best trained shape is
   bracketed along the axis and both neighbours are worse by at least Z SE of the difference;
   contradicted when at 2 or more sizes the best shape sits at the edge of the axis with its one
-  neighbour worse by Z SE (loss falls monotonically) and no size shows a U; otherwise not
-  identified.
+  neighbour worse by Z SE, no size shows a U, and the headline law's term on the axis has no
+  minimum (the curve bends the other way); otherwise not identified (an edge optimum alone may
+  have its minimum beyond the trained range).
 - x* (and r*) where stated: supported only when (1) the U on that axis is supported, (2) the
   optimum check ran at every planned size, (3) at each, the measured loss difference between
   the trained optimum and the base shape agrees with the headline law's predicted difference
@@ -61,8 +62,10 @@ def _finding(name: str, statement: str, verdict: str, rule: str, numbers: Mappin
 # U-shapes, from the margins of the trained shapes
 # ---------------------------------------------------------------------------------------------
 
-def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2) -> dict[str, Any]:
-    """The "loss is U-shaped in <axis>" finding from forms.json's margins block."""
+def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2,
+            concave: bool = False) -> dict[str, Any]:
+    """The "loss is U-shaped in <axis>" finding from forms.json's margins block; `concave`:
+    the headline law's term on this axis has no minimum at any grid size."""
     margins = margins_doc.get("optimum_margins") or []
     z = (margins_doc.get("margin_threshold") or {}).get("threshold_se")
     rows, clear, monotone = [], 0, 0
@@ -85,9 +88,14 @@ def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2) -> di
                                             "is unmeasured or no size has 3+ shapes"]
     elif clear >= min_sizes:
         verdict, reasons = SUPPORTED, [f"a clear U at {clear} size(s)"]
-    elif monotone >= min_sizes and clear == 0:
+    elif monotone >= min_sizes and clear == 0 and concave:
         verdict, reasons = CONTRADICTED, [f"the best shape is at the edge of {axis} with a "
-                                          f"clear margin at {monotone} size(s)"]
+                                          f"clear margin at {monotone} size(s), and the headline "
+                                          f"law's {axis} term bends the other way (no minimum)"]
+    elif monotone >= min_sizes and clear == 0:
+        verdict, reasons = NOT_IDENTIFIED, [f"the best shape is at the edge of {axis} with a "
+                                            f"clear margin at {monotone} size(s): the minimum, if "
+                                            "any, lies outside the trained range"]
     else:
         verdict, reasons = NOT_IDENTIFIED, [f"a clear U at {clear} size(s) (needed: "
                                             f"{min_sizes}); edge optimum at {monotone}"]
@@ -95,7 +103,8 @@ def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2) -> di
                     f"supported: best shape bracketed in {axis} with both neighbours worse by "
                     f">= {z if z is None else round(z, 3)} SE (family-wise) at {min_sizes}+ "
                     "sizes; contradicted: edge optimum with a clear margin at "
-                    f"{min_sizes}+ sizes and no U", {"threshold_se": z, "sizes": rows}, reasons)
+                    f"{min_sizes}+ sizes, no U, and a headline law without a minimum in {axis}",
+                    {"threshold_se": z, "sizes": rows, "law_has_no_minimum": concave}, reasons)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +357,9 @@ def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = Non
     margins = forms_doc.get("margins") or {}
     noise = margins.get("seed_noise") or {}
     sd = seed_sd_at(noise, grid_d) if grid_d is not None and noise else None
-    u = {a: u_shape(margins, a) for a in AXES}
+    by_size = head.get("optimum_by_size") or []
+    u = {a: u_shape(margins, a, concave=bool(by_size) and not any(
+        e.get(f"{a}_is_minimum") for e in by_size)) for a in AXES}
     check = optimum_check(forms_doc, check_runs, sd) if check_enabled else []
     findings = [u["x"], u["r"],
                 optimum_finding("x", forms_doc, u["x"], check, check_enabled),
