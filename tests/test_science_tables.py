@@ -19,7 +19,8 @@ def test_each_study_block_is_present():
     """The blocks exist (a check over no blocks would pass whatever the results say)."""
     science = (ROOT / "docs" / "science.md").read_text()
     for name in ("verdicts-laptop", "forms-laptop", "headline-laptop", "check-laptop",
-                 "verdicts-default", "forms-default"):
+                 "margins-laptop", "verdicts-default", "forms-default", "headline-default",
+                 "margins-default"):
         assert f"<!-- begin: {name} (tools/science_tables.py) -->" in science
     assert "<!-- begin: readme-summary (tools/science_tables.py) -->" in (
         ROOT / "README.md").read_text()

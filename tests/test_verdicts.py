@@ -80,8 +80,14 @@ def by_truth(**kw):
     return lambda x, r, n, d: float(TRUE_L_OPT(n, d) * penalty(x, r, n, **kw))
 
 
-def test_a_clean_u_at_every_size_is_supported_with_the_true_optimum():
-    forms_doc, found, doc = study(by_truth())
+@pytest.fixture(scope="module")
+def clean():
+    """The clean-U study: (forms.json document, findings by name, verdicts document)."""
+    return study(by_truth())
+
+
+def test_a_clean_u_at_every_size_is_supported_with_the_true_optimum(clean):
+    forms_doc, found, doc = clean
     assert found["u_x"]["verdict"] == SUPPORTED and found["u_r"]["verdict"] == SUPPORTED
     assert found["x_star"]["verdict"] == SUPPORTED, found["x_star"]["reasons"]
     assert found["r_star"]["verdict"] == SUPPORTED, found["r_star"]["reasons"]
@@ -111,7 +117,8 @@ def test_a_flat_r_direction_is_not_identified():
     _, found, _ = study(by_truth(kr=0.0))
     assert found["u_x"]["verdict"] == SUPPORTED
     assert found["u_r"]["verdict"] == NOT_IDENTIFIED
-    assert found["r_star"]["verdict"] != SUPPORTED
+    assert found["r_star"]["verdict"] == NOT_IDENTIFIED
+    assert any("U in r is not identified" in reason for reason in found["r_star"]["reasons"])
 
 
 def test_an_optimum_in_a_gap_that_the_check_contradicts():
@@ -123,6 +130,8 @@ def test_an_optimum_in_a_gap_that_the_check_contradicts():
 
     forms_doc, found, doc = study(truth)
     assert all(0.8 < e["r_star"] < 2.0 for e in forms_doc["headline"]["optimum_by_size"][-2:])
+    # measured worse than predicted: a positive miss, beyond the bar at both sizes
+    assert all(c["miss_in_se"] > 2 for c in doc["optimum_check"])
     assert all(not c["agrees"] for c in doc["optimum_check"])
     assert found["r_star"]["verdict"] in (CONTRADICTED, NOT_IDENTIFIED)
     assert found["x_star"]["verdict"] != SUPPORTED
@@ -217,3 +226,39 @@ def test_the_cli_says_what_to_run_for_a_folder_that_is_no_study(tmp_path, capsys
 
     assert main(["verdicts", "--results", str(tmp_path)]) == 2
     assert "is not a finished study" in capsys.readouterr().err
+
+
+def test_a_check_on_one_seed_cannot_support(clean):
+    """The same clean study, its optimum trained with one seed: the check agrees, but too
+    weakly to support x* or r*."""
+    forms_doc, _, _ = clean
+    one_seed = check_runs(forms_doc, by_truth()).query("seed == 0")
+    doc = verdicts(forms_doc, check_runs=one_seed, check_enabled=True)
+    found = {f["finding"]: f for f in doc["findings"]}
+    assert all(c["agrees"] and not c["powered"] for c in doc["optimum_check"])
+    assert found["x_star"]["verdict"] == NOT_IDENTIFIED
+    assert any("fewer than 2 seeds" in reason for reason in found["x_star"]["reasons"])
+
+
+def test_with_a_degenerate_reference_the_check_predicts_from_the_base_loss(clean):
+    """When the rule falls back to the base-shape loss, a trained optimum's prediction uses
+    its grid entry's l_opt (the laptop study's case), not the stored Chinchilla law."""
+    import copy
+
+    from archscale.fit.verdicts import optimum_check
+
+    forms_doc = copy.deepcopy(clean[0])
+    forms_doc["reference"]["degenerate"] = True
+    for entry in forms_doc["headline"]["optimum_by_size"]:
+        entry["l_opt"] *= 1.01
+    runs = check_runs(forms_doc, by_truth())
+    rows = optimum_check(forms_doc, runs, seed_sd=NOISE)
+    head = forms_doc["headline"]["form"]
+    coefs = forms_doc["forms"][head]["coefficients"]
+    from archscale.fit.conditional import predict_loss
+
+    for row in rows:
+        entry = next(e for e in forms_doc["headline"]["optimum_by_size"]
+                     if e["size"] == row["size"])
+        expect = predict_loss(coefs, row["x"], row["r"], entry["l_opt"], form=head, n=row["N"])
+        assert row["predicted"] == pytest.approx(float(expect))

@@ -10,7 +10,7 @@ whose body this script renders from the committed files (docs/laptop-science/ an
 docs/default-study/: forms.json, verdicts.json). Run it after committing new results:
 
     python tools/science_tables.py          # rewrite the blocks
-    python tools/science_tables.py --check  # exit 1 when a block differs (tests/test_science_tables.py)
+    python tools/science_tables.py --check  # exit 1 when a block differs (the tests run this)
 """
 from __future__ import annotations
 

@@ -53,10 +53,13 @@ KIND_TOLERANCE = 1.25
 #: configured n_starts serves the study's own reference fit): on degenerate small-model data
 #: each start runs hundreds of iterations, and the 10 best grid starts reach the same optimum.
 FOLD_STARTS = 10
+#: Bootstrap refits of the base-shape Chinchilla fit, for the rule's interval test.
+REFERENCE_BOOTSTRAP = 50
 #: Leave-one-size-out folds a form must lose in, all of them, to be rejected (sign test).
 SIGN_TEST_FOLDS = 5
 SELECTION = ("the form with the lowest mean held-out MSE over the leave-one-size-out folds "
-             "that every form could fit (progressive folds when there is none)")
+             "held out at a grid size that every form could fit (progressive folds when there "
+             "is none)")
 
 
 def grid_sizes(table: pd.DataFrame, size_tol: float = 0.25, min_shapes: int = 3
@@ -151,17 +154,20 @@ def _fold(table, train_mask, held_mask, form_names, r_range, size_tol, huber_del
 def heldout_table(table: pd.DataFrame, form_names: Sequence[str], r_range: Sequence[float],
                   size_tol: float = 0.25, huber_delta: float = 1e-3, n_starts: int = 50,
                   min_train_sizes: int = 3) -> pd.DataFrame:
-    """One row per fold: scheme ('loso' or 'progressive'), held-out size and N, counts,
-    status and reason, and per model (each form, each null) mse_<model> and spearman_<model>,
-    plus skill_<form>_vs_<null>. A fold needs `min_train_sizes` training sizes (the
-    Chinchilla law that gives the held-out L_opt extrapolates in N)."""
+    """One row per fold: scheme ('loso' or 'progressive'), held-out size and N, whether that
+    size is a grid size (`heldout_is_grid`: 3+ shapes at one budget, so the fold tests the
+    architecture terms, not only the base shape's N-dependence), counts, status and reason,
+    and per model (each form, each null) mse_<model> and spearman_<model>, plus
+    skill_<form>_vs_<null>. A fold needs `min_train_sizes` training sizes (the Chinchilla law
+    that gives the held-out L_opt extrapolates in N)."""
     sizes = size_groups(table["N"].to_numpy(), size_tol)
+    grid = {g["size"] for g in grid_sizes(table, size_tol)}
     n_sizes = int(sizes.max()) + 1 if len(sizes) else 0
     rows = []
     schemes = [("loso", k, sizes != k) for k in range(n_sizes)]
     schemes += [("progressive", k, sizes < k) for k in range(1, n_sizes)]
     for scheme, k, train_mask in schemes:
-        row = {"scheme": scheme, "heldout_size": k,
+        row = {"scheme": scheme, "heldout_size": k, "heldout_is_grid": k in grid,
                "heldout_N": float(np.exp(np.log(table.loc[sizes == k, "N"]).mean())),
                "train_sizes": int(len(np.unique(sizes[train_mask])))}
         if row["train_sizes"] < min_train_sizes:
@@ -180,9 +186,19 @@ def heldout_table(table: pd.DataFrame, form_names: Sequence[str], r_range: Seque
     return out
 
 
+def architecture_folds(folds: pd.DataFrame, scheme: str) -> pd.DataFrame:
+    """A scheme's fitted folds held out at a grid size: the ones that judge the architecture
+    terms (a size trained only as its base shape tests nothing but the N-dependence)."""
+    if folds.empty:
+        return folds
+    return folds[(folds["scheme"] == scheme) & (folds["status"] == "ok")
+                 & folds["heldout_is_grid"].astype(bool)]
+
+
 def heldout_summary(folds: pd.DataFrame, model: str, scheme: str) -> dict[str, Any]:
-    """Mean MSE, skill against each null and Spearman of one model over a scheme's ok folds."""
-    ok = folds[(folds["scheme"] == scheme) & (folds["status"] == "ok")] if len(folds) else folds
+    """Mean MSE, skill against each null and Spearman of one model over a scheme's fitted
+    folds at grid sizes (`architecture_folds`)."""
+    ok = architecture_folds(folds, scheme)
     col = f"mse_{model}"
     if ok.empty or col not in ok or ok[col].isna().all():
         return {"folds": 0}
@@ -223,8 +239,7 @@ def _optimum_by_size(fit, grid: list[dict[str, Any]], level: float) -> list[dict
 
 def _select(folds: pd.DataFrame, names: Sequence[str], default: str) -> dict[str, Any]:
     for scheme in ("loso", "progressive"):
-        ok = folds[(folds["scheme"] == scheme) & (folds["status"] == "ok")] if len(folds) \
-            else folds
+        ok = architecture_folds(folds, scheme)
         cols = [f"mse_{n}" for n in names]
         if ok.empty or not all(c in ok for c in cols):
             continue
@@ -246,7 +261,7 @@ def rejected_forms(folds: pd.DataFrame, names: Sequence[str], headline: str
     """The forms the held-out error rejects against the headline, with why: worse in every one
     of SIGN_TEST_FOLDS or more leave-one-size-out folds (a one-sided sign test, p <= 2^-5 =
     0.03). With fewer folds nothing is rejected, so every form's optimum must agree."""
-    ok = folds[(folds["scheme"] == "loso") & (folds["status"] == "ok")] if len(folds) else folds
+    ok = architecture_folds(folds, "loso")
     cols = [f"mse_{n}" for n in names]
     if ok.empty or not all(c in ok for c in cols):
         return {}
@@ -259,8 +274,8 @@ def rejected_forms(folds: pd.DataFrame, names: Sequence[str], headline: str
             for n in names if n != headline and np.all(common[f"mse_{n}"].to_numpy() > head)}
 
 
-def _agreement(results: Mapping[str, Any], headline: str, rejected: Mapping[str, str]
-               ) -> list[dict[str, Any]]:
+def _agreement(results: Mapping[str, Any], headline: str, rejected: Mapping[str, str],
+               level: float) -> list[dict[str, Any]]:
     """Per grid size and axis: each form's optimum, whether it lies in the headline's
     interval, and whether all the forms held-out error does not reject do."""
     out = []
@@ -272,8 +287,10 @@ def _agreement(results: Mapping[str, Any], headline: str, rejected: Mapping[str,
                      if res["optimum_by_size"][i][f"{a}_is_minimum"] else None
                      for name, res in results.items()}
             low, high = ci.get("low"), ci.get("high")
+            # an interval over fewer than `level` of the refits (the rest had no minimum)
+            # does not pin the optimum down, so it counts as none
             have = low is not None and high is not None and math.isfinite(low) \
-                and math.isfinite(high)
+                and math.isfinite(high) and ci.get("minimum_share", 0.0) >= level
             inside = {name: bool(have and s is not None and low <= s <= high)
                       for name, s in stars.items()}
             vals = [s for s in stars.values() if s]
@@ -324,7 +341,8 @@ def compare_forms(table: pd.DataFrame, *, form_names: Sequence[str] | None = Non
     if configured not in names:
         names.insert(0, configured)
     grid = grid_sizes(table, size_tol)
-    ref = reference_by_rule(table, size_tol, huber_delta, n_starts)
+    ref = reference_by_rule(table, size_tol, huber_delta, n_starts,
+                            bootstrap=min(bootstrap, REFERENCE_BOOTSTRAP), seed=seed)
     results: dict[str, Any] = {}
     for name in names:
         form = forms.get(name)
@@ -377,7 +395,8 @@ def compare_forms(table: pd.DataFrame, *, form_names: Sequence[str] | None = Non
                            "optimum_by_size": by_size}
         rejected = rejected_forms(folds, fitted, headline)
         doc["rejected"] = rejected
-        doc["agreement"] = _agreement({n: results[n] for n in fitted}, headline, rejected)
+        doc["agreement"] = _agreement({n: results[n] for n in fitted}, headline, rejected,
+                                      level)
         doc["sensitivity"] = _sensitivity(table, headline, r_range, size_tol, huber_delta,
                                           min(n_starts, FOLD_STARTS),
                                           grid[-1]["N"] if grid else None)

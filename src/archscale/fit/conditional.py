@@ -78,7 +78,7 @@ from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.forms.base import AXES, LawForm
 from archscale.fit.forms.multiplicative import normalise as normalise_r_factor
 from archscale.fit.intervals import percentile_interval
-from archscale.fit.io import provenance
+from archscale.fit.io import canonical_order, provenance
 from archscale.fit.reference import LAW_L_OPT_SOURCES, EmpiricalLopt, reference_loss
 from archscale.fit.seeds import (familywise_threshold, noise_warnings, optimum_margins,
                                  resample_losses, seed_noise)
@@ -219,16 +219,6 @@ def _lm(p0: np.ndarray, form: LawForm, x, r, loss, l_opt, n=None):
     return least_squares(lambda p: form.model(p, x, r, l_opt, **kw) - loss, p0,
                          jac=lambda p: form.jacobian(p, x, r, l_opt, **kw), method="lm",
                          xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
-
-
-def canonical_order(table: pd.DataFrame) -> pd.DataFrame:
-    """The runs sorted by what they are (N, D, x, r, name), not by where they were listed: the
-    bootstrap draws rows by position, so this makes its intervals independent of the order of
-    the architectures in config.yaml or of the rows in runs.csv."""
-    keys = [c for c in ("N", "D", "x", "r") if c in table.columns]
-    ordered = table.assign(_name=table["name"].astype(str)).sort_values(
-        keys + ["_name"], kind="stable")
-    return ordered.drop(columns="_name").reset_index(drop=True)
 
 
 def _short_axes(form: LawForm, x: np.ndarray, r: np.ndarray) -> list[tuple[str, int, int]]:

@@ -114,6 +114,17 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
     return out.reset_index(drop=True)
 
 
+def canonical_order(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by what they are (N, D, x, r, loss, name, whichever are present), not
+    by where they were listed: the bootstraps draw rows by position, so this makes their
+    intervals independent of the order of the architectures in config.yaml or of the rows of
+    runs.csv."""
+    keys = [c for c in ("N", "D", "x", "r", "loss") if c in table.columns]
+    names = table["name"].astype(str) if "name" in table.columns else ""
+    return (table.assign(_name=names).sort_values(keys + ["_name"], kind="stable")
+            .drop(columns="_name").reset_index(drop=True))
+
+
 def size_groups(n_params: np.ndarray, rel_tol: float = 0.25) -> np.ndarray:
     """Label parameter counts that belong to one nominal model size.
 

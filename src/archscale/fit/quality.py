@@ -23,8 +23,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from archscale.fit import forms
-from archscale.fit.compare import spearman_budget, kind_ratio
 from archscale.fit.chinchilla import FitError
+from archscale.fit.compare import kind_ratio, spearman_budget
 from archscale.fit.conditional import fit_conditional
 from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.io import size_groups
@@ -87,12 +87,13 @@ def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative
             row["reason"] = f"fit on the training sizes failed: {exc}"
             continue
         l_held = np.asarray(chin(ho["N"], ho["D"]), dtype=float)
+        fitted = table[train & in_range]  # the runs the law was fitted on, as in compare
         pred = cond.predict(ho["x"], ho["r"], l_held, n=ho["N"].to_numpy(float))
         obs = ho["loss"].to_numpy()
         err = pred - obs
         nulls = {"no_architecture": l_held,
-                 "kind_ratio": l_held * kind_ratio(tr, np.asarray(chin(tr["N"], tr["D"]),
-                                                                  dtype=float), ho)}
+                 "kind_ratio": l_held * kind_ratio(fitted, np.asarray(
+                     chin(fitted["N"], fitted["D"]), dtype=float), ho)}
         row.update(status="ok", mse=float(np.mean(err ** 2)),
                    rmse=float(np.sqrt(np.mean(err ** 2))),
                    mean_abs_rel_error=float(np.mean(np.abs(err) / obs)),

@@ -13,22 +13,23 @@ rule's as a sensitivity check (archscale.fit.compare).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from archscale.fit.chinchilla import (E_COLLAPSED, MAX_DECADES, PLAUSIBLE_EXPONENTS,
                                       ChinchillaLaw, FitError, degeneracy, fit_chinchilla)
-from archscale.fit.io import size_groups
+from archscale.fit.io import canonical_order, size_groups
 from archscale.fit.reference import empirical_points
 
 RULE = ("L_opt = a Chinchilla law fitted on the base shapes (each size's shape trained at "
-        "every token budget), unless that fit is degenerate (E collapsed to 0, an exponent "
+        f"every token budget), unless that fit is degenerate (E below {E_COLLAPSED:.1%} of the "
+        "lowest loss, an exponent "
         f"outside {PLAUSIBLE_EXPONENTS[0]}-{PLAUSIBLE_EXPONENTS[1]}, or a bootstrap interval "
         f"wider than {MAX_DECADES:g} decades); then each run's own size's base-shape loss at "
         "its token budget. Held-out folds always use the Chinchilla law of their training "
-        "sizes' base shapes.")
+        "sizes' base shapes (without the interval test: one fit per fold).")
 
 
 def base_shapes(table: pd.DataFrame, size_tol: float = 0.25) -> tuple[list[str], str]:
@@ -83,22 +84,28 @@ class Reference:
 
 
 def base_chinchilla(table: pd.DataFrame, size_tol: float = 0.25, huber_delta: float = 1e-3,
-                    n_starts: int = 50) -> tuple[ChinchillaLaw, list[str], list[str], str]:
+                    n_starts: int = 50, bootstrap: int = 0, seed: int = 0
+                    ) -> tuple[ChinchillaLaw, list[str], list[str], str]:
     """The Chinchilla law of the base shapes, its degeneracy reasons, the base names and how
-    they were chosen; a FitError when there are too few points."""
+    they were chosen; a FitError when there are too few points. With `bootstrap` refits the
+    interval test of `degeneracy` applies too (held-out folds skip it: one fit per fold)."""
     points, how = base_points(table, size_tol)
-    law = fit_chinchilla(points["N"], points["D"], points["loss"], huber_delta=huber_delta,
-                         n_starts=n_starts).law
+    points = canonical_order(points)
+    fit = fit_chinchilla(points["N"], points["D"], points["loss"], huber_delta=huber_delta,
+                         n_starts=n_starts, bootstrap=bootstrap, seed=seed, workers=1)
+    intervals = (fit.intervals or {}).get("coefficients")
     names = [n for n in points["name"].dropna().unique()]
-    return law, degeneracy(law, points["loss"]), names, how
+    return fit.law, degeneracy(fit.law, points["loss"], intervals), names, how
 
 
 def reference_by_rule(table: pd.DataFrame, size_tol: float = 0.25, huber_delta: float = 1e-3,
-                      n_starts: int = 50) -> Reference:
-    """Each run's L_opt by RULE. Runs whose size has no base-shape run at their budget keep the
-    Chinchilla value even when it is degenerate (said in `how`)."""
+                      n_starts: int = 50, bootstrap: int = 50, seed: int = 0) -> Reference:
+    """Each run's L_opt by RULE (`bootstrap` refits for its interval test). Runs whose size has
+    no base-shape run at their budget keep the Chinchilla value even when it is degenerate
+    (said in `how`)."""
     try:
-        law, bad, names, how = base_chinchilla(table, size_tol, huber_delta, n_starts)
+        law, bad, names, how = base_chinchilla(table, size_tol, huber_delta, n_starts,
+                                               bootstrap, seed)
     except FitError as exc:
         law, bad, names, how = None, [f"no Chinchilla fit on the base shapes: {exc}"], \
             base_shapes(table, size_tol)[0], "Chinchilla fit impossible"

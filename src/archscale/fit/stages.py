@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from archscale.fit.chinchilla import fit_chinchilla
 from archscale.fit.conditional import fit_conditional
 from archscale.fit.defaults import FIT_DEFAULTS
-from archscale.fit.io import read_runs
+from archscale.fit.io import canonical_order, read_runs
 from archscale.fit.quality import progressive_extrapolation
 from archscale.fit.reference import chinchilla_points, reference_chinchilla
 from archscale.io import write_csv, write_json
@@ -45,10 +45,7 @@ def chinchilla_stage(runs: str | Path, out: str | Path, fit: Mapping[str, Any] |
     s = fit_settings(fit)
     table = read_runs(runs, s["loss_column"], require=("N", "D", "loss"))
     points, fitted_on = chinchilla_points(table, s["l_opt"], s["size_tolerance"])
-    # the bootstrap draws points by position: a fixed order makes its intervals independent
-    # of the order of the architectures in the config or of the rows of runs.csv
-    points = points.assign(_name=points["name"].astype(str)).sort_values(
-        ["N", "D", "loss", "_name"], kind="stable").drop(columns="_name").reset_index(drop=True)
+    points = canonical_order(points)  # the bootstrap's intervals then ignore listing order
     result = fit_chinchilla(points["N"], points["D"], points["loss"],
                             huber_delta=s["huber_delta"], bootstrap=s["bootstrap"],
                             compute_budgets=s["compute_budgets"], seed=s["seed"],

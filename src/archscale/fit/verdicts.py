@@ -17,19 +17,22 @@ The findings and their rules (Z is the family-wise bar of forms.json's margins.m
   minimum (the curve bends the other way); otherwise not identified (an edge optimum alone may
   have its minimum beyond the trained range).
 - x* (and r*) where stated: supported only when (1) the U on that axis is supported, (2) the
-  optimum check ran at every planned size, (3) at each, the measured loss difference between
+  optimum check ran at every planned size with MIN_CHECK_SEEDS (2) or more seeds on each side
+  of each comparison, (3) at each, the measured loss difference between
   the trained optimum and the base shape agrees with the headline law's predicted difference
   within 2 SE of the difference, (4) the trained optimum is not worse than the best trained
   shape by more than 2 SE, and (5) at those sizes the optimum of every form that held-out error
-  does not reject (archscale.fit.compare.rejected_forms) lies inside the headline's interval. Contradicted when the check disagrees by more than 2 SE at every checked
-  size, or the U is contradicted. Otherwise (no optimum check included) not identified.
+  does not reject (archscale.fit.compare.rejected_forms) lies inside the headline's interval,
+  an interval over at least 95 % of the refits. Contradicted when the check disagrees by more
+  than 2 SE at every checked size, or the U is contradicted. Otherwise (no optimum check
+  included) not identified.
 - x* (and r*) is the same at every size: contradicted when the headline form lets it move
   with N and its intervals at the smallest and largest grid sizes are disjoint; supported when
   the headline does not depend on N and held-out error rejects every form that does;
   otherwise not identified.
 - the law extrapolates: supported when the headline form beats both nulls (skill > 0) in every
-  progressive fold, with 2 or more folds; contradicted when it does not beat the
-  no-architecture null in any fold; otherwise not identified.
+  progressive fold held out at a grid size, with 2 or more folds; contradicted when, over 2 or
+  more such folds, it beats the no-architecture null in none; otherwise not identified.
 - the frontier is faster at equal loss: supported when at every recommended budget the fastest
   shape at the baseline's predicted loss is predicted faster by more than twice the throughput
   model's held-out RMS error, and both shapes lie inside the law's fitted range; contradicted
@@ -50,6 +53,8 @@ SUPPORTED, NOT_IDENTIFIED, CONTRADICTED = "supported", "not identified", "contra
 #: The optimum check's agreement bar, in SE of the difference (the issue's and the paper's
 #: usual 2-sigma; one comparison per checked size, so no family-wise correction).
 CHECK_SE = 2.0
+#: Seeds each side of an optimum-check comparison needs before its agreement can support.
+MIN_CHECK_SEEDS = 2
 
 
 def _finding(name: str, statement: str, verdict: str, rule: str, numbers: Mapping[str, Any],
@@ -180,6 +185,9 @@ def optimum_check(forms_doc: Mapping[str, Any], runs: pd.DataFrame | None, seed_
             "vs_best": measured - best["loss"], "vs_best_in_se": (measured - best["loss"])
             / se_best, "seed_sd": seed_sd})
         row["agrees"] = bool(abs(row["miss_in_se"]) <= CHECK_SE)
+        # with one seed on a side, a miss under 2 SE is too weak to count as agreement
+        row["powered"] = bool(len(losses) >= MIN_CHECK_SEEDS
+                              and base["n_seeds"] >= MIN_CHECK_SEEDS)
         row["not_worse_than_best"] = bool(row["vs_best_in_se"] <= CHECK_SE)
         out.append(row)
     return out
@@ -217,6 +225,10 @@ def optimum_finding(axis: str, forms_doc: Mapping[str, Any], u: Mapping[str, Any
             failed.append(f"the U in {axis} is {u['verdict']}")
         if not all(c["agrees"] for c in ok):
             failed.append(f"the check misses by more than {CHECK_SE:g} SE at some size")
+        weak = [f"{c['N']:.3g}" for c in ok if not c.get("powered", True)]
+        if weak:
+            failed.append(f"fewer than {MIN_CHECK_SEEDS} seeds a side at N = {', '.join(weak)}: "
+                          "agreement there is too weak to support")
         if not all(c["not_worse_than_best"] for c in ok):
             failed.append("the trained optimum is worse than the best trained shape by more "
                           f"than {CHECK_SE:g} SE at some size")
@@ -227,9 +239,10 @@ def optimum_finding(axis: str, forms_doc: Mapping[str, Any], u: Mapping[str, Any
         verdict = NOT_IDENTIFIED if failed else SUPPORTED
         reasons.extend(failed or ["every condition holds"])
     return _finding(f"{axis}_star", f"{axis}* as the headline form ({head.get('form')}) states "
-                    "it, per grid size", verdict,
-                    f"supported: U in {axis} supported, the optimum check agrees within "
-                    f"{CHECK_SE:g} SE at every checked size and is not worse than the best "
+                    "it, at the checked sizes", verdict,
+                    f"supported: U in {axis} supported, the optimum check ({MIN_CHECK_SEEDS}+ "
+                    f"seeds a side) agrees within {CHECK_SE:g} SE at every checked size and is "
+                    "not worse than the best "
                     f"trained shape by {CHECK_SE:g} SE, and every form's {axis}* lies in the "
                     "headline interval; contradicted: the check misses at every size (or the "
                     "U is contradicted); otherwise not identified",
@@ -293,9 +306,10 @@ def extrapolation_finding(forms_doc: Mapping[str, Any], min_folds: int = 2) -> d
                "spearman_by_fold": summary.get("spearman_by_fold"),
                "nulls_mse": {k: v.get("progressive", {}).get("mse_by_fold")
                              for k, v in forms_doc.get("nulls", {}).items()}}
-    if folds and all(s is not None and s <= 0 for s in vs_none):
+    if folds >= min_folds and vs_none and all(s is not None and s <= 0 for s in vs_none):
         verdict, reasons = CONTRADICTED, ["no better than ignoring the architecture in any fold"]
-    elif folds >= min_folds and all(s is not None and s > 0 for s in vs_none + vs_kind):
+    elif folds >= min_folds and vs_none and vs_kind and all(
+            s is not None and s > 0 for s in vs_none + vs_kind):
         verdict, reasons = SUPPORTED, [f"beats both nulls in all {folds} folds"]
     else:
         verdict = NOT_IDENTIFIED
@@ -303,8 +317,8 @@ def extrapolation_finding(forms_doc: Mapping[str, Any], min_folds: int = 2) -> d
                    else "it does not beat both nulls in every fold"]
     return _finding("extrapolates", "the law predicts a larger size it was not fitted on",
                     verdict, f"supported: skill > 0 against both nulls in every progressive "
-                    f"fold, {min_folds}+ folds; contradicted: no skill against the "
-                    "no-architecture null in any fold", numbers, reasons)
+                    f"fold at a grid size, {min_folds}+ folds; contradicted: no skill against "
+                    f"the no-architecture null in any of {min_folds}+ folds", numbers, reasons)
 
 
 def frontier_finding(recommendations: Mapping[str, Any] | None,
@@ -332,7 +346,8 @@ def frontier_finding(recommendations: Mapping[str, Any] | None,
         rows.append({"budget": rec.get("budget"), "speedup": s, "fastest": fast.get("name"),
                      "fastest_range": fast.get("law_range"),
                      "baseline_range": base.get("law_range"), "clear": ok})
-    numbers = {"throughput_heldout_rms_error": err, "budgets": rows}
+    law = (recommendations.get("law") or {}).get("form")
+    numbers = {"throughput_heldout_rms_error": err, "budgets": rows, "law_form": law}
     if recs and faster == 0:
         verdict, reasons = CONTRADICTED, ["no budget has a faster shape at the baseline's loss"]
     elif recs and clear == len(recs):
@@ -342,11 +357,14 @@ def frontier_finding(recommendations: Mapping[str, Any] | None,
         reasons = [f"clear at {clear} of {len(recs)} budget(s)"
                    + ("" if err is not None else "; the throughput model's held-out error is "
                       "unknown")]
+    if law:
+        reasons.append(f"losses from the search's law ({law}, fit.form), not the headline form")
     return _finding("frontier_faster", "the frontier is faster at equal loss", verdict, rule,
                     numbers, reasons)
 
 
-def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = None, check_enabled: bool = False,
+def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = None,
+             check_enabled: bool = False,
              recommendations: Mapping[str, Any] | None = None,
              throughput: pd.DataFrame | None = None) -> dict[str, Any]:
     """The verdicts.json document."""

@@ -86,9 +86,12 @@ class Quadratic(LogQuadratic):
         return {"x": _star(c["a1"], c["a2"], "a2"), "r": _star(c["b1"], c["b2"], "b2")}
 
     def split(self, c, x, r, loss, l_opt) -> dict[str, Split]:
-        u, v = np.log(x), np.log(r)
-        x_part = lambda s: c["c0"] + c["a1"] * np.log(s) + c["a2"] * np.log(s) ** 2  # noqa: E731
-        r_part = lambda s: c["b1"] * np.log(s) + c["b2"] * np.log(s) ** 2  # noqa: E731
+        def x_part(s):
+            return c["c0"] + c["a1"] * np.log(s) + c["a2"] * np.log(s) ** 2
+
+        def r_part(s):
+            return c["b1"] * np.log(s) + c["b2"] * np.log(s) ** 2
+
         ratio = loss / l_opt
         return {"x": Split(ratio - r_part(r), x_part, "L / L_opt - r terms"),
                 "r": Split(ratio - x_part(x) + c["c0"], lambda s: c["c0"] + r_part(s),
@@ -117,12 +120,15 @@ class QuadraticN(LogQuadratic):
         """The curves at the geometric-mean N; each run's point is moved to that N."""
         w = np.log(np.asarray(n, dtype=float) / N_REF)
         wm = float(np.mean(w))
-        u, v = np.log(x), np.log(r)
-        ratio = loss / l_opt
-        x_at = lambda s, ww: (c["a1"] + c["a3"] * ww) * np.log(s) + c["a2"] * np.log(s) ** 2  # noqa: E731
-        r_at = lambda s, ww: (c["b1"] + c["b3"] * ww) * np.log(s) + c["b2"] * np.log(s) ** 2  # noqa: E731
+
+        def x_at(s, ww):
+            return (c["a1"] + c["a3"] * ww) * np.log(s) + c["a2"] * np.log(s) ** 2
+
+        def r_at(s, ww):
+            return (c["b1"] + c["b3"] * ww) * np.log(s) + c["b2"] * np.log(s) ** 2
+
         level = c["c0"] + c["c1"] * wm
-        ratio = ratio - c["c1"] * (w - wm)
+        ratio = loss / l_opt - c["c1"] * (w - wm)
         return {"x": Split(ratio - r_at(r, w) - x_at(x, w) + x_at(x, wm),
                            lambda s: level + x_at(s, wm),
                            f"L / L_opt - r terms (at N = {N_REF * math.exp(wm):.3g})"),
