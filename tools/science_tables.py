@@ -149,12 +149,17 @@ def margins_table(study: str) -> str:
 
 
 def readme_summary(_: str = "") -> str:
-    lines = []
-    for study, label in (("default", "Default study (`config.yaml`)"),
-                         ("laptop", "Laptop science study (`configs/laptop-science.yaml`)")):
-        doc = _read(study, "verdicts.json")
-        verdicts = "; ".join(f"{f['statement']}: **{f['verdict']}**" for f in doc["findings"])
-        lines.append(f"- {label}, headline form {doc['headline_form']}: {verdicts}.")
+    docs = {study: _read(study, "verdicts.json") for study in ("default", "laptop")}
+    lines = ["| finding | default study | laptop science study |", "|---|---|---|"]
+    by_study = {s: {f["finding"]: f for f in d["findings"]} for s, d in docs.items()}
+    for f in docs["laptop"]["findings"]:
+        statement = f["statement"].split(" as the headline form")[0]
+        if f["finding"] in ("x_star", "r_star"):
+            statement += " (at the checked sizes)"
+        cells = [by_study[s].get(f["finding"], {}).get("verdict", "-") for s in docs]
+        lines.append(f"| {statement} | {cells[0]} | **{cells[1]}** |")
+    lines.append(f"| headline law form | {docs['default']['headline_form']} | "
+                 f"{docs['laptop']['headline_form']} |")
     return "\n".join(lines) + "\n"
 
 
