@@ -147,7 +147,14 @@ def verdicts_stage(forms: str | Path, out: str | Path | None = None,
                    recommendations=read_json(recommendations) if recommendations else None,
                    throughput=pd.read_csv(throughput) if throughput else None)
     inputs = [p for p in (forms, check_runs, recommendations, throughput) if p]
-    doc["provenance"] = project_provenance(settings={}, inputs=[])
+    from archscale.fit.verdicts import CHECK_SE, MIN_CHECK_SEEDS
+
+    settings = {"optimum_check": check_runs is not None, "check_se": CHECK_SE,
+                "min_check_seeds": MIN_CHECK_SEEDS,
+                "inputs": {"forms": str(forms), "check_runs": str(check_runs or ""),
+                           "recommendations": str(recommendations or ""),
+                           "throughput": str(throughput or "")}}
+    doc["provenance"] = project_provenance(settings=settings, inputs=[])
     doc["provenance"].update(dict(extra_provenance or {}))
     _complete_provenance(doc, started, inputs)
     if out:
