@@ -318,6 +318,29 @@ def _optimum(law: ConditionalLaw, x_used: np.ndarray, r_used: np.ndarray
     return out, warnings
 
 
+def _require_positive(table: pd.DataFrame, columns: Sequence[str]) -> None:
+    """A FitError naming the first column with a missing or non-positive value."""
+    for col in columns:
+        values = table[col].to_numpy(dtype=float)
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            raise FitError(f"{int(bad.sum())} run(s) have a missing or non-positive {col} "
+                           f"(first at row {int(np.argmax(bad))}); drop or fix them")
+
+
+def _used_runs(table: pd.DataFrame, lo: float, hi: float, form: LawForm) -> np.ndarray:
+    """The runs with r in [lo, hi]; a FitError when they are too few for the form's
+    coefficients."""
+    used = ((table["r"] >= lo) & (table["r"] <= hi)).to_numpy()
+    n_used, n_free = int(used.sum()), form.n_free
+    if n_used < n_free + 1:
+        raise FitError(
+            f"the {form.name} conditional law has {n_free} free coefficients but only {n_used} "
+            f"run(s) have r in [{lo:g}, {hi:g}] ({len(table) - n_used} excluded); at least "
+            f"{n_free + 1} are needed: train more variants or widen fit.r_range")
+    return used
+
+
 def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
                     l_opt: str | np.ndarray = "empirical",
                     chinchilla: ChinchillaLaw | None = None,
@@ -345,20 +368,10 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     if "name" not in table.columns:
         table["name"] = None
     table["l_opt"], source, empirical = reference_loss(table, l_opt, chinchilla, size_tol)
-    for col in ("N", "D", "loss", "x", "r", "l_opt"):
-        values = table[col].to_numpy(dtype=float)
-        bad = ~(np.isfinite(values) & (values > 0))
-        if bad.any():
-            raise FitError(f"{int(bad.sum())} run(s) have a missing or non-positive {col} "
-                           f"(first at row {int(np.argmax(bad))}); drop or fix them")
-    used = ((table["r"] >= lo) & (table["r"] <= hi)).to_numpy()
+    _require_positive(table, ("N", "D", "loss", "x", "r", "l_opt"))
+    used = _used_runs(table, lo, hi, law_form)
     table["used"] = used
     n_used, n_free = int(used.sum()), law_form.n_free
-    if n_used < n_free + 1:
-        raise FitError(
-            f"the {form} conditional law has {n_free} free coefficients but only {n_used} run(s) "
-            f"have r in [{lo:g}, {hi:g}] ({len(table) - n_used} excluded); at least "
-            f"{n_free + 1} are needed: train more variants or widen fit.r_range")
     u = canonical_order(table[used])
     x, r, loss, lo_pt, n = (u[c].to_numpy(dtype=float)
                             for c in ("x", "r", "loss", "l_opt", "N"))
