@@ -35,7 +35,10 @@ RULE_OF_PATTERN = (("data/*/tokenizer.tsv", "tokenizer"),
                    ("data/*/shard_*.tsv", "tokenize_shard"),
                    ("validation/train/*", "validation_train"),
                    ("validation/evaluate/*", "validation_evaluate"),
-                   ("validation/throughput/*", "validation_throughput"))
+                   ("validation/throughput/*", "validation_throughput"),
+                   ("optimum_check/train/*", "optimum_check_train"),
+                   ("optimum_check/evaluate/*", "optimum_check_evaluate"))
+EVALUATION_RULES = ("evaluate", "validation_evaluate", "optimum_check_evaluate")
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,15 @@ def print_rule_times(times: list[RuleTime]) -> None:
         print(f"{t.rule:24s} {t.jobs:5d} {t.wall_s:9.1f} {t.cpu_s:9.1f} {100 * t.share:6.1f} %")
     print(f"{'all jobs':24s} {sum(t.jobs for t in times):5d} "
           f"{sum(t.wall_s for t in times):9.1f} {sum(t.cpu_s for t in times):9.1f}")
+    evaluation = [t for t in times if t.rule in EVALUATION_RULES]
+    if evaluation:
+        jobs = sum(t.jobs for t in evaluation)
+        wall, cpu = sum(t.wall_s for t in evaluation), sum(t.cpu_s for t in evaluation)
+        all_cpu = sum(t.cpu_s for t in times) or 1.0
+        print(f"evaluation ({', '.join(t.rule for t in evaluation)}): {jobs} jobs, "
+              f"{100 * sum(t.share for t in evaluation):.1f} % of job wall time, "
+              f"{100 * cpu / all_cpu:.1f} % of job CPU time; {wall / jobs:.2f} s wall, "
+              f"{cpu / jobs:.2f} s CPU per job")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Evaluate one trained run: validation loss, bits per byte, lm-eval accuracy (rule evaluate).
 
 The evaluation itself takes about a second for a study's small models; most of the job is
-starting torch, transformers and lm-eval. Their imports build hundreds of thousands of
+starting torch and lm-eval (and transformers, under evaluation.harness_model: hf). Their imports build hundreds of thousands of
 long-lived objects, which Python's cyclic garbage collector rescans again and again while they
 load and once more at exit. So the collector is paused for the imports, and what they built is
 then frozen out of every later collection (issue 26, on a busy 2-core machine: imports ~20 %
@@ -16,7 +16,7 @@ import os  # noqa: E402
 from archscale.training.evaluate import evaluate_run, import_libraries  # noqa: E402
 from archscale.workflow.snakemake import log_to  # noqa: E402
 
-import_libraries()
+import_libraries(snakemake.params.evaluation.get("harness_model", "native"))  # noqa: F821
 gc.freeze()
 gc.enable()
 

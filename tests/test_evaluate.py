@@ -166,6 +166,81 @@ def test_evaluation_runs_on_the_threads_it_is_given(evaluated):
     assert evaluated["threads_after"] == 3
 
 
+def test_native_and_transformers_evaluations_are_identical(tiny_data, trained, tmp_path,
+                                                          monkeypatch):
+    """evaluation.harness_model native (plain-torch forward, no transformers import) and hf
+    (transformers + lm-eval's HFLM) give the same eval.json figures on the same checkpoint."""
+    out, _ = trained
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    monkeypatch.chdir(tmp_path)
+    build_task(tiny_data / "val.bin", tiny_data / "meta.json", tiny_data / "tokenizer",
+               "task/corpus_mc.yaml", "task/corpus_mc.jsonl", MC)
+    results = {}
+    for harness_model in ("native", "hf"):
+        settings = {"val_tokens": 2048, "tasks": ["corpus_mc"], "batch_size": 8, "limit": None,
+                    "corpus_mc": MC, "harness_model": harness_model}
+        results[harness_model] = evaluate_run(
+            out / "model", tiny_data / "val.bin", tiny_data / "meta.json", SEQ_LEN, settings,
+            ["task"], f"{harness_model}.json", label={"arch": "t"})
+    native, hf = results["native"], results["hf"]
+    for key in ("val_loss", "val_bpb"):
+        assert native[key] == pytest.approx(hf[key], rel=1e-6, abs=0), key
+    assert native["val_tokens"] == hf["val_tokens"] and native["val_bytes"] == hf["val_bytes"]
+    assert native["tasks"]["corpus_mc"]["value"] == hf["tasks"]["corpus_mc"]["value"]
+    assert native["tasks"]["corpus_mc"]["stderr"] == pytest.approx(
+        hf["tasks"]["corpus_mc"]["stderr"], rel=1e-9)
+    assert native["provenance"]["settings"]["evaluation"]["harness_model"] == "native"
+    assert "transformers" not in native["provenance"]["packages"]
+
+
+def test_a_native_evaluation_job_does_not_import_transformers():
+    """What scripts/evaluate.py imports for harness_model native leaves transformers out (its
+    import is most of a small model's evaluation job); hf brings it in."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from archscale.training.evaluate import import_libraries; "
+             "import archscale.workflow.snakemake; import_libraries({!r}); "
+             "print('transformers' in sys.modules)")
+    for harness_model, expected in (("native", "False"), ("hf", "True")):
+        out = subprocess.run([sys.executable, "-c", probe.format(harness_model)],
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected, harness_model
+
+
+def test_checkpoint_lm_scores_every_request_as_hflm_does(trained):
+    """lm-eval requests scored by CheckpointLM and by HFLM: ordinary pairs, a context ending in
+    spaces, an empty context (scored after the prefix token), inputs longer than max_length
+    (truncated from the left), and rolling log-likelihoods over several windows."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from archscale.training.harness_lm import CheckpointLM
+    from archscale.training.hf_compat import allow_decoupled_head_dim
+
+    out, _ = trained
+    allow_decoupled_head_dim()
+    native = CheckpointLM(out / "model", batch_size=3, max_length=24)
+    hf = HFLM(pretrained=str(out / "model"), device="cpu", dtype="float32", batch_size=3,
+              max_length=24)
+    text = "def load(path):\n    with open(path) as f:\n        return json.load(f)\n" * 3
+    pairs = [("import os", " path"), ("def main(", "):"), ("x = ", "1"), ("", "return None"),
+             (text[:-10], text[-10:]), ("class A:  ", "pass"), ("for i in", " range(3):")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    got, expected = native.loglikelihood(requests), hf.loglikelihood(requests)
+    assert [greedy for _, greedy in got] == [greedy for _, greedy in expected]
+    assert [score for score, _ in got] == pytest.approx([s for s, _ in expected], abs=1e-4)
+    assert native.tok_encode(text) == hf.tok_encode(text)
+    rolling = [Instance("loglikelihood_rolling", {}, (t,), i)
+               for i, t in enumerate((text, "print('hello')"))]
+    assert native.loglikelihood_rolling(rolling) == pytest.approx(
+        hf.loglikelihood_rolling(rolling), abs=1e-4)
+    # generation (coqa and other generative tasks) is HFLM's own, on the same checkpoint
+    prompts = [Instance("generate_until", {}, (p, {"until": ["\n"], "max_gen_toks": 6}), i)
+               for i, p in enumerate(("def ", "import "))]
+    assert native.generate_until(prompts) == hf.generate_until(prompts)
+
+
 def test_thread_limits_are_checked_and_restored():
     import pyarrow
     import torch

@@ -4,9 +4,14 @@
   same for every run), so runs differ only by their model. Bits per byte divides the summed
   loss (in bits) by the UTF-8 bytes of the predicted tokens' text, which makes the figure
   comparable across tokenizers.
-- Accuracy runs through lm-evaluation-harness (its evaluator with `HFLM` on the saved
-  checkpoint directory, the same files vLLM and SGLang load), with each task's metric named as
-  the paper reports it; `acc_avg` is their mean.
+- Accuracy runs through lm-evaluation-harness's evaluator on the saved checkpoint directory (the
+  same files vLLM and SGLang load), with each task's metric named as the paper reports it;
+  `acc_avg` is their mean.
+- `evaluation.harness_model` picks what computes the model: `native` (the default) reads the
+  checkpoint into a plain-torch forward (archscale.training.llama_forward, with lm-eval's
+  interface in archscale.training.harness_lm), which gives transformers' logits bit for bit and
+  spares each job the import of transformers, the larger part of an evaluation job's time
+  (issue 26); `hf` runs transformers' `LlamaForCausalLM` and lm-eval's `HFLM`.
 - A job holds itself to the threads its rule declares (`limited_threads`), so Snakemake's core
   accounting stays true while other jobs share the machine.
 - `runs_table` joins every run's metrics.json and eval.json with the architecture accounting
@@ -20,7 +25,7 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -105,22 +110,25 @@ def heldout_windows(n_tokens: int, seq_len: int, val_tokens: int) -> np.ndarray:
     return picks * seq_len
 
 
-def heldout_loss(model: Any, tokens: np.ndarray, seq_len: int, val_tokens: int,
-                 batch_size: int, decode=None, device: str = "cpu") -> dict[str, Any]:
+def heldout_loss(logits_of: Callable[[Any], Any], tokens: np.ndarray, seq_len: int,
+                 val_tokens: int, batch_size: int, decode=None,
+                 device: str = "cpu") -> dict[str, Any]:
     """Mean next-token loss (nats) over the fixed windows, and bits per byte when `decode`
-    (token ids -> text) is given. Special tokens count in the loss and as zero bytes."""
+    (token ids -> text) is given. Special tokens count in the loss and as zero bytes.
+
+    `logits_of` maps a [batch, seq] tensor of token ids to [batch, seq, vocab] logits.
+    """
     import torch
     import torch.nn.functional as F
 
     starts = heldout_windows(len(tokens), seq_len, val_tokens)
     total_nats, total_tokens, total_bytes = 0.0, 0, 0
-    model.eval()
     with torch.inference_mode():
         for i in range(0, len(starts), batch_size):
             block = np.stack([np.asarray(tokens[s:s + seq_len + 1])
                               for s in starts[i:i + batch_size]])
             block = torch.from_numpy(block.astype(np.int64)).to(device)
-            logits = model(input_ids=block[:, :-1], use_cache=False).logits
+            logits = logits_of(block[:, :-1])
             total_nats += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                 block[:, 1:].reshape(-1), reduction="sum"))
             total_tokens += block[:, 1:].numel()
@@ -155,17 +163,24 @@ def task_metric(task: str, available: Iterable[str]) -> str:
                     f"{sorted(names)}; add it to archscale.training.evaluate.TASK_METRICS")
 
 
-def import_libraries() -> None:
-    """Import what an evaluation job runs (torch, transformers' LLaMA and tokenizer classes,
-    lm-eval's evaluator, tasks and HF wrapper) at once, so a script can do it with the garbage
-    collector paused (scripts/evaluate.py says why)."""
+HARNESS_MODELS = ("native", "hf")
+
+
+def import_libraries(harness_model: str = "native") -> None:
+    """Import what an evaluation job runs (torch, lm-eval's evaluator and tasks, and the model
+    code `harness_model` names) at once, so a script can do it with the garbage collector
+    paused (scripts/evaluate.py says why). `native` imports no transformers."""
     import lm_eval.evaluator  # noqa: F401
-    import lm_eval.models.huggingface  # noqa: F401
     import lm_eval.tasks  # noqa: F401
     import pyarrow  # noqa: F401
     import threadpoolctl  # noqa: F401
     import torch  # noqa: F401
-    from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
+
+    if harness_model == "hf":
+        import lm_eval.models.huggingface  # noqa: F401
+        from transformers import AutoTokenizer, LlamaForCausalLM  # noqa: F401
+    else:
+        import archscale.training.harness_lm  # noqa: F401
 
 
 def run_lm_eval(lm: Any, tasks: list[str], manager: Any,
@@ -212,9 +227,12 @@ def _leaf_tasks(task_dict: dict) -> Iterator[Any]:
 def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
                      task_dirs: list[str | os.PathLike] = (), batch_size: int = 16,
                      limit: int | None = None, device: str = "cpu",
-                     dtype: str = "float32",
-                     min_context: int = 0) -> dict[str, dict[str, Any]]:
+                     dtype: str = "float32", min_context: int = 0,
+                     harness_model: str = "native") -> dict[str, dict[str, Any]]:
     """Run lm-eval tasks on a checkpoint directory; {task: {metric, value, stderr}}.
+
+    `harness_model`: `native` scores with archscale.training.harness_lm's `CheckpointLM`,
+    `hf` with lm-eval's `HFLM` (the module docstring says why there are two).
 
     lm-eval truncates inputs to the model's max_position_embeddings; `min_context` raises that
     limit for longer examples (RoPE has no learned positions), so an evaluation length never has
@@ -224,10 +242,11 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     built-in task index (slow to scan) is loaded only when a task is not among them.
     """
     import yaml
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    allow_decoupled_head_dim()  # HFLM loads the config through transformers' strict validator
+    if harness_model not in HARNESS_MODELS:
+        raise EvalError(f"evaluation.harness_model is {harness_model!r}; use one of "
+                        f"{list(HARNESS_MODELS)}")
     local: set[str] = set()
     for folder in task_dirs:
         if not Path(folder).is_dir():
@@ -245,8 +264,17 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
                           include_defaults=any(t not in local for t in tasks))
     config = json.loads((Path(model_dir) / "config.json").read_text())
     max_length = max(int(config.get("max_position_embeddings") or 0), int(min_context)) or None
-    lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size,
-              max_length=max_length)
+    if harness_model == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        allow_decoupled_head_dim()  # HFLM loads the config through transformers' validator
+        lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype,
+                  batch_size=batch_size, max_length=max_length)
+    else:
+        from archscale.training.harness_lm import CheckpointLM
+
+        lm = CheckpointLM(model_dir, device=device, batch_size=batch_size,
+                          max_length=max_length, dtype=dtype)
     out = run_lm_eval(lm, list(tasks), manager, limit=limit)
     if out is None:
         raise EvalError("lm-eval returned no results (a non-zero rank under accelerate?)")
@@ -322,6 +350,31 @@ def task_context_length(settings: dict[str, Any], seq_len: int) -> int:
     return max(int(seq_len), int(mc["context_tokens"]) + int(mc["continuation_tokens"]))
 
 
+def _model_and_decoder(model_dir: str | os.PathLike, device: str,
+                       harness_model: str) -> tuple[Callable[[Any], Any], Callable]:
+    """(token ids -> logits, token ids -> text) for a checkpoint, by `harness_model`."""
+    if harness_model == "hf":
+        from transformers import AutoTokenizer
+
+        from archscale.training.model import load_model
+
+        model = load_model(model_dir, device=device)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        return (lambda ids: model(input_ids=ids, use_cache=False).logits,
+                lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
+                                             clean_up_tokenization_spaces=False))
+    if harness_model != "native":
+        raise EvalError(f"evaluation.harness_model is {harness_model!r}; use one of "
+                        f"{list(HARNESS_MODELS)}")
+    from tokenizers import Tokenizer
+
+    from archscale.training.llama_forward import LlamaForward
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    return (LlamaForward.load(model_dir, device=device),
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+
 def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
                  meta: str | os.PathLike, seq_len: int, settings: dict[str, Any],
                  task_dirs: list[str | os.PathLike], out: str | os.PathLike,
@@ -333,33 +386,30 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
     the provenance records the counts in force).
     """
     import torch
-    from transformers import AutoTokenizer
-
-    from archscale.training.model import load_model
 
     started = now()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    harness_model = settings.get("harness_model", "native")
     result: dict[str, Any] = dict(label or {})
     with limited_threads(threads) as in_force:
-        model = load_model(model_dir, device=device)
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        logits_of, decode = _model_and_decoder(model_dir, device, harness_model)
         result.update(heldout_loss(
-            model, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
-            int(settings["batch_size"]), device=device,
-            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
-                                                clean_up_tokenization_spaces=False)))
-        del model
+            logits_of, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
+            int(settings["batch_size"]), device=device, decode=decode))
+        del logits_of
         tasks = list(settings.get("tasks") or [])
         if tasks:
             scores = lm_eval_accuracy(model_dir, tasks, task_dirs,
                                       batch_size=int(settings["batch_size"]),
                                       limit=settings.get("limit"), device=device,
-                                      min_context=task_context_length(settings, seq_len))
+                                      min_context=task_context_length(settings, seq_len),
+                                      harness_model=harness_model)
             result["tasks"] = scores
             result.update(accuracy_summary(scores))
     result["provenance"] = provenance(
-        settings={"evaluation": settings, "seq_len": seq_len, "threads": in_force},
+        settings={"evaluation": {"harness_model": harness_model, **settings}, "seq_len": seq_len, "threads": in_force},
         inputs=[Path(model_dir) / "model.safetensors", meta], started=started,
-        packages=("numpy", "torch", "transformers", "lm_eval", "datasets"))
+        packages=("numpy", "torch", "lm_eval", "datasets") + (
+            ("transformers",) if harness_model == "hf" else ("tokenizers", "safetensors")))
     write_json(out, result)
     return result

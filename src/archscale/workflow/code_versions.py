@@ -22,7 +22,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
               "training/loop.py", "training/state.py", "training/launch.py",
               "training/parallel.py", "training/sharded_state.py"),
     "evaluate": ("training/hf_compat.py", "training/model.py", "training/evaluate.py",
-                 "data/mc_task.py"),
+                 "training/llama_forward.py", "training/harness_lm.py", "data/mc_task.py"),
     "throughput": ("architecture.py", "training/hf_compat.py", "throughput/engines",
                    "throughput/engine_defaults.py", "throughput/measure.py"),
     "throughput_model": ("architecture.py", "throughput/model.py", "throughput/devices.py",
