@@ -5,6 +5,7 @@ import pandas as pd
 
 from archscale.architecture import Architecture
 from archscale.fit.conditional import load_conditional
+from archscale.io import read_json
 from archscale.provenance import now
 from archscale.search.outputs import write_search_outputs
 from archscale.search.plots import plot_frontier
@@ -20,7 +21,9 @@ with log_to(sm.log[0]) as log:
     settings = SearchSettings(search=p["search"], throughput=p["throughput"], architectures=archs,
                               tokens=float(p["tokens"]),
                               law=load_conditional(sm.input.conditional),
-                              calibration=load_calibration(sm.input.calibration))
+                              calibration=load_calibration(sm.input.calibration),
+                              throughput_error=read_json(sm.input.calibration).get(
+                                  "leave_one_out"))
     result, inputs = run_study_search(settings, runs=pd.read_csv(sm.input.runs),
                                       measured=pd.read_csv(sm.input.throughput))
     write_search_outputs(result, inputs.law, sm.output, quality=pd.read_csv(sm.input.quality),

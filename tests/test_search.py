@@ -136,3 +136,17 @@ def test_shape_names_by_column_equal_shape_name_by_row():
     grid = candidate_grid(SizeSpec(973e6, 16, 64), 128256, (0.05, 0.1), 64, [1, 4], 64, 0.05)
     assert shape_names(grid) == [shape_name(row) for _, row in grid.iterrows()]
     assert shape_names(grid.iloc[:0]) == []
+
+
+def test_a_speedup_within_the_throughput_error_is_flagged():
+    """recommendations.json says when the predicted speed-up is smaller than the throughput
+    model's mean leave-one-out error (then the model cannot tell the shapes apart)."""
+    from archscale.search.study import speed_warnings
+
+    rec = {"speedup_vs_baseline": 1.02, "engine": "torch"}
+    error = {"mean_abs_relative_error": 0.11, "n_measurements": 13}
+    (warning,) = speed_warnings(rec, error)
+    assert "1.020x" in warning and "11 %" in warning and "13 measurements" in warning
+    assert speed_warnings({**rec, "speedup_vs_baseline": 1.25}, error) == []
+    assert speed_warnings({**rec, "speedup_vs_baseline": 0.8}, error) == []
+    assert speed_warnings(rec, None) == []  # no leave-one-out (one measurement): no claim

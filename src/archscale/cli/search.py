@@ -13,6 +13,7 @@ The files are the workflow's search rule's own (archscale.search.outputs).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,8 @@ def _settings(args: argparse.Namespace) -> Any:
         search=settings, throughput={**throughput, **workload}, architectures=archs,
         tokens=float(tokens), law=law,
         calibration=load_calibration(args.calibration),
+        throughput_error=(json.loads(Path(args.calibration).read_text()).get("leave_one_out")
+                          if args.calibration else None),
         # without --configfile there is no throughput section: vLLM, as the paper measured
         engine=args.engine or search_engine(settings, throughput or {"engines": ["vllm"]}),
         gpu=args.gpu or throughput.get("gpu", "H100"))

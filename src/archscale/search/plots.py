@@ -3,7 +3,9 @@
 Each panel is zoomed to what a reader decides with: the frontier, the baseline, the recommended
 shapes and the configured ones. Candidates far outside (the law evaluated well beyond its data
 predicts losses several times the frontier's) would squeeze the frontier into a corner; the
-legend counts how many are out of view.
+title counts how many are in view. Speed is drawn relative to the panel's baseline (1.0 = as
+fast as the baseline) on an axis at least +-5 % tall, so a 1 % difference looks like one, and
+the panels sit two to a row so each stays readable in the report.
 """
 from __future__ import annotations
 
@@ -24,15 +26,28 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
     import matplotlib.pyplot as plt
 
     budgets = sorted(candidates.budget.unique())
-    fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4.2), squeeze=False)
-    for ax, budget in zip(axes[0], budgets):
-        cand = candidates[candidates.budget == budget]
-        front = pareto[pareto.budget == budget].sort_values("predicted_loss")
+    columns = min(2, len(budgets))
+    rows = -(-len(budgets) // columns)
+    spare_row = 0.0 if len(budgets) < rows * columns else 0.6  # room for the legend below
+    fig, grid = plt.subplots(rows, columns, figsize=(5.6 * columns, 4.3 * rows + spare_row),
+                             squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(budgets):]:
+        ax.set_visible(False)
+    for ax, budget in zip(axes, budgets):
         rec = next((r for r in recommendations if r["budget"] == budget), None)
+        scale = 1.0
+        if rec and "baseline" in rec and rec["baseline"].get("predicted_tokens_per_s"):
+            scale = float(rec["baseline"]["predicted_tokens_per_s"])
+        cand = _relative(candidates[candidates.budget == budget], scale)
+        front = _relative(pareto[pareto.budget == budget], scale).sort_values("predicted_loss")
+        rec = _relative_rec(rec, scale)
         near = None
         if trained is not None and not trained.empty:
-            near = trained[(trained.n_params_non_embedding / budget).between(1 / 1.3, 1.3)]
-        (x_lo, x_hi), (y_lo, y_hi) = _view(front, rec, near)
+            near = _relative(trained[(trained.n_params_non_embedding / budget).between(
+                1 / 1.3, 1.3)], scale)
+        (x_lo, x_hi), (y_lo, y_hi) = _view(front, rec, near, min_span=0.1 if scale != 1.0
+                                           else 0.0)
         in_view = (cand.predicted_loss.between(x_lo, x_hi)
                    & cand.predicted_tokens_per_s.between(y_lo, y_hi))
         ax.scatter(cand.predicted_loss, cand.predicted_tokens_per_s, s=4, c="0.8",
@@ -40,6 +55,8 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
                    rasterized=True)
         ax.plot(front.predicted_loss, front.predicted_tokens_per_s, "o-", ms=3, c="tab:blue",
                 label="Pareto frontier")
+        if scale != 1.0:
+            ax.axhline(1.0, c="0.4", lw=0.8, ls="--")
         if rec:
             for key, marker, color, label in (
                     ("baseline", "s", "black", "baseline"),
@@ -57,23 +74,51 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
         ax.set_title(f"N = {budget:,.0f}: frontier of {len(front)}; {int(in_view.sum())} of "
                      f"{len(cand)} candidates in view", fontsize=9)
         ax.set_xlabel("predicted loss (nats per token)")
-        ax.set_ylabel("predicted output tokens/s")
+        ax.set_ylabel("predicted output tokens/s\nrelative to the baseline" if scale != 1.0
+                      else "predicted output tokens/s")
         ax.grid(alpha=0.3)
     legend = {}
-    for ax in axes[0]:
+    for ax in axes[:len(budgets)]:
         handles, labels = ax.get_legend_handles_labels()
         legend.update(zip(labels, handles))
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if len(budgets) < len(axes):  # the empty panel holds the legend
+        spare = axes[-1]
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(legend.values(), legend.keys(), loc="center", fontsize=9)
+        fig.tight_layout()
+    else:
+        fig.legend(legend.values(), legend.keys(), loc="lower center",
+                   ncol=min(3, len(legend)), fontsize=8)
+        fig.tight_layout(rect=(0, 0.6 / (4.3 * rows + 0.6) + 0.04, 1, 1))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
-def _view(front: pd.DataFrame, rec: dict[str, Any] | None, near: pd.DataFrame | None
-          ) -> tuple[tuple[float, float], tuple[float, float]]:
+def _relative(table: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """The table with predicted_tokens_per_s divided by `scale` (the baseline's speed)."""
+    table = table.copy()
+    table["predicted_tokens_per_s"] = table["predicted_tokens_per_s"] / scale
+    return table
+
+
+def _relative_rec(rec: dict[str, Any] | None, scale: float) -> dict[str, Any] | None:
+    """A recommendation whose picks' predicted_tokens_per_s are divided by `scale`."""
+    if rec is None:
+        return None
+    out = dict(rec)
+    for key in ("baseline", "most_accurate", "fastest_at_baseline_loss"):
+        if key in rec:
+            out[key] = {**rec[key], "predicted_tokens_per_s":
+                        rec[key]["predicted_tokens_per_s"] / scale}
+    return out
+
+
+def _view(front: pd.DataFrame, rec: dict[str, Any] | None, near: pd.DataFrame | None,
+          min_span: float = 0.0) -> tuple[tuple[float, float], tuple[float, float]]:
     """Axis limits around the frontier, the recommendation's shapes and the configured ones,
-    with a 15 % margin on each side."""
+    with a 15 % margin on each side; the speed axis is at least `min_span` tall."""
     losses = list(front.predicted_loss)
     speeds = list(front.predicted_tokens_per_s)
     for key in ("baseline", "most_accurate", "fastest_at_baseline_loss"):
@@ -89,4 +134,8 @@ def _view(front: pd.DataFrame, rec: dict[str, Any] | None, near: pd.DataFrame | 
         pad = 0.15 * (hi - lo) or 0.02 * abs(hi) or 1.0
         return lo - pad, hi + pad
 
-    return padded(losses), padded(speeds)
+    y_lo, y_hi = padded(speeds)
+    if y_hi - y_lo < min_span:
+        middle = (y_lo + y_hi) / 2
+        y_lo, y_hi = middle - min_span / 2, middle + min_span / 2
+    return padded(losses), (y_lo, y_hi)

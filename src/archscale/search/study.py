@@ -174,7 +174,9 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
         rec["warnings"] = (range_warnings(rec, inputs.law) + gqa_warnings(rec)
                            + ([] if baseline_arch is not None else
-                              baseline_warnings(base["r_mlp_attn"], inputs.law)))
+                              baseline_warnings(base["r_mlp_attn"], inputs.law))
+                           + speed_warnings(rec, (settings.throughput_error or {}).get(
+                               inputs.engine)))
     return result
 
 
@@ -204,6 +206,22 @@ def baseline_warnings(requested_r: float, law: Any) -> list[str]:
             f"outside the r span the law was fitted on ({low:.3g}-{high:.3g}), where the search "
             "scores candidates, so the baseline is the nearest shape inside it; train shapes at "
             "that r, or name a configured architecture as search.baseline.architecture"]
+
+
+def speed_warnings(rec: dict[str, Any], error: Mapping[str, Any] | None) -> list[str]:
+    """A sentence when the predicted speed-up over the baseline is smaller than the throughput
+    model's mean leave-one-out error for the engine: the model cannot tell the two apart."""
+    speedup = rec.get("speedup_vs_baseline")
+    mean = (error or {}).get("mean_abs_relative_error")
+    if not isinstance(speedup, (int, float)) or not isinstance(mean, (int, float)):
+        return []
+    if abs(speedup - 1.0) >= mean:
+        return []
+    return [f"the predicted speed-up over the baseline ({speedup:.3f}x) is smaller than the "
+            f"throughput model's mean leave-one-out error for {rec.get('engine')} "
+            f"({100 * mean:.0f} % over {error.get('n_measurements', '?')} measurements), so the "
+            "model cannot tell the two apart; measure both (search.validation) before "
+            "relying on it"]
 
 
 def gqa_warnings(rec: dict[str, Any]) -> list[str]:
@@ -291,6 +309,9 @@ class SearchSettings:
     calibration: Calibration
     engine: str | None = None          # None: search.engine, else the first throughput engine
     gpu: str | None = None             # a device preset; None: throughput.gpu on throughput.device
+    # the calibration file's leave_one_out block ({engine: {mean_abs_relative_error, ...}}):
+    # a predicted speed-up smaller than that error gets a warning
+    throughput_error: Mapping[str, Any] | None = None
 
 
 def search_inputs(settings: SearchSettings) -> SearchInputs:
