@@ -53,3 +53,11 @@ rule all:
         ["results/gqa_search.csv"] if GQA_SEARCH["enabled"] else [],
         # the optimum check, when optimum_check.enabled (see rules/optimum_check.smk)
         ["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
+
+
+onsuccess:
+    # the study's answer at the end of the console: the pick per size, whether its speed-up is
+    # larger than the throughput model's error, and the verdicts (archscale.workflow.run_summary)
+    from archscale.workflow.run_summary import print_summary
+
+    print_summary("results")

@@ -1,0 +1,92 @@
+"""What a finished run says, in a few lines at the end of the console (the Snakefile's
+`onsuccess`).
+
+Why: the answer of a study is spread over recommendations.json, verdicts.json and the
+throughput calibration; a user who ran one command should not have to open a 24 KB JSON file
+to learn which shape to use and whether the speed-up is larger than the throughput model's
+error. Reads only finished outputs; a missing or older file is named with the command that
+brings it up to date, and nothing here can fail a run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _throughput_error(calibration: dict[str, Any] | None, engine: str | None) -> float | None:
+    """The throughput model's mean leave-one-out relative error for an engine, if measured."""
+    entry = ((calibration or {}).get("leave_one_out") or {}).get(engine or "") or {}
+    value = entry.get("mean_abs_relative_error")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _pick_line(rec: dict[str, Any], error: float | None) -> str:
+    """One size's answer: the fastest shape at the baseline's loss and what its speed-up means."""
+    pick = rec.get("fastest_at_baseline_loss")
+    head = f"  N {rec['budget']:,.0f} ({rec.get('tokens', 0) / 1e6:.3g}M tokens): "
+    if not pick:
+        return head + "no frontier shape reaches the baseline's predicted loss"
+    line = f"{head}{pick['name']} (x {pick['d_over_sqrt_n']:.2g}, r {pick['r_mlp_attn']:.3g})"
+    speedup = rec.get("speedup_vs_baseline")
+    if isinstance(speedup, (int, float)):
+        line += f", {speedup:.3f}x the baseline's speed"
+        if error is not None and abs(speedup - 1) < error:
+            line += f" (not resolved: model error {100 * error:.0f} %)"
+    warnings = rec.get("warnings") or []
+    if warnings:
+        line += f"; {len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    return line
+
+
+def summary_lines(results: str | Path = "results") -> list[str]:
+    """The lines printed at the end of a successful run; empty when no search has finished."""
+    root = Path(results)
+    recommendations = _read(root / "recommendations.json")
+    if recommendations is None:
+        return []
+    recs = recommendations.get("recommendations") or []
+    engine = recs[0].get("engine") if recs else None
+    error = _throughput_error(_read(root / "throughput" / "calibration.json"), engine)
+    where = f" on {engine}/{recs[0].get('device')}" if recs else ""
+    lines = ["", "What this study says (results/recommendations.json):",
+             f"the fastest shape at the baseline's predicted loss, per size{where}; "
+             + ("speed-ups within the throughput model's mean leave-one-out error are not "
+                "resolved" if error is not None else "the throughput model was not checked")]
+    lines += [_pick_line(rec, error) for rec in recs]
+    verdicts_path, runs = root / "fits" / "verdicts.json", root / "runs.csv"
+    verdicts = _read(verdicts_path)
+    if verdicts is None:
+        lines.append("verdicts: not built; `snakemake --cores 2` (rule all) judges the findings")
+    elif runs.exists() and verdicts_path.stat().st_mtime < runs.stat().st_mtime:
+        lines.append("verdicts: results/fits/verdicts.json is older than results/runs.csv; "
+                     "`snakemake --cores 2` (rule all) brings it up to date")
+    else:
+        findings = verdicts.get("findings") or []
+        supported = [f["statement"] for f in findings if f.get("verdict") == "supported"]
+        against = [f["statement"] for f in findings if f.get("verdict") == "contradicted"]
+        lines.append(f"verdicts (headline law form {verdicts.get('headline_form')}): "
+                     f"{len(supported)} supported, {len(against)} contradicted, "
+                     f"{len(findings) - len(supported) - len(against)} not identified")
+        lines += [f"  supported: {s}" for s in supported]
+        lines += [f"  contradicted: {s}" for s in against]
+    lines.append("details: `archscale verdicts`, results/recommendations.json (each pick's "
+                 "warnings), `snakemake --report results/report.html`")
+    return lines
+
+
+def print_summary(results: str | Path = "results") -> None:
+    """Print the summary; any problem reading the results becomes one line, never an error."""
+    try:
+        lines = summary_lines(results)
+    except Exception as error:  # a summary must never turn a finished run into a failed one
+        lines = [f"(no summary: {type(error).__name__}: {error})"]
+    for line in lines:
+        print(line)
