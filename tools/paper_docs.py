@@ -92,7 +92,7 @@ def paper_check() -> str:
         "law has no GQA term, so Eq. 4 runs at the baseline's GQA group (4 for LLaMA-3.2-1B, "
         "3 for -3B): over every group it would always take the largest allowed. The last "
         "column is the GQA step by prediction from the Surefire-like pick, flagged untested "
-        "for the same reason; the GQA step by measurement (README, 'The GQA search') trains "
+        "for the same reason; the GQA step by measurement (docs/loops.md, 'The GQA search') trains "
         "the variants instead.",
         "",
     ]
