@@ -207,3 +207,19 @@ def test_rule_and_cli_write_the_same_recommendations_document(tiny_study_done, t
                    "--configfile", str(tiny_study_done / "config.yaml"))
     printed = json.loads(text)
     assert _keys(printed) == _keys(rule) and printed["law"]["fit_quality"] is None
+
+
+def test_search_warns_when_the_speedup_is_within_the_throughput_error(tmp_path):
+    """A calibration whose leave-one-out error exceeds the predicted speed-up puts a warning
+    in recommendations.json, through the command as through the rule (same function)."""
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"format": "archscale-throughput-calibration/1",
+                                       "entries": [], "leave_one_out": {
+        "sglang": {"n_measurements": 9, "mean_abs_relative_error": 5.0}}}))
+    run_cli("search", "--coefficients", "paper", "--configfile",
+            str(REPO / "configs/paper-1b.yaml"), "--gpu", "H200", "--engine", "sglang",
+            "--budget", "973e6", "--tokens", "20e9", "--calibration", str(calibration),
+            "--out-dir", str(tmp_path))
+    rec = json.loads((tmp_path / "recommendations.json").read_text())["recommendations"][0]
+    speed = [w for w in rec["warnings"] if "leave-one-out error for sglang" in w]
+    assert len(speed) == 1 and "500 % over 9 measurements" in speed[0]

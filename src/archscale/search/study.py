@@ -174,9 +174,7 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
         rec["warnings"] = (range_warnings(rec, inputs.law) + gqa_warnings(rec)
                            + ([] if baseline_arch is not None else
-                              baseline_warnings(base["r_mlp_attn"], inputs.law))
-                           + speed_warnings(rec, (settings.throughput_error or {}).get(
-                               inputs.engine)))
+                              baseline_warnings(base["r_mlp_attn"], inputs.law)))
     return result
 
 
@@ -343,6 +341,9 @@ def run_study_search(settings: SearchSettings, runs: pd.DataFrame | None = None,
     baseline = next((a for a in settings.architectures if a.name == base_name), None)
     result = search_study(dict(settings.search), inputs, settings.architectures, runs,
                           measured, baseline)
+    error = (settings.throughput_error or {}).get(inputs.engine)
+    for rec in result["recommendations"]:
+        rec["warnings"] += speed_warnings(rec, error)
     return result, inputs
 
 
