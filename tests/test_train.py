@@ -182,6 +182,20 @@ def test_same_seed_gives_identical_losses_and_weights(tiny_data, tmp_path):
     assert not (tmp_path / "a" / "resume").exists()
 
 
+def test_a_diverged_run_fails_naming_the_run_and_writes_no_result(tiny_data, tmp_path):
+    """Issue 31: a huge lr made the loss NaN, and metrics.json was written with null losses."""
+    from archscale.training.loop import DivergedError
+
+    out = tmp_path / "diverged"
+    with pytest.raises(DivergedError) as err:
+        run(tiny_job(tiny_data, out, lr=1.0e4))
+    message = str(err.value)
+    for needle in ("training diverged", "architecture 't'", "4,000 tokens", "seed 0",
+                   "Lower training.lr"):
+        assert needle in message, message
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+
 def test_gradient_accumulation_matches_one_big_micro_batch(tiny_data, tmp_path):
     run(tiny_job(tiny_data, tmp_path / "acc", micro_batch_size=3))  # 16 seqs: 3+3+3+3+3+1
     run(tiny_job(tiny_data, tmp_path / "big", micro_batch_size=16))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -287,6 +288,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
         raise ConfigError(f"architectures: duplicate name(s) {dupes}; each name must be unique "
                           "(it names the result folders)")
     data = config["data"]
+    _check_data_name(data["name"])
     src = data["source"]
     if src["kind"] == "files" and not src.get("paths"):
         raise ConfigError("data.source.paths: required when data.source.kind is 'files'")
@@ -329,10 +331,29 @@ def _check_semantics(config: dict[str, Any]) -> None:
         raise ConfigError(f"fit.loss_column: the optimum check observes only "
                           f"{list(VALIDATION_LOSS_COLUMNS)} on the shapes it trains, not "
                           f"{loss_column!r}; pick one or set optimum_check.enabled: false")
+    tasks = config["evaluation"]["tasks"]
+    repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+    if repeated:
+        raise ConfigError(f"evaluation.tasks: {', '.join(map(repr, repeated))} listed more than "
+                          "once (each task is evaluated once per run and names its own "
+                          "column: remove the repeat)")
     engine = config["search"].get("engine")
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
                           f"{config['throughput']['engines']}")
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_data_name(name: str) -> None:
+    """data.name is one folder under results/data/, so it follows the architecture names' rule:
+    '.' or '..' would write the corpus loose into results/ or beside it, and a path separator
+    would nest it elsewhere."""
+    if not _FOLDER_NAME.fullmatch(name):  # refuses ".", ".." and "a/b" too
+        raise ConfigError(f"data.name: {name!r} is not a folder name (it names "
+                          "results/data/<name>/): use letters, digits, '_', '.', '-', not "
+                          "starting with '.' or '-', e.g. 'stdlib'")
 
 
 def _check_budgets_fill_steps(config: dict[str, Any]) -> None:
@@ -352,19 +373,18 @@ def _check_budgets_fill_steps(config: dict[str, Any]) -> None:
 
 
 def _check_corpus_files(patterns: list[str]) -> None:
-    """Fail at load time, before any job deletes an output, when the corpus is missing/empty."""
-    import glob
+    """Fail at load time, before any job deletes an output, when the corpus is missing/empty.
+    The files are those the data stage reads (archscale.data.corpus.corpus_files: directory
+    symlinks not followed, each real file once)."""
     import os
 
-    sizes = []
-    for pattern in patterns:
-        matches = [m for m in glob.glob(os.path.expanduser(pattern), recursive=True)
-                   if os.path.isfile(m)]
-        if not matches:
-            raise ConfigError(f"data.source.paths: {pattern!r} matches no file (relative paths "
-                              "are relative to the working directory); fix the path")
-        sizes.extend(os.path.getsize(m) for m in matches)
-    if sum(sizes) == 0:
+    from archscale.data.corpus import DataError, corpus_files
+
+    try:
+        files = corpus_files(patterns).paths
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
+    if sum(os.path.getsize(f) for f in files) == 0:
         raise ConfigError(f"data.source.paths: the corpus files {patterns} are all empty; "
                           "point data.source.paths at text")
 

@@ -10,6 +10,12 @@ Layout under results/data/<corpus>/:
 
 Documents are separated by the EOS token. A document goes to the validation split when a hash of
 its id falls below val_fraction, so the split does not depend on the number of shards.
+
+One text never lands on both sides of the split: a glob does not follow directory symlinks, a
+file reached twice (its real path) is read once, and a document whose text an earlier document
+already has (identical files, repeated rows) takes that first copy's split (`Document.split_id`).
+Unique documents keep the split of their own id, so a corpus without repeats tokenizes exactly as
+before. meta.json's `duplicates` says how many paths were skipped and documents repeated.
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ import glob
 import hashlib
 import json
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -37,6 +44,8 @@ class DataError(ValueError):
 class Document:
     doc_id: str
     text: str
+    split_id: str | None = None  # the id whose hash decides the split: the first document with
+    #                              this text (None: the document's own id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,15 +65,91 @@ def stdlib_files() -> list[Path]:
     return sorted(files, key=lambda p: hashlib.sha1(str(p.relative_to(root)).encode()).digest())
 
 
-def _local_files(source: dict[str, Any]) -> list[Path]:
+_WILDCARD = re.compile(r"[*?[]")
+
+
+@dataclass(frozen=True)
+class CorpusFiles:
+    """The files data.source.paths selects, in order, and the glob matches skipped."""
+
+    paths: list[Path]
+    through_symlinks: int = 0  # matches under a directory symlink a wildcard reached
+    same_file: int = 0         # matches whose real path an earlier match already has
+
+
+def _under_directory_symlink(match: str, fixed: int, seen: dict[str, bool]) -> bool:
+    """Whether a folder of `match` after the pattern's first `fixed` (wildcard-free) parts is a
+    symlink. The folders the pattern names are the user's choice; one a wildcard reached
+    through a symlink is a second view of files the glob finds anyway (`ln -s . loop` under a
+    `**` glob repeats every file ~40 times, until the OS's symlink depth limit)."""
+    parts = match.split(os.sep)
+    for i in range(fixed, len(parts) - 1):
+        folder = os.sep.join(parts[:i + 1])
+        if folder not in seen:
+            seen[folder] = os.path.islink(folder)
+        if seen[folder]:
+            return True
+    return False
+
+
+def corpus_files(patterns: list[str]) -> CorpusFiles:
+    """The files the glob patterns match, sorted within each pattern, patterns in order.
+
+    Python's glob follows directory symlinks; matches under one that a wildcard reached are
+    dropped, and a file matched again (another name, the same real path) is kept once, at its
+    first match. Raises DataError naming a pattern that matches no file."""
     files: list[Path] = []
-    for pattern in source["paths"]:
-        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
-        if not matches:
-            raise DataError(f"data.source.paths: {pattern!r} matches no file; check the path "
-                            "(relative paths are relative to the working directory)")
-        files.extend(Path(m) for m in matches if Path(m).is_file())
-    return files
+    real_paths: set[str] = set()
+    through_symlinks = same_file = 0
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        parts = expanded.split(os.sep)
+        fixed = next((i for i, part in enumerate(parts) if _WILDCARD.search(part)), len(parts))
+        links: dict[str, bool] = {}
+        found = skipped = 0
+        for match in sorted(glob.glob(expanded, recursive=True)):
+            if not os.path.isfile(match):
+                continue
+            if _under_directory_symlink(match, fixed, links):
+                skipped += 1
+                continue
+            found += 1
+            real = os.path.realpath(match)
+            if real in real_paths:
+                same_file += 1
+                continue
+            real_paths.add(real)
+            files.append(Path(match))
+        through_symlinks += skipped
+        if not found:
+            hint = (f" (its {skipped} match(es) lie under a directory symlink, which is not "
+                    "followed: name the folder it points to)" if skipped else "")
+            raise DataError(f"data.source.paths: {pattern!r} matches no file{hint}; check the "
+                            "path (relative paths are relative to the working directory)")
+    return CorpusFiles(files, through_symlinks, same_file)
+
+
+def _first_copies(paths: list[Path]) -> dict[int, int]:
+    """{index: index of the first file with the same bytes} for every repeated file in
+    `paths`. Only files that share a non-zero size with another are read (two files can hold
+    the same bytes only then), so a corpus of distinct files costs one stat per file."""
+    by_size: dict[int, list[int]] = {}
+    for k, path in enumerate(paths):
+        size = path.stat().st_size
+        if size:
+            by_size.setdefault(size, []).append(k)
+    first: dict[int, int] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        seen: dict[bytes, int] = {}
+        for k in group:  # ascending: the first copy is the earliest in `paths`
+            digest = hashlib.sha256(paths[k].read_bytes()).digest()
+            if digest in seen:
+                first[k] = seen[digest]
+            else:
+                seen[digest] = k
+    return first
 
 
 def _read_text_file(path: Path) -> str:
@@ -93,38 +178,60 @@ def _rows_of(path: Path, fmt: str, field: str) -> Iterator[str]:
         raise DataError(f"unknown data.source.format {fmt!r}")
 
 
-def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1
-                   ) -> Iterator[Document]:
+def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1,
+                   stats: dict[str, int] | None = None) -> Iterator[Document]:
     """Yield this shard's documents. Every document belongs to exactly one shard.
 
-    A `max_bytes` cap is split evenly across shards.
+    A `max_bytes` cap is split evenly across shards. A repeated text carries the id of its
+    first copy in the corpus's fixed order as `split_id` (local files and the stdlib: every
+    shard sees the whole file list; streamed hf datasets are split by id alone). `stats`, when
+    given, receives the skipped glob matches and the count of this shard's repeated documents.
     """
     budget = source.get("max_bytes")
     budget = None if budget is None else budget // num_shards
     max_docs = source.get("max_documents")
     max_docs = None if max_docs is None else -(-max_docs // num_shards)
     used, count = 0, 0
+    stats = {} if stats is None else stats
+    stats.update(paths_through_symlinks=0, paths_same_file=0, duplicate_documents=0)
+
+    def from_files(paths: list[Path], doc_id: Callable[[Path], str]) -> Iterator[Document]:
+        first = _first_copies(paths)
+        for k, path in enumerate(paths):
+            if k % num_shards == shard:
+                split_id = doc_id(paths[first[k]]) if k in first else None
+                yield Document(doc_id(path), _read_text_file(path), split_id)
+
+    def from_rows(paths: list[Path], fmt: str, field: str) -> Iterator[Document]:
+        # every shard reads every row, so it sees every first copy; a first copy is kept as
+        # (file index, row) packed in one int: ~100 bytes a distinct row
+        first: dict[bytes, int] = {}
+        k = 0
+        for i, path in enumerate(paths):
+            for row_no, text in enumerate(_rows_of(path, fmt, field)):
+                key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest() \
+                    if text else b""
+                at = first.setdefault(key, (i << 40) | row_no)
+                if k % num_shards == shard:
+                    split_id = None if at == (i << 40) | row_no else \
+                        f"{paths[at >> 40]}#{at & ((1 << 40) - 1)}"
+                    yield Document(f"{path}#{row_no}", text, split_id)
+                k += 1
 
     def docs() -> Iterator[Document]:
         kind = source["kind"]
         if kind == "python-stdlib":
             root = Path(sysconfig.get_paths()["stdlib"])
-            for k, path in enumerate(stdlib_files()):
-                if k % num_shards == shard:
-                    yield Document(str(path.relative_to(root)), _read_text_file(path))
+            yield from from_files(stdlib_files(), lambda p: str(p.relative_to(root)))
         elif kind == "files":
             fmt = source.get("format", "text")
-            k = 0
-            for path in _local_files(source):
-                if fmt == "text":
-                    if k % num_shards == shard:
-                        yield Document(str(path), _read_text_file(path))
-                    k += 1
-                else:
-                    for row_no, text in enumerate(_rows_of(path, fmt, source.get("text_field", "text"))):
-                        if k % num_shards == shard:
-                            yield Document(f"{path}#{row_no}", text)
-                        k += 1
+            files = corpus_files(source["paths"])
+            stats.update(paths_through_symlinks=files.through_symlinks,
+                         paths_same_file=files.same_file)
+            if fmt == "text":
+                yield from from_files(files.paths, str)
+            else:
+                yield from from_rows(files.paths, fmt, source.get("text_field", "text"))
         elif kind == "hf":
             from datasets import load_dataset  # cluster users only; never in tests
             ds = load_dataset(source["dataset"], source.get("dataset_config"),
@@ -146,12 +253,14 @@ def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1
             break
         used += size
         count += 1
+        stats["duplicate_documents"] += doc.split_id is not None
         yield doc
 
 
 def is_heldout(doc: Document, val_fraction: float) -> bool:
-    """Salted, so the split is independent of the stdlib reading order (also a sha1 of the id)."""
-    return _stable_fraction("validation-split:" + doc.doc_id) < val_fraction
+    """Salted, so the split is independent of the stdlib reading order (also a sha1 of the id).
+    A repeated text is decided by its first copy's id, so every copy lands on the same side."""
+    return _stable_fraction("validation-split:" + (doc.split_id or doc.doc_id)) < val_fraction
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +391,8 @@ def tokenize_shard(source: dict[str, Any], tokenizer_dir: str | os.PathLike, sha
             docs[split] += 1
         batch.clear()
 
-    for doc in iter_documents(source, shard, num_shards):
+    stats: dict[str, int] = {}
+    for doc in iter_documents(source, shard, num_shards, stats):
         corpus_hash.update(doc.doc_id.encode() + b"\0" + doc.text.encode("utf-8") + b"\0")
         batch.append(doc)
         if len(batch) >= batch_docs:
@@ -298,7 +408,7 @@ def tokenize_shard(source: dict[str, Any], tokenizer_dir: str | os.PathLike, sha
     return {"shard": shard, "num_shards": num_shards, "dtype": dtype.name,
             "train_tokens": counts["train"], "val_tokens": counts["val"],
             "train_documents": docs["train"], "val_documents": docs["val"],
-            "corpus_sha256": corpus_hash.hexdigest()}
+            "corpus_sha256": corpus_hash.hexdigest(), "duplicates": stats}
 
 
 def merge_shards(shard_files: list[tuple[str, str, str]], train_out: str | os.PathLike,
@@ -310,7 +420,10 @@ def merge_shards(shard_files: list[tuple[str, str, str]], train_out: str | os.Pa
     summaries = [json.loads(Path(s).read_text()) for _, _, s in shard_files]
     dtype = np.dtype(summaries[0]["dtype"])
     totals: dict[str, int] = {}
+    hashes: dict[str, str] = {}
     for split, out, index in (("train", train_out, 0), ("val", val_out, 1)):
+        for files, summary in zip(shard_files, summaries):
+            _check_shard_file(files[index], summary, split, dtype, files[2])
         arrays = [np.fromfile(files[index], dtype=dtype) for files in shard_files]
         merged = np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
         if merged.size < seq_len + 1:
@@ -320,20 +433,97 @@ def merge_shards(shard_files: list[tuple[str, str, str]], train_out: str | os.Pa
                 f"data.source at more text{' or raise data.val_fraction' if split == 'val' else ''}")
         write_array(out, merged)
         totals[split] = int(merged.size)
+        hashes[split] = hashlib.sha256(merged).hexdigest()  # the bytes written
     combined = hashlib.sha256("".join(s["corpus_sha256"] for s in summaries).encode())
     return {"dtype": dtype.name, "train_tokens": totals["train"], "val_tokens": totals["val"],
+            "train_sha256": hashes["train"], "val_sha256": hashes["val"],
             "train_documents": sum(s["train_documents"] for s in summaries),
             "val_documents": sum(s["val_documents"] for s in summaries),
+            "duplicates": _duplicates(summaries),
             "corpus_sha256": combined.hexdigest(), "shards": summaries}
+
+
+def _check_shard_file(path: str, summary: dict[str, Any], split: str, dtype: np.dtype,
+                      summary_path: str) -> None:
+    """A shard's token file must hold the tokens its summary counted (a truncated shard would
+    otherwise merge into a short train.bin that meta.json then vouches for)."""
+    expected = int(summary[f"{split}_tokens"]) * dtype.itemsize
+    size = os.path.getsize(path)
+    if size != expected:
+        raise DataError(f"{path} holds {size:,} bytes, but {summary_path} counts "
+                        f"{summary[f'{split}_tokens']:,} {dtype.name} tokens ({expected:,} bytes):"
+                        " the shard is truncated or damaged; rebuild the shards and what was "
+                        "built from them with `snakemake --cores all --forcerun tokenize_shard`")
+
+
+def _duplicates(summaries: list[dict[str, Any]]) -> dict[str, int]:
+    """The corpus's skipped glob matches (every shard lists the same files: shard 0's count)
+    and repeated documents (each shard counts its own), for meta.json and the merge log."""
+    shards = [s.get("duplicates") or {} for s in summaries]
+    return {"paths_through_symlinks": int(shards[0].get("paths_through_symlinks", 0)),
+            "paths_same_file": int(shards[0].get("paths_same_file", 0)),
+            "duplicate_documents": sum(int(d.get("duplicate_documents", 0)) for d in shards)}
+
+
+# A token file up to this size is also checked against meta.json's sha256 each time a job opens
+# it: hashing runs at ~1 GB/s, so this costs at most ~0.25 s (the default study's train.bin is
+# 11 MB: ~10 ms). A larger file (a cluster corpus of many GB) is checked by size only, which
+# catches truncation, the common damage; hashing it would add seconds to minutes to every job.
+HASH_CHECK_MAX_BYTES = 256 << 20
+_VERIFIED: set[tuple[str, int, int, int, str]] = set()  # (real path, inode, size, mtime, sha)
+_REBUILD = ("rebuild the data stage's files, and what was built from them, with "
+            "`snakemake --cores all --forcerun merge_shards`")
 
 
 def load_tokens(path: str | os.PathLike, meta_path: str | os.PathLike | None = None
                 ) -> np.memmap:
-    """Open a flat token file read-only with the dtype recorded in meta.json."""
+    """Open a flat token file read-only with the dtype recorded in meta.json, after checking it
+    is the file meta.json describes (`check_tokens`)."""
     path = Path(path)
     meta_path = Path(meta_path) if meta_path else path.parent / "meta.json"
-    dtype = json.loads(meta_path.read_text())["dtype"] if meta_path.exists() else "uint16"
-    return np.memmap(path, dtype=dtype, mode="r")
+    if not meta_path.exists():
+        raise DataError(f"{meta_path} is missing, so {path} cannot be read (meta.json gives its "
+                        f"data type and length); {_REBUILD}")
+    meta = json.loads(meta_path.read_text())
+    check_tokens(path, meta_path, meta)
+    return np.memmap(path, dtype=meta["dtype"], mode="r")
+
+
+def check_tokens(path: str | os.PathLike, meta_path: str | os.PathLike,
+                 meta: dict[str, Any]) -> None:
+    """Raise DataError when a token file is not the one meta.json describes: a size that is not
+    a whole number of tokens, a token count other than meta.json's, or (for files up to
+    HASH_CHECK_MAX_BYTES) another sha256. A truncated train.bin otherwise trains silently on
+    what is left. The split (train or val) is the file name's stem; a meta.json written before
+    token hashes were recorded is checked by size only. A file verified once is not hashed
+    again in this process while its real path, inode, size and mtime are unchanged."""
+    path = Path(path)
+    split = path.name.split(".")[0]
+    dtype = np.dtype(meta["dtype"])
+    size = path.stat().st_size
+    expected = meta.get(f"{split}_tokens")
+    says = ("" if expected is None else f"; {meta_path} says {expected:,} tokens "
+            f"({expected * dtype.itemsize:,} bytes)")
+    if size % dtype.itemsize:
+        raise DataError(f"{path} holds {size:,} bytes, not a whole number of {dtype.name} tokens "
+                        f"({dtype.itemsize} bytes each){says}: the file is truncated or damaged; "
+                        f"{_REBUILD}")
+    if expected is not None and size // dtype.itemsize != expected:
+        raise DataError(f"{path} holds {size // dtype.itemsize:,} tokens ({size:,} bytes){says}: "
+                        f"the file is truncated or was replaced; {_REBUILD}")
+    digest = meta.get(f"{split}_sha256")
+    if digest is None or size > HASH_CHECK_MAX_BYTES:
+        return
+    stat = path.stat()
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, digest)
+    if key in _VERIFIED:
+        return
+    actual = sha256_file(path)
+    if actual != digest:
+        raise DataError(f"{path} has sha256 {actual[:16]}..., but {meta_path} records "
+                        f"{digest[:16]}... (same length, other tokens): the file was changed "
+                        f"after the data stage wrote it; {_REBUILD}")
+    _VERIFIED.add(key)
 
 
 def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:

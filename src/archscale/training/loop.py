@@ -67,6 +67,10 @@ class TrainError(ValueError):
     """A training setup that cannot run as configured; the message says what to change."""
 
 
+class DivergedError(TrainError):
+    """The training loss became NaN or infinite: the run stops and writes no result."""
+
+
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The training settings that decide the result (the rule's params)."""
     return {k: v for k, v in settings.items() if k not in RESULT_FREE_SETTINGS}
@@ -704,12 +708,31 @@ def _log_row(s: Setup, p: Progress, done: int, lr: float) -> None:
     row = {"step": done, "tokens": tok_done,
            "loss": float(p.losses[p.interval_step0:done].mean()), "lr": lr,
            "tokens_per_s": round(rate, 1)}
+    _check_finite(s, row["loss"], p.interval_step0, done)
     p.rows.append(row)
     if s.dist.main:
         eta = (sc.tokens - tok_done) / rate if rate > 0 else float("nan")
         log.info("step %d/%d tokens %d/%d loss %.4f lr %.3g %.0f tok/s ETA %.0fs",
                  done, sc.steps, tok_done, sc.tokens, row["loss"], lr, rate, eta)
     p.interval_t0, p.interval_tokens0, p.interval_step0 = t, tok_done, done
+
+
+def _check_finite(s: Setup, loss: float, first: int, done: int) -> None:
+    """Stop a diverged run. Checked on each log row's mean loss, which _log_row reads anyway
+    (a per-step check would sync the GPU every step); every step lies in one row's interval
+    and the last step always logs, so no NaN step reaches metrics.json, and the ranks, which
+    hold the same reduced losses, stop together. A diverged run's losses would otherwise be
+    written as nulls and fail the fits far downstream."""
+    if math.isfinite(loss):
+        return
+    job = s.job
+    raise DivergedError(
+        f"training diverged: the loss is {loss} in steps {first + 1}-{done} of "
+        f"{s.schedule.steps} for architecture "
+        f"{job.label.get('arch', Path(job.arch_config).parent.name)!r}, {s.schedule.tokens:,} "
+        f"tokens, seed {job.seed} (peak lr {s.lr_info['lr']:.3g}, {s.lr_info['formula']}); "
+        "no model or metrics.json is written. Lower training.lr (or this architecture's "
+        "training.lr override), or raise training.warmup_fraction, and rerun")
 
 
 def _save(s: Setup, p: Progress, done: int) -> None:
