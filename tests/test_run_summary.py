@@ -53,6 +53,10 @@ def test_stale_or_missing_outputs_are_named_with_the_command(tmp_path, capsys):
     (results / "fits" / "verdicts.json").unlink()
     assert any("verdicts: not built" in line for line in summary_lines(results))
     assert summary_lines(tmp_path / "nowhere") == []
+    os.utime(results / "recommendations.json", (500_000, 500_000))  # the runs changed since
+    (stale,) = [line for line in summary_lines(results) if line]
+    assert "recommendations.json is older than results/runs.csv" in stale
+    assert "snakemake --cores 2 results/pareto.csv" in stale
     (results / "recommendations.json").write_text('{"recommendations": [{"budget": "x"}]}')
     print_summary(results)  # a malformed file becomes one line, never an error
     assert "(no summary: " in capsys.readouterr().out

@@ -52,6 +52,10 @@ def summary_lines(results: str | Path = "results") -> list[str]:
     recommendations = _read(root / "recommendations.json")
     if recommendations is None:
         return []
+    runs = root / "runs.csv"
+    if runs.exists() and (root / "recommendations.json").stat().st_mtime < runs.stat().st_mtime:
+        return ["", "results/recommendations.json is older than results/runs.csv, so it does "
+                "not answer for these runs; `snakemake --cores 2 results/pareto.csv` updates it"]
     recs = recommendations.get("recommendations") or []
     engine = recs[0].get("engine") if recs else None
     error = _throughput_error(_read(root / "throughput" / "calibration.json"), engine)
@@ -61,7 +65,7 @@ def summary_lines(results: str | Path = "results") -> list[str]:
              + ("speed-ups within the throughput model's mean leave-one-out error are not "
                 "resolved" if error is not None else "the throughput model was not checked")]
     lines += [_pick_line(rec, error) for rec in recs]
-    verdicts_path, runs = root / "fits" / "verdicts.json", root / "runs.csv"
+    verdicts_path = root / "fits" / "verdicts.json"
     verdicts = _read(verdicts_path)
     if verdicts is None:
         lines.append("verdicts: not built; `snakemake --cores 2` (rule all) judges the findings")
