@@ -9,9 +9,10 @@
   `acc_avg` is their mean.
 - `evaluation.harness_model` picks what computes the model: `native` (the default) reads the
   checkpoint into a plain-torch forward (archscale.training.llama_forward, with lm-eval's
-  interface in archscale.training.harness_lm), which gives transformers' logits bit for bit and
-  spares each job the import of transformers, the larger part of an evaluation job's time
-  (issue 26); `hf` runs transformers' `LlamaForCausalLM` and lm-eval's `HFLM`.
+  interface in archscale.training.harness_lm), which gives transformers' logits (bit for bit
+  on this project's CPU machine, within 1e-5 in the tests) and spares each job the import of
+  transformers, which took more of an evaluation job than the evaluation itself; `hf` runs
+  transformers' `LlamaForCausalLM` and lm-eval's `HFLM`.
 - A job holds itself to the threads its rule declares (`limited_threads`), so Snakemake's core
   accounting stays true while other jobs share the machine.
 - `runs_table` joins every run's metrics.json and eval.json with the architecture accounting
