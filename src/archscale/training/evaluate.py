@@ -167,6 +167,14 @@ def task_metric(task: str, available: Iterable[str]) -> str:
 HARNESS_MODELS = ("native", "hf")
 
 
+def check_harness_model(name: str) -> str:
+    """`name` when it is one of HARNESS_MODELS; else an EvalError naming the choices."""
+    if name not in HARNESS_MODELS:
+        raise EvalError(f"evaluation.harness_model is {name!r}; use one of "
+                        f"{list(HARNESS_MODELS)}")
+    return name
+
+
 def import_libraries(harness_model: str = "native") -> None:
     """Import what an evaluation job runs (torch, lm-eval's evaluator and tasks, and the model
     code `harness_model` names) at once, so a script can do it with the garbage collector
@@ -229,11 +237,13 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
                      task_dirs: list[str | os.PathLike] = (), batch_size: int = 16,
                      limit: int | None = None, device: str = "cpu",
                      dtype: str = "float32", min_context: int = 0,
-                     harness_model: str = "native") -> dict[str, dict[str, Any]]:
+                     harness_model: str = "native",
+                     forward: Any = None) -> dict[str, dict[str, Any]]:
     """Run lm-eval tasks on a checkpoint directory; {task: {metric, value, stderr}}.
 
-    `harness_model`: `native` scores with archscale.training.harness_lm's `CheckpointLM`,
-    `hf` with lm-eval's `HFLM` (the module docstring says why there are two).
+    `harness_model`: `native` scores with archscale.training.harness_lm's `CheckpointLM`
+    (on `forward`, the checkpoint's LlamaForward when the caller has loaded it already), `hf`
+    with lm-eval's `HFLM` (the module docstring says why there are two).
 
     lm-eval truncates inputs to the model's max_position_embeddings; `min_context` raises that
     limit for longer examples (RoPE has no learned positions), so an evaluation length never has
@@ -245,9 +255,7 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
     import yaml
     from lm_eval.tasks import TaskManager
 
-    if harness_model not in HARNESS_MODELS:
-        raise EvalError(f"evaluation.harness_model is {harness_model!r}; use one of "
-                        f"{list(HARNESS_MODELS)}")
+    check_harness_model(harness_model)
     local: set[str] = set()
     for folder in task_dirs:
         if not Path(folder).is_dir():
@@ -275,7 +283,7 @@ def lm_eval_accuracy(model_dir: str | os.PathLike, tasks: list[str],
         from archscale.training.harness_lm import CheckpointLM
 
         lm = CheckpointLM(model_dir, device=device, batch_size=batch_size,
-                          max_length=max_length, dtype=dtype)
+                          max_length=max_length, dtype=dtype, model=forward)
     out = run_lm_eval(lm, list(tasks), manager, limit=limit)
     if out is None:
         raise EvalError("lm-eval returned no results (a non-zero rank under accelerate?)")
@@ -353,7 +361,8 @@ def task_context_length(settings: dict[str, Any], seq_len: int) -> int:
 
 def _model_and_decoder(model_dir: str | os.PathLike, device: str,
                        harness_model: str) -> tuple[Callable[[Any], Any], Callable]:
-    """(token ids -> logits, token ids -> text) for a checkpoint, by `harness_model`."""
+    """(token ids -> logits, token ids -> text) for a checkpoint, by `harness_model` (checked
+    by the caller); for `native` the first is the checkpoint's LlamaForward itself."""
     if harness_model == "hf":
         from transformers import AutoTokenizer
 
@@ -364,9 +373,6 @@ def _model_and_decoder(model_dir: str | os.PathLike, device: str,
         return (lambda ids: model(input_ids=ids, use_cache=False).logits,
                 lambda ids: tokenizer.decode(ids, skip_special_tokens=True,
                                              clean_up_tokenization_spaces=False))
-    if harness_model != "native":
-        raise EvalError(f"evaluation.harness_model is {harness_model!r}; use one of "
-                        f"{list(HARNESS_MODELS)}")
     from tokenizers import Tokenizer
 
     from archscale.training.llama_forward import LlamaForward
@@ -390,13 +396,15 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
 
     started = now()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    harness_model = settings.get("harness_model", "native")
+    harness_model = check_harness_model(settings.get("harness_model", "native"))
     result: dict[str, Any] = dict(label or {})
     with limited_threads(threads) as in_force:
         logits_of, decode = _model_and_decoder(model_dir, device, harness_model)
         result.update(heldout_loss(
             logits_of, load_tokens(val_bin, meta), seq_len, int(settings["val_tokens"]),
             int(settings["batch_size"]), device=device, decode=decode))
+        # the native forward serves lm-eval too; HF's model is freed before HFLM loads its own
+        forward = logits_of if harness_model == "native" else None
         del logits_of
         tasks = list(settings.get("tasks") or [])
         if tasks:
@@ -404,11 +412,12 @@ def evaluate_run(model_dir: str | os.PathLike, val_bin: str | os.PathLike,
                                       batch_size=int(settings["batch_size"]),
                                       limit=settings.get("limit"), device=device,
                                       min_context=task_context_length(settings, seq_len),
-                                      harness_model=harness_model)
+                                      harness_model=harness_model, forward=forward)
             result["tasks"] = scores
             result.update(accuracy_summary(scores))
     result["provenance"] = provenance(
-        settings={"evaluation": {"harness_model": harness_model, **settings}, "seq_len": seq_len, "threads": in_force},
+        settings={"evaluation": {"harness_model": harness_model, **settings},
+                  "seq_len": seq_len, "threads": in_force},
         inputs=[Path(model_dir) / "model.safetensors", meta], started=started,
         packages=("numpy", "torch", "lm_eval", "datasets") + (
             ("transformers",) if harness_model == "hf" else ("tokenizers", "safetensors")))

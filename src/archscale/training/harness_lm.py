@@ -37,7 +37,10 @@ class CheckpointLM(TemplateLM):
     """An lm-eval model on a saved checkpoint directory, scored by `LlamaForward`."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", batch_size: int = 16,
-                 max_length: int | None = None, dtype: str = "float32"):
+                 max_length: int | None = None, dtype: str = "float32",
+                 model: LlamaForward | None = None):
+        """`model`: the checkpoint's forward when the caller has loaded it (an evaluation job
+        computes the validation loss with it first); else it is read from `model_dir`."""
         super().__init__()
         from tokenizers import Tokenizer
 
@@ -45,7 +48,7 @@ class CheckpointLM(TemplateLM):
         self._device = torch.device(device)
         self._batch_size = int(batch_size)
         self._dtype = dtype
-        self.model = LlamaForward.load(model_dir, device=device)
+        self.model = model if model is not None else LlamaForward.load(model_dir, device=device)
         config = json.loads((self.model_dir / "config.json").read_text())
         self._max_length = int(max_length or config.get("max_position_embeddings") or 2048)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
