@@ -9,27 +9,23 @@ brings it up to date, and nothing here can fail a run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from archscale.io import read_json
+
 
 def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    """A result file's content, None when it does not exist (a damaged one raises, named)."""
+    return read_json(path) if path.is_file() else None
 
 
-def _throughput_error(calibration: dict[str, Any] | None, engine: str | None) -> float | None:
-    """The throughput model's mean leave-one-out relative error for an engine, if measured."""
-    entry = ((calibration or {}).get("leave_one_out") or {}).get(engine or "") or {}
-    value = entry.get("mean_abs_relative_error")
-    return float(value) if isinstance(value, (int, float)) else None
+def _pick_line(rec: dict[str, Any], error: dict[str, Any] | None) -> str:
+    """One size's answer: the fastest shape at the baseline's loss and what its speed-up means.
+    `error` is the engine's leave-one-out entry of the throughput calibration; whether the
+    speed-up is resolved is the search's own test (archscale.search.study.speed_warnings)."""
+    from archscale.search.study import speed_warnings
 
-
-def _pick_line(rec: dict[str, Any], error: float | None) -> str:
-    """One size's answer: the fastest shape at the baseline's loss and what its speed-up means."""
     pick = rec.get("fastest_at_baseline_loss")
     head = f"  N {rec['budget']:,.0f} ({rec.get('tokens', 0) / 1e6:.3g}M tokens): "
     if not pick:
@@ -38,8 +34,8 @@ def _pick_line(rec: dict[str, Any], error: float | None) -> str:
     speedup = rec.get("speedup_vs_baseline")
     if isinstance(speedup, (int, float)):
         line += f", {speedup:.3f}x the baseline's speed"
-        if error is not None and abs(speedup - 1) < error:
-            line += f" (not resolved: model error {100 * error:.0f} %)"
+        if speed_warnings(rec, error):
+            line += f" (not resolved: model error {100 * error['mean_abs_relative_error']:.0f} %)"
     warnings = rec.get("warnings") or []
     if warnings:
         line += f"; {len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
@@ -58,7 +54,8 @@ def summary_lines(results: str | Path = "results") -> list[str]:
                 "not answer for these runs; `snakemake --cores 2 results/pareto.csv` updates it"]
     recs = recommendations.get("recommendations") or []
     engine = recs[0].get("engine") if recs else None
-    error = _throughput_error(_read(root / "throughput" / "calibration.json"), engine)
+    calibration = _read(root / "throughput" / "calibration.json") or {}
+    error = (calibration.get("leave_one_out") or {}).get(engine or "")
     where = f" on {engine}/{recs[0].get('device')}" if recs else ""
     lines = ["", "What this study says (results/recommendations.json):",
              f"the fastest shape at the baseline's predicted loss, per size{where}; "
