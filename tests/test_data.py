@@ -33,6 +33,18 @@ def build(source, tmp_path, shards=2, vocab=300, val_fraction=0.2):
     return tok_dir, summary, meta
 
 
+def eos_documents(ids: list[int], decode, eos: int = 0) -> list[str]:
+    """The documents of a token stream whose documents each end in EOS, decoded."""
+    docs, current = [], []
+    for t in ids:
+        if t == eos:
+            docs.append(decode(current))
+            current = []
+        else:
+            current.append(t)
+    return docs
+
+
 def test_every_document_in_exactly_one_shard(jsonl_source):
     seen = [d.doc_id for s in range(3) for d in iter_documents(jsonl_source, s, 3)]
     assert sorted(seen) == sorted(f"{jsonl_source['paths'][0]}#{i}" for i in range(60))
@@ -48,14 +60,7 @@ def test_round_trip_and_meta(jsonl_source, tmp_path):
     assert meta["train_tokens"] == train.size and meta["val_tokens"] == val.size
     assert meta["train_documents"] + meta["val_documents"] == 60 and meta["val_documents"] > 0
     # documents are separated by EOS and decode back to the exact text
-    ids = np.concatenate([train, val]).tolist()
-    docs, current = [], []
-    for t in ids:
-        if t == 0:
-            docs.append(tok.decode(current))
-            current = []
-        else:
-            current.append(t)
+    docs = eos_documents(np.concatenate([train, val]).tolist(), tok.decode)
     assert sorted(docs) == sorted(TEXTS)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data import eos_documents
 
 from archscale.data.corpus import (DataError, corpus_files, iter_documents, load_tokens,
                                    merge_shards, tokenize_shard, train_tokenizer, write_meta)
@@ -47,15 +48,8 @@ def decoded_documents(root: Path, split: str) -> list[str]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
-    tokens = load_tokens(root / f"{split}.bin", root / "meta.json").tolist()
-    docs, current = [], []
-    for t in tokens:
-        if t == 0:
-            docs.append(tok.decode(current))
-            current = []
-        else:
-            current.append(t)
-    return docs
+    return eos_documents(load_tokens(root / f"{split}.bin", root / "meta.json").tolist(),
+                         tok.decode)
 
 
 def test_a_symlink_loop_gives_each_file_once_and_leaks_nothing(tmp_path):
