@@ -9,6 +9,7 @@ rule fit_chinchilla:
         json="results/fits/chinchilla.json",
         plot=report("results/plots/chinchilla.png", category="Fits",
                     caption="../report/chinchilla.rst"),
+        svg="results/plots/chinchilla.svg",  # every figure is also written as SVG (figures.py)
     params:
         fit=config["fit"],
         code=code_version("fit"),
@@ -34,6 +35,7 @@ rule fit_conditional:
                         caption="../report/u_curves.rst"),
         predicted=report("results/plots/predicted_vs_observed.png", category="Fits",
                          caption="../report/predicted.rst"),
+        svg=["results/plots/u_curves.svg", "results/plots/predicted_vs_observed.svg"],
     params:
         fit=config["fit"],
         code=code_version("fit"),

@@ -1,5 +1,20 @@
-# The report's Training, Data and Throughput figures (snakemake --report results/report.html).
-# Each reads finished tables only; none feeds a fit or the search.
+# The report's Training, Data and Throughput figures and its tables (snakemake --report
+# results/report.html). Each reads finished tables only; none feeds a fit or the search.
+
+from archscale.workflow.report_front_page import report_mode, write_front_page
+
+# `snakemake --report` opens on the study's answer: the global report text is written from the
+# results as they are now (archscale.workflow.report_front_page). A report made before rule `all`
+# has run (right after `snakemake --cores 2 results/pareto.csv`) shows what exists.
+REPORT_MODE = report_mode(sys.argv)
+FRONT_PAGE = ".snakemake/archscale/report_front_page.rst"
+if REPORT_MODE:
+    workflow.report(str(write_front_page("results", FRONT_PAGE)))
+
+
+def shown_in_report(paths):
+    """`paths`, less those not built yet when this read of the Snakefile only makes a report."""
+    return [p for p in paths if REPORT_MODE != "report" or os.path.exists(p)]
 
 
 rule training_curves:
@@ -8,6 +23,7 @@ rule training_curves:
     output:
         report("results/plots/training_curves.png", category="Training",
                caption="../report/training_curves.rst"),
+        "results/plots/training_curves.svg",  # every figure is also written as SVG (figures.py)
     params:
         runs=STUDY.runs(),
         code=code_version("report"),
@@ -48,6 +64,7 @@ rule throughput_plot:
     output:
         report("results/plots/throughput.png", category="Throughput",
                caption="../report/throughput.rst"),
+        "results/plots/throughput.svg",
     params:
         code=code_version("report"),
     log:
@@ -61,6 +78,45 @@ rule throughput_plot:
         "../scripts/report_throughput.py"
 
 
-# The figures and tables of the report besides the fits and the search (rule all asks for them).
-REPORT_EXTRAS = ["results/plots/training_curves.png", f"{DATA}/summary.csv",
-                 "results/plots/throughput.png"]
+# The tables people read, as HTML pages rounded for reading (archscale.tables); the CSVs keep
+# full precision for the stages that read them.
+REPORT_TABLE_CAPTIONS = {"pareto": "report/pareto_table.rst",
+                         "answer": "report/recommendations_table.rst",
+                         "runs": "report/runs.rst", "quality": "report/quality_table.rst"}
+
+
+rule report_tables:
+    input:
+        pareto="results/pareto.csv",
+        # each page shows its caption's text (the report shows captions only on a click)
+        captions=[os.path.join(workflow.basedir, path) for path in REPORT_TABLE_CAPTIONS.values()],
+        recommendations="results/recommendations.json",
+        runs="results/runs.csv",
+        quality="results/fits/quality.csv",
+    output:
+        pareto=report("results/report/pareto.html", category="Search",
+                      caption=f"../{REPORT_TABLE_CAPTIONS['pareto']}"),
+        answer=report("results/report/recommendations.html", category="Search",
+                      caption=f"../{REPORT_TABLE_CAPTIONS['answer']}"),
+        runs=report("results/report/runs.html", category="Training",
+                    caption=f"../{REPORT_TABLE_CAPTIONS['runs']}"),
+        quality=report("results/report/quality.html", category="Fits",
+                       caption=f"../{REPORT_TABLE_CAPTIONS['quality']}"),
+    params:
+        pages=list(REPORT_TABLE_CAPTIONS),  # the page each caption file (input.captions) is for
+        code=code_version("report"),
+    log:
+        "logs/report/tables.log",
+    benchmark:
+        "logs/benchmarks/report_tables.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/report_tables.py"
+
+
+# The figures and tables of the report besides the fits and the search (rule all asks for them;
+# a report made before rule all ran leaves out those not built yet).
+REPORT_EXTRAS = shown_in_report(["results/plots/training_curves.png", f"{DATA}/summary.csv",
+                                 "results/plots/throughput.png", *rules.report_tables.output])

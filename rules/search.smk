@@ -13,6 +13,7 @@ rule search:
         recommendations="results/recommendations.json",
         plot=report("results/plots/frontier.png", category="Search",
                     caption="../report/frontier.rst"),
+        svg="results/plots/frontier.svg",  # every figure is also written as SVG (figures.py)
     params:
         settings=search_rule_params(STUDY),
         code=code_version("search"),

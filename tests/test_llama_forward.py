@@ -61,3 +61,57 @@ def test_unsupported_checkpoints_are_refused_with_the_fix(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])  # a write cut short
     with pytest.raises(ForwardError, match="model.safetensors cannot be read.*Delete"):
         LlamaForward.load(tmp_path)
+
+
+STOCK_LOGITS = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+ids = torch.tensor(json.loads(sys.argv[2]))
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+    greedy = model.generate(ids[:1], max_new_tokens=8, do_sample=False)[0, ids.shape[1]:]
+print(json.dumps({"class": type(model).__name__, "logits": logits.tolist(),
+                  "greedy": greedy.tolist()}))
+"""
+
+
+def test_a_shape_its_heads_do_not_divide_is_saved_so_stock_transformers_loads_it(tmp_path):
+    """hidden 30 over 4 heads of 8: stock transformers 5 refuses it as LlamaConfig, so the
+    checkpoint names MistralForCausalLM without a sliding window, which a process with no
+    archscale import loads and computes exactly as the trained LlamaForCausalLM does."""
+    import subprocess
+    import sys
+
+    from tokenizers import Tokenizer, models
+
+    from archscale.training.model import save_checkpoint
+
+    config = {**BASE, "hidden_size": 30, "num_attention_heads": 4, "num_key_value_heads": 2}
+    model = build_model(config, seed=5, init_std=0.2).eval()
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]")).save(
+        str(tokenizer_dir / "tokenizer.json"))
+    save_checkpoint(model, tmp_path / "model", tokenizer_dir)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["architectures"] == ["MistralForCausalLM"] and saved["sliding_window"] is None
+    ids = torch.randint(0, config["vocab_size"], (2, 20), generator=torch.Generator().manual_seed(2))
+    stock = subprocess.run([sys.executable, "-c", STOCK_LOGITS, str(tmp_path / "model"),
+                            json.dumps(ids.tolist())], capture_output=True, text=True)
+    assert stock.returncode == 0, stock.stderr[-3000:]
+    answer = json.loads(stock.stdout.strip().splitlines()[-1])
+    assert answer["class"] == "MistralForCausalLM"
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        greedy = model.generate(ids[:1], max_new_tokens=8, do_sample=False)[0, 20:]
+    torch.testing.assert_close(torch.tensor(answer["logits"]), expected, atol=1e-5, rtol=0)
+    assert answer["greedy"] == greedy.tolist()
+    # the evaluation's own forward reads the same checkpoint
+    torch.testing.assert_close(LlamaForward.load(tmp_path / "model")(ids), expected,
+                               atol=1e-5, rtol=0)
+    # a shape its heads divide stays LLaMA
+    divided = build_model(BASE, seed=5)
+    save_checkpoint(divided, tmp_path / "divided", tokenizer_dir)
+    assert json.loads((tmp_path / "divided" / "config.json").read_text())["model_type"] == "llama"

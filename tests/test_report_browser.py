@@ -1,15 +1,21 @@
-"""The Snakemake report of the tiny study, opened in headless Chromium as a researcher would.
+"""The Snakemake report of the tiny study, opened in headless Chromium as a researcher would,
+and the answer a run prints at its end.
 
-Builds the report (`snakemake --report`) of a copy of the finished tiny study, loads it in
-Chromium through selenium and checks:
+Runs rule `all` on a copy of the finished tiny study and checks the console's last lines: the
+summary with each size's speed-up, the throughput model's error and the verdicts. Builds the
+report (`snakemake --report`), loads it in Chromium through selenium and checks:
+- its first page, before any click, shows the answer table and the verdicts, from the top;
 - the Training, Data, Throughput, Fits and Search categories are there and each opens;
-- every figure decodes as an image, and every result has a caption;
+- every figure decodes as an image, every result has a caption, tables are HTML pages;
 - the browser console shows no error.
+A report made right after `snakemake --cores 2 results/pareto.csv` (rule `all` not run) must
+succeed too, and open on the answer with the verdicts named as not built yet.
 Skipped where Chromium, chromedriver or selenium is missing; CI installs them
 (.ci/browser_up.sh) and sets ARCHSCALE_REQUIRE_BROWSER, which turns that skip into a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -53,13 +59,52 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report_html(tiny_study_done, tmp_path_factory) -> Path:
-    """The report of a copy of the tiny study, after `snakemake` (rule all) made its figures."""
+def after_rule_all(tiny_study_done, tmp_path_factory):
+    """A copy of the tiny study after `snakemake --cores 2` (rule all), and that run's output."""
     work = tmp_path_factory.mktemp("report") / "study"
     shutil.copytree(tiny_study_done, work, symlinks=True)
-    run_snakemake(work, "--cores", "2", check=True)
+    return work, run_snakemake(work, "--cores", "2", check=True)
+
+
+@pytest.fixture(scope="module")
+def report_html(after_rule_all) -> Path:
+    """The report of the tiny study after rule all made its figures, tables and verdicts."""
+    work, _ = after_rule_all
     run_snakemake(work, "--report", "report.html", check=True)
     return work / "report.html"
+
+
+def test_a_run_ends_with_the_answer_its_errors_and_the_verdicts(after_rule_all):
+    work, proc = after_rule_all
+    console = (proc.stdout + proc.stderr).splitlines()
+    start = max(i for i, line in enumerate(console) if line.startswith("What this study says"))
+    tail = console[start:]
+    assert len(tail) <= 25, tail  # one screen
+    recs = json.loads((work / "results/recommendations.json").read_text())["recommendations"]
+    picks = [line for line in tail if line.startswith("  N ")]
+    assert len(picks) == len(recs)
+    for line, rec in zip(picks, recs):
+        assert f"N {rec['budget']:,.0f}" in line and rec["baseline"]["name"] in line
+        if rec["fastest_at_baseline_loss"]["name"] != rec["baseline"]["name"]:
+            assert f"{rec['speedup_vs_baseline']:.3f}x" in line
+    assert any("mean leave-one-out error" in line for line in tail)
+    verdicts = json.loads((work / "results/fits/verdicts.json").read_text())
+    n_supported = sum(f["verdict"] == "supported" for f in verdicts["findings"])
+    assert any(line.startswith(f"verdicts (headline law form {verdicts['headline_form']}): "
+                               f"{n_supported} supported") for line in tail), tail
+
+
+def test_a_report_right_after_the_first_command_opens_on_the_answer(tiny_study_done,
+                                                                    tmp_path):
+    """`snakemake --report` before rule all has made the figures, tables and verdicts."""
+    work = tmp_path / "study"
+    shutil.copytree(tiny_study_done, work, symlinks=True)
+    proc = run_snakemake(work, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (work / "report.html").read_text()
+    assert "The answer" in page and "N (non-embedding)" in page
+    assert "the verdicts are not built yet" in page
+    assert "results/plots/training_curves.png" not in page  # not built, so not listed
 
 
 def test_report_opens_with_every_category_figure_and_no_console_error(browser, report_html):
@@ -90,3 +135,23 @@ def test_report_opens_with_every_category_figure_and_no_console_error(browser, r
         assert all(name in page for name in names), (category, names, page[:500])
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_the_first_page_shows_the_answer_and_the_verdicts_without_a_click(browser, report_html,
+                                                                           after_rule_all):
+    from selenium.webdriver.common.by import By
+
+    work, _ = after_rule_all
+    browser.get(report_html.as_uri())
+    heading = browser.find_element(By.XPATH, "//h1[normalize-space()='The answer']")
+    assert heading.rect["y"] >= 0  # the page starts at its top, not scrolled past it
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "N (non-embedding)" in body and "speed-up" in body
+    for finding in json.loads((work / "results/fits/verdicts.json").read_text())["findings"]:
+        assert finding["statement"] in body
+    assert "frontier.png" in body  # every result listed with its caption on the first page
+    results = browser.execute_script("return results")
+    tables = [r for r in results.values() if r["name"].endswith(".html")]
+    assert {"pareto.html", "recommendations.html", "runs.html", "quality.html"} <= \
+        {t["name"] for t in tables}
+    assert all(t["mime_type"] == "text/html" for t in tables)

@@ -51,7 +51,7 @@ def test_stale_or_missing_outputs_are_named_with_the_command(tmp_path, capsys):
     assert any("older than results/runs.csv" in line and "snakemake --cores 2" in line
                for line in summary_lines(results))
     (results / "fits" / "verdicts.json").unlink()
-    assert any("verdicts: not built" in line for line in summary_lines(results))
+    assert any("verdicts are not built yet" in line for line in summary_lines(results))
     assert summary_lines(tmp_path / "nowhere") == []
     os.utime(results / "recommendations.json", (500_000, 500_000))  # the runs changed since
     (stale,) = [line for line in summary_lines(results) if line]

@@ -118,12 +118,19 @@ def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of the tiny study's a1, trained by the workflow's own training stage."""
+def trained_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints of the tiny study's a1 (d_model 32 over 2 heads of 32) and b3 (d_model 32
+    over 3 heads of 32: not divisible), trained by the workflow's own training stage."""
     workdir = write_workflow(tmp_path_factory.mktemp("vllm_ckpt") / "study", tiny_config())
-    model = "results/runs/a1/8192/seed0/model"
-    run_snakemake(workdir, "--cores", "2", f"{model}/model.safetensors", check=True)
-    return workdir / model
+    models = {arch: f"results/runs/{arch}/8192/seed0/model" for arch in ("a1", "b3")}
+    run_snakemake(workdir, "--cores", "2",
+                  *[f"{model}/model.safetensors" for model in models.values()], check=True)
+    return {arch: workdir / model for arch, model in models.items()}
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(trained_checkpoints) -> Path:
+    return trained_checkpoints["a1"]
 
 
 GENERATE = textwrap.dedent('''
@@ -171,6 +178,87 @@ def test_trained_checkpoint_loads_in_vllm_and_generates_text(vllm_python, traine
         with torch.no_grad():
             logits = model(torch.tensor([out["prompt_ids"]])).logits[0, -1]
         assert out["ids"][0] == int(logits.argmax())
+
+
+STOCK_GREEDY = textwrap.dedent('''
+    import json, sys
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+    ids = torch.tensor([json.loads(sys.argv[2])])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=int(sys.argv[3]), do_sample=False)
+    print(json.dumps({"class": type(model).__name__, "ids": out[0, ids.shape[1]:].tolist()}))
+''')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http_json(url: str, body: dict | None = None, timeout: float = 120) -> dict:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def test_a_checkpoint_its_heads_do_not_divide_loads_stock_and_serves_over_http(
+        vllm_python, trained_checkpoints, tmp_path):
+    """b3 (d_model 32 over 3 heads of 32) in stock transformers, in a process that never
+    imports archscale, and in vLLM's OpenAI-compatible server started the way docs/throughput.md
+    says: the HTTP completion is transformers' greedy tokens."""
+    import urllib.error
+
+    model = trained_checkpoints["b3"]
+    config = json.loads((model / "config.json").read_text())
+    assert config["hidden_size"] % config["num_attention_heads"] and config["head_dim"] >= 32
+    prompt = [5, 17, 42, 99, 7, 3, 250, 12]
+    n_new = 12
+    stock = subprocess.run([sys.executable, "-c", STOCK_GREEDY, str(model), json.dumps(prompt),
+                            str(n_new)], capture_output=True, text=True, timeout=300,
+                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert stock.returncode == 0, stock.stderr[-3000:]
+    expected = json.loads(stock.stdout.strip().splitlines()[-1])
+    assert expected["class"] == "MistralForCausalLM" and len(expected["ids"]) == n_new
+
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+         "--served-model-name", "b3", "--dtype", "float32", "--max-model-len", "64",
+         "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=_env())
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-6000:]
+            try:
+                _http_json(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert time.monotonic() < deadline, "the vLLM server did not come up in 600 s"
+                time.sleep(2)
+        answer = _http_json(f"http://127.0.0.1:{port}/v1/completions",
+                            {"model": "b3", "prompt": prompt, "max_tokens": n_new,
+                             "temperature": 0.0, "ignore_eos": True, "logprobs": 0,
+                             "return_tokens_as_token_ids": True})
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    tokens = answer["choices"][0]["logprobs"]["tokens"]
+    assert [int(t.split(":", 1)[1]) for t in tokens] == expected["ids"]
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""What the report's figures share: plain tick labels on log axes.
+"""What the report's figures share: plain tick labels on log axes, and how a figure is saved.
 
 Matplotlib labels a log axis 2x10^3, 3x10^3, ... or not at all between decades; the report's
 readers compare token counts and ratios, so every log axis is labelled in plain numbers at 1, 2,
 3 and 5 times a power of ten (2,000, 5,000, 0.05).
+
+Every figure is written twice: a PNG for the report and an SVG beside it (same name), which a
+paper can scale without blur.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from matplotlib.ticker import FuncFormatter
+
+from archscale.io import atomic_path
 
 
 def plain_log_tick(value: float, _pos: object = None) -> str:
@@ -22,3 +28,22 @@ def plain_log_tick(value: float, _pos: object = None) -> str:
 
 
 PLAIN_LOG_TICKS = FuncFormatter(plain_log_tick)
+
+
+def vector_path(path: str | Path) -> Path:
+    """Where the SVG copy of the figure at `path` goes: the same name, suffix .svg."""
+    return Path(path).with_suffix(".svg")
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+    """Write `fig` as the PNG at `path` and as an SVG beside it, each atomically (a kill never
+    leaves a truncated file); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    with atomic_path(vector_path(path), suffix=".svg") as tmp:
+        fig.savefig(tmp, format="svg")
+    plt.close(fig)

@@ -6,6 +6,8 @@
     archscale throughput predict ...
     archscale search --coefficients fit.json --gpu H200 ...
     archscale verdicts [--results results]
+    archscale summary [--results results]
+    archscale progress [--dir .]
 Every command prints JSON (or CSV for tables) on stdout; with --out (or --out-dir) the result
 goes to the file and stdout gets one line saying what was written.
 
@@ -30,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "throughput": ("archscale.cli.throughput", "throughput model and measurements"),
     "search": ("archscale.cli.search", "Eq. 4 frontier search on fitted or paper coefficients"),
     "verdicts": ("archscale.cli.verdicts", "one verdict per finding of a finished study"),
+    "summary": ("archscale.cli.summary", "a finished study's answer, as the end of a run prints it"),
+    "progress": ("archscale.cli.progress", "a running study's jobs, each run's step and the time left"),
 }
 COMMAND_MODULES = tuple(module for module, _ in COMMANDS.values())
 

@@ -19,9 +19,8 @@ import numpy as np  # noqa: E402
 
 from archscale.fit.chinchilla import ChinchillaFit  # noqa: E402
 from archscale.fit.conditional import ConditionalFit  # noqa: E402
-from archscale.figures import PLAIN_LOG_TICKS  # noqa: E402
+from archscale.figures import PLAIN_LOG_TICKS, save_figure  # noqa: E402
 from archscale.fit.io import size_groups  # noqa: E402
-from archscale.io import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | Path, notes: list[str] | None = None) -> None:
@@ -38,9 +37,7 @@ def _save(fig, path: str | Path, notes: list[str] | None = None) -> None:
         fig.subplots_adjust(bottom=(extra + 0.5) / (height + extra))
         fig.text(0.01, 0.01, text, fontsize=7, color="darkred", va="bottom", ha="left")
 
-    with atomic_path(path, suffix=path.suffix) as tmp:  # a kill never leaves a truncated PNG
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)  # the PNG and an SVG beside it
 
 
 def _levels(values: np.ndarray, k: int = 4) -> np.ndarray:
@@ -112,7 +109,9 @@ def plot_u_curves(fit: ConditionalFit, path: str | Path) -> None:
         ax.set_xlabel(name)
         ax.set_ylabel(split[axis].label)
         ax.legend(fontsize=7)
-    fig.suptitle(f"Conditional law ({law.form}); grey x: outside r_range, not fitted")
+    # name the grey crosses only when there are some
+    dropped = "; grey x: outside r_range, not fitted" if (~used).any() else ""
+    fig.suptitle(f"Conditional law ({law.form}){dropped}")
     _save(fig, path, notes=fit.warnings)
 
 

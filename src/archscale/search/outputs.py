@@ -52,13 +52,23 @@ def recommendations_document(result: Mapping[str, Any], law: Any,
     }
 
 
+def _whole_budgets(table: pd.DataFrame) -> pd.DataFrame:
+    """`budget` is a parameter count (the size's target N): written as a whole number."""
+    if "budget" not in table or table.empty:
+        return table
+    return table.assign(budget=table["budget"].round().astype("int64"))
+
+
 def write_search_outputs(result: Mapping[str, Any], law: Any, paths: Mapping[str, str | Path],
                          *, quality: pd.DataFrame | None, settings: Mapping[str, Any],
                          inputs: Sequence[str | Path], started: str) -> dict[str, Any]:
     """Write paths["candidates"], paths["pareto"] and paths["recommendations"]; returns the
     recommendations document."""
-    write_csv(paths["candidates"], result["candidates"])
-    write_csv(paths["pareto"], pareto_columns(result["pareto"]))
-    doc = recommendations_document(result, law, quality, settings, inputs, started)
+    write_csv(paths["candidates"], _whole_budgets(result["candidates"]))
+    write_csv(paths["pareto"], _whole_budgets(pareto_columns(result["pareto"])))
+    recommendations = [{**rec, "budget": int(round(rec["budget"]))}
+                       for rec in result["recommendations"]]
+    doc = recommendations_document({**result, "recommendations": recommendations}, law,
+                                   quality, settings, inputs, started)
     write_json(paths["recommendations"], doc)
     return doc

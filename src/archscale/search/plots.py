@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from archscale.io import atomic_path
+from archscale.figures import save_figure
 
 
 def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
@@ -91,9 +91,7 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
         fig.legend(legend.values(), legend.keys(), loc="lower center",
                    ncol=min(3, len(legend)), fontsize=8)
         fig.tight_layout(rect=(0, 0.6 / (4.3 * rows + 0.6) + 0.04, 1, 1))
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)  # the PNG and an SVG beside it
 
 
 def _relative(table: pd.DataFrame, scale: float) -> pd.DataFrame:

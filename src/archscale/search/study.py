@@ -63,7 +63,7 @@ def sizes_from_architectures(archs: Iterable[Architecture], budgets: list[float]
         out = []
         for budget in budgets:
             near = min(archs, key=lambda a: abs(math.log(a.n_params_non_embedding / budget)))
-            out.append(SizeSpec(float(budget), near.n_layers, near.head_dim))
+            out.append(SizeSpec(float(round(budget)), near.n_layers, near.head_dim))
         return out
     groups: list[list[Architecture]] = [[archs[0]]]
     for arch in archs[1:]:
@@ -71,7 +71,8 @@ def sizes_from_architectures(archs: Iterable[Architecture], budgets: list[float]
             groups.append([arch])
         else:
             groups[-1].append(arch)
-    return [SizeSpec(float(np.median([a.n_params_non_embedding for a in g])),
+    # a budget is a parameter count: a group's median rounds to a whole one
+    return [SizeSpec(float(round(np.median([a.n_params_non_embedding for a in g]))),
                      mode([a.n_layers for a in g]), mode([a.head_dim for a in g]))
             for g in groups]
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from archscale.io import atomic_path  # noqa: E402
+from archscale.figures import save_figure  # noqa: E402
 
 
 def plot_measured_vs_predicted(table: pd.DataFrame, path: str | Path) -> None:
@@ -47,6 +47,4 @@ def plot_measured_vs_predicted(table: pd.DataFrame, path: str | Path) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:  # a kill never leaves a truncated PNG
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)  # the PNG and an SVG beside it

@@ -49,8 +49,12 @@ class LlamaForward:
     """
 
     def __init__(self, config: dict[str, Any], weights: dict[str, torch.Tensor]):
-        if config.get("model_type", "llama") != "llama":
-            raise ForwardError(f"model_type {config.get('model_type')!r} is not LLaMA; set "
+        # a LLaMA shape whose hidden size its head count does not divide is saved as Mistral
+        # without a sliding window, which is LLaMA (archscale.training.model.
+        # stock_checkpoint_config)
+        kind = config.get("model_type", "llama")
+        if not (kind == "llama" or (kind == "mistral" and config.get("sliding_window") is None)):
+            raise ForwardError(f"model_type {kind!r} is not LLaMA; set "
                                "evaluation.harness_model: hf")
         if config.get("hidden_act", "silu") != "silu":
             raise ForwardError(f"hidden_act {config['hidden_act']!r} is not SwiGLU's silu; set "

@@ -89,6 +89,31 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja")
 
 
+def stock_checkpoint_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config.json as stock transformers 5 and vLLM load it, without
+    archscale's validator patch (archscale.training.hf_compat).
+
+    transformers 5's LlamaConfig refuses a hidden size its head count does not divide, even
+    with head_dim given, which LLaMA's computation allows (the paper's Panda and Surefire shapes
+    are such). MistralConfig accepts it, and with `sliding_window: null` Mistral's model is
+    LLaMA's: the same weight names, RMSNorm, RoPE, GQA attention and SwiGLU MLP. Such a shape is
+    therefore written as `MistralForCausalLM`; every other stays `LlamaForCausalLM`. Only the
+    checkpoint's config changes: training builds LlamaForCausalLM from the architecture's
+    config.json, and the weights are the same tensors.
+    """
+    heads = int(config["num_attention_heads"])
+    if int(config["hidden_size"]) % heads == 0 or config.get("model_type") != "llama":
+        return dict(config)
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ModelError("a shape whose hidden size its head count does not divide is saved as "
+                         "MistralForCausalLM, which has no attention or MLP biases; this one "
+                         "has biases, so stock transformers 5 cannot load it")
+    out = {k: v for k, v in config.items() if k not in ("attention_bias", "mlp_bias",
+                                                         "pretraining_tp")}
+    out.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=None)
+    return out
+
+
 def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
                     tokenizer_dir: str | os.PathLike,
                     state_dict: dict[str, torch.Tensor] | None = None) -> list[Path]:
@@ -100,7 +125,8 @@ def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
     Files are written in a temporary folder beside out_dir and renamed in one by one, so a
     killed job never leaves a half-written weight file under its final name. Weights stay
     float32 (what was trained); engines cast to bf16 at load. config.json keeps `head_dim`
-    explicit (vLLM and SGLang read it) and also gets the legacy
+    explicit (vLLM and SGLang read it), names a model class stock transformers 5 loads
+    (`stock_checkpoint_config`), and also gets the legacy
     `rope_theta` and `torch_dtype` keys, which transformers 4.x (pinned by many vLLM/SGLang
     builds) reads instead of `rope_parameters` and `dtype`.
     """
@@ -125,7 +151,7 @@ def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
             cfg.setdefault("rope_theta", rope["rope_theta"])
         for key in ("dtype", "torch_dtype"):  # the weights are the float32 master copy
             cfg[key] = "float32"
-        write_json(tmp_path / "config.json", cfg)
+        write_json(tmp_path / "config.json", stock_checkpoint_config(cfg))
         tok_dir = Path(tokenizer_dir)
         copied = [name for name in TOKENIZER_FILES if (tok_dir / name).is_file()]
         if "tokenizer.json" not in copied and "tokenizer.model" not in copied:

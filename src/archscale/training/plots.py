@@ -15,8 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from archscale.figures import PLAIN_LOG_TICKS  # noqa: E402
-from archscale.io import atomic_path  # noqa: E402
+from archscale.figures import PLAIN_LOG_TICKS, save_figure  # noqa: E402
 
 
 def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, int, int]],
@@ -51,6 +50,4 @@ def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, i
     fig.legend(handles=handles, loc="center right", fontsize=7, title="architecture",
                title_fontsize=8, ncol=1 + len(names) // 25)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
-    with atomic_path(path, suffix=".png") as tmp:  # a kill never leaves a truncated PNG
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)  # the PNG and an SVG beside it

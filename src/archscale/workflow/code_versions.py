@@ -37,7 +37,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "gqa": ("architecture.py", "costs.py", "search/gqa_search.py"),
     "optimum_check": ("architecture.py", "search/optimum_plan.py"),
     "report": ("figures.py", "training/plots.py", "throughput/plots.py",
-               "data/summary.py"),
+               "data/summary.py", "tables.py"),
 }
 
 
