@@ -1,6 +1,7 @@
 """Bad input to the `archscale` command line is a one-line error with exit code 2, never a
 traceback: the line names the flag or file, the value given, and what to give instead."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +171,25 @@ def test_a_missing_or_broken_calibration_names_the_file(capsys, tmp_path, argv):
     assert f"error: argument --calibration: {missing} is not valid JSON (" in line
 
 
+@pytest.mark.parametrize("argv", [SEARCH, PREDICT])
+@pytest.mark.parametrize("doc, problem", [
+    ({"entries": []}, "ValueError: not a throughput calibration (format None"),
+    ({"format": "archscale-throughput-calibration/1", "entries": [{"engine": "vllm"}]},
+     "KeyError: 'device'"),
+    ({"format": "archscale-throughput-calibration/1", "defaults": {"vllm": {"x": float("nan")}}},
+     "defaults.vllm.x is not a finite number"),
+])
+def test_a_json_object_that_is_not_a_calibration_names_the_file(capsys, tmp_path, argv, doc,
+                                                                problem):
+    """The throughput model's own message named no file (and a damaged entry was a
+    traceback)."""
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(doc))
+    line = error_line(capsys, argv + ["--calibration", str(path)])
+    assert f"error: argument --calibration: {path}" in line and problem in line
+    assert "results/throughput/calibration.json" in line
+
+
 def test_a_broken_chinchilla_json_names_the_file(capsys, tmp_path, runs_csv):
     path = tmp_path / "chinchilla.json"
     path.write_text("not json")
@@ -237,7 +257,8 @@ def test_search_refuses_a_json_list_or_a_nan_coefficient_as_the_law(capsys, tmp_
     listed.write_text("[1, 2, 3]")
     line = error_line(capsys, ["search", "--coefficients", str(listed), "--budget", "973e6",
                                "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
-    assert str(listed) in line and "not a conditional.json document" in line
+    assert str(listed) in line and "JSON list, not an object" in line
+    assert "conditional.json written by `archscale fit conditional`" in line
     law = json.loads(json.dumps({"law": "conditional", "form": "multiplicative",
                                  "coefficients": {"a0": 2.697, "a1": 0.0974, "a2": 0.0078,
                                                   "b0": 0.387, "b1": 0.0063, "b2": 0.0065},
@@ -247,10 +268,137 @@ def test_search_refuses_a_json_list_or_a_nan_coefficient_as_the_law(capsys, tmp_
     bad.write_text(json.dumps(law))  # Python writes NaN, which json.loads reads back
     line = error_line(capsys, ["search", "--coefficients", str(bad), "--budget", "973e6",
                                "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
-    assert str(bad) in line and "'a1'" in line and "not finite" in line
+    assert f"{bad}: coefficients.a1 is not a finite number" in line
 
 
-def test_search_refuses_a_budget_that_would_exhaust_memory(capsys):
-    line = error_line(capsys, ["search", "--coefficients", "paper", "--budget", "1e30",
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), "l_opt.chinchilla.E is not a finite number"),
+    (float("inf"), "l_opt.chinchilla.E is not a finite number"),
+    (None, "l_opt.chinchilla.E is null, not a number"),   # was a TypeError traceback
+])
+def test_search_refuses_a_law_whose_reference_is_not_a_number(capsys, tmp_path, value, message):
+    """Issue 31: a NaN in the law's L_opt (not only in its coefficients) made every prediction
+    NaN: one frontier point, "none found", exit 0."""
+    law = {"law": "conditional", "form": "multiplicative",
+           "coefficients": {"a0": 2.697, "a1": 0.0974, "a2": 0.0078, "b0": 0.387, "b1": 0.0063,
+                            "b2": 0.0065},
+           "l_opt": {"source": "chinchilla", "chinchilla": {"E": value, "A": 406.4, "B": 410.7,
+                                                            "alpha": 0.34, "beta": 0.28}}}
+    path = tmp_path / "conditional.json"
+    path.write_text(json.dumps(law))
+    line = error_line(capsys, ["search", "--coefficients", str(path)] + SEARCH[3:])
+    assert line.startswith(f"archscale: error: {path}: {message}")
+    assert "archscale fit conditional" in line
+
+
+@pytest.mark.parametrize("budget", ["1e30", "1e12"])
+def test_search_refuses_a_budget_that_would_exhaust_memory(capsys, budget):
+    """1e30 asked for 164 TiB; 1e12 (at 16 layers) enumerated 1.1e9 shapes and was killed at
+    24 GB. Both are counted before anything is allocated."""
+    line = error_line(capsys, ["search", "--coefficients", "paper", "--budget", budget,
                                "--n-layers", "16", "--head-dim", "64", "--tokens", "20e9"])
-    assert "d_model values" in line and "d_model_step" in line
+    assert f"budget {float(budget):,.3g} (n_layers 16, head_dim 64) gives a grid of" in line
+    assert "one search holds in memory" in line and "search.d_model_step" in line
+
+
+# --- runs tables: one loader (archscale.fit.io.read_runs) for every command -------------------
+
+def fit_error(capsys, tmp_path, runs: Path, command: str = "chinchilla") -> str:
+    """The error line of `archscale fit COMMAND --runs RUNS`; nothing may be written."""
+    line = error_line(capsys, ["fit", command, "--runs", str(runs), "--out",
+                               str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    return line
+
+
+BAD_TABLES = {  # name: (file, content, what the error says after the path)
+    # `fit quality` exited 0 with "0 of 0 folds", `fit conditional` raised KeyError: 'N' and
+    # `fit chinchilla` said "only 0 point(s)", naming no file
+    "header only": ("runs.csv", "name,n_params_non_embedding,tokens,val_loss,d_over_sqrt_n,"
+                                "r_mlp_attn\n", " has a header but no rows"),
+    # pandas said "Error tokenizing data. C error: Expected 2 fields in line 4, saw 3"
+    "json": ("conditional.json", json.dumps({"law": "conditional", "coefficients": {"a0": 1}},
+                                            indent=2), " holds JSON, not a CSV runs table; "),
+    "malformed": ("runs.csv", 'N,D,loss\n1e7,2e8,"3.1\n', " is not a readable CSV runs table ("),
+}
+
+
+@pytest.mark.parametrize("command", ["chinchilla", "conditional", "quality"])
+@pytest.mark.parametrize("kind", sorted(BAD_TABLES))
+def test_every_fit_names_a_runs_table_it_cannot_use(capsys, tmp_path, command, kind):
+    name, content, problem = BAD_TABLES[kind]
+    path = tmp_path / name
+    path.write_text(content)
+    line = fit_error(capsys, tmp_path, path, command)
+    assert line.startswith(f"archscale: error: {path}{problem}")
+    assert "results/runs.csv" in line  # the fix: which table to give
+
+
+def test_a_directory_given_as_runs_is_named_as_one(capsys, tmp_path):
+    line = fit_error(capsys, tmp_path, tmp_path)
+    assert line.endswith(f"argument --runs: {tmp_path} is a directory; give a file")
+
+
+def test_a_json_file_given_as_quality_is_named_before_the_search(capsys, tmp_path):
+    path = tmp_path / "quality.json"
+    path.write_text("[1, 2]")
+    line = error_line(capsys, SEARCH + ["--quality", str(path)])
+    assert line.startswith(f"archscale: error: {path} holds JSON, not a CSV fit quality table")
+
+
+def _shaped_runs(tmp_path) -> Path:
+    """runs.csv's own columns for nine runs: three shapes (their N, x and r computed by
+    archscale.architecture) at three token budgets."""
+    from archscale.architecture import Architecture
+
+    rows = ["name,d_model,n_layers,n_heads,n_kv_heads,head_dim,ffn_dim,n_params_non_embedding,"
+            "d_over_sqrt_n,r_mlp_attn,tokens,val_loss"]
+    for d, ffn in ((256, 704), (384, 1024), (512, 1408)):
+        arch = Architecture(f"d{d}", d_model=d, n_layers=4, n_heads=d // 64, n_kv_heads=1,
+                            head_dim=64, ffn_dim=ffn, vocab_size=512)
+        n = arch.n_params_non_embedding
+        for tokens in (2e8, 6e8, 2e9):
+            loss = 1.8 + 400 / n ** 0.34 + 2000 / tokens ** 0.36
+            rows.append(f"{arch.name},{d},4,{d // 64},1,64,{ffn},{n},{arch.d_over_sqrt_n:.6f},"
+                        f"{arch.r_mlp_attn:.6f},{tokens:.0f},{loss}")
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("column, value", [("n_params_non_embedding", 1e300),
+                                           ("r_mlp_attn", 9.5), ("d_over_sqrt_n", 0.5)])
+def test_a_run_whose_n_contradicts_its_shape_is_refused(capsys, tmp_path, column, value):
+    """Issue 31: a runs.csv row with N 1e300 was fitted, and moved E from 6.6e-10 to 2.58.
+    x and r are checked the same way. The table is read when every row agrees with its shape."""
+    import pandas as pd
+
+    from archscale.fit.io import read_runs
+
+    path = _shaped_runs(tmp_path)
+    assert len(read_runs(path, require=("N", "D", "loss", "x", "r"))) == 9
+    table = pd.read_csv(path)
+    table[column] = table[column].astype(float)
+    table.loc[4, column] = value
+    table.to_csv(path, index=False)
+    line = fit_error(capsys, tmp_path, path, "conditional")
+    assert line.startswith(f"archscale: error: {path}: {column} is {value:.6g} at data row 5 "
+                           "(name d384, tokens 600000000), but that row's shape columns")
+    assert "--forcerun collect_runs" in line
+
+
+def test_a_full_disk_is_one_line_naming_the_output(capsys, tmp_path, runs_csv, monkeypatch):
+    """A failed write (here ENOSPC from the file system) names the file and the fix, in one
+    line, instead of a traceback."""
+    import errno
+    from pathlib import Path
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "chinchilla.json"
+    line = error_line(capsys, ["fit", "chinchilla", "--runs", str(runs_csv), "--out", str(out),
+                               "--bootstrap", "0"])
+    assert line.startswith(f"archscale: error: could not write {out}: no space left on device")
+    assert "df -h" in line and not out.exists() and list(tmp_path.glob(".*")) == []

@@ -361,3 +361,136 @@ def test_a_successful_write_removes_the_temporaries_of_a_killed_writer(tmp_path)
     write_json(tmp_path / "eval.json", {"loss": 1.0})
     assert json.loads((tmp_path / "eval.json").read_text()) == {"loss": 1.0}
     assert not stale.exists() and other.exists()
+
+
+# --- a killed throughput job takes its measurement with it (issue 31) ------------------------
+
+def _process_ended(pid: int) -> bool:
+    """True once `pid` has exited (a zombie waiting for init to reap it counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_throughput_job_takes_its_measurement_with_it(tmp_path):
+    """The rule's script runs `python -m archscale.throughput.measure` as a child. SIGKILL the
+    script (as a job kill does) mid-measurement: the child used to run on, reparented, and
+    write torch.json after Snakemake had marked the job failed. Now it must end within
+    seconds and write nothing, not even a temporary."""
+    from archscale.architecture import Architecture
+
+    model = tmp_path / "arch" / "tiny"
+    model.mkdir(parents=True)
+    arch = Architecture("tiny", d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16,
+                        ffn_dim=64, vocab_size=260, tie_word_embeddings=True)
+    (model / "config.json").write_text(json.dumps(arch.hf_config()))
+    out, log, pid_file = tmp_path / "out" / "torch.json", tmp_path / "measure.log", tmp_path / "pid"
+    settings = {"batch_size": 2, "input_len": 8, "output_len": 4, "device": "cpu", "threads": 1,
+                "repeats": 10_000_000}  # runs until it is stopped
+    measure = [sys.executable, "-m", "archscale.throughput.measure", "--engine", "torch",
+               "--config", str(model), "--out", str(out), "--settings", json.dumps(settings)]
+    job = ("import subprocess, sys\n"  # what scripts/throughput.py does
+           f"child = subprocess.Popen({measure!r}, stderr=open({str(log)!r}, 'w'))\n"
+           f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+           "sys.exit(child.wait())\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get(
+        "PYTHONPATH")])))
+    parent = subprocess.Popen([sys.executable, "-c", job], env=env)
+    deadline = time.monotonic() + 120
+    while "repeat 1/" not in (log.read_text() if log.exists() else ""):
+        assert parent.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while not _process_ended(child):
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the measurement outlived its job by 30 s")
+        time.sleep(0.1)
+    assert "measurement stopped by signal SIGTERM" in log.read_text()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+# --- a full disk names the file and the fix, and keeps the previous file (issue 31) ----------
+
+TORCH_DISK_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 11584 vs 11512"
+
+
+def _no_free_space(monkeypatch) -> None:
+    """The file system reports 0 bytes free (what it reports once full)."""
+    import shutil
+
+    import archscale.io
+
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(archscale.io.shutil, "disk_usage",
+                        lambda path: type(usage)(usage.total, usage.total, 0))
+
+
+def test_a_full_disk_while_saving_the_resume_state_names_it(tmp_path, monkeypatch):
+    """torch.save reports ENOSPC as "unexpected pos 11584 vs 11512": no "no space", no path.
+    The error now says both, with the fix, and the previous state.pt is kept whole."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from archscale.io import OutputWriteError
+    from archscale.training.state import STATE_FILE, save_state
+
+    job = SimpleNamespace(resume_dir=str(tmp_path / "resume"))
+    save_state(job, {"step": 10, "w": torch.ones(4)})
+    real_save = torch.save
+
+    def fill_the_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError(TORCH_DISK_FULL)
+
+    monkeypatch.setattr(torch, "save", fill_the_disk)
+    _no_free_space(monkeypatch)
+    state = tmp_path / "resume" / STATE_FILE
+    with pytest.raises(OutputWriteError) as error:
+        save_state(job, {"step": 20, "w": torch.zeros(4)})
+    message = str(error.value)
+    assert message.startswith(f"could not write {state}: no space left on device (0 bytes free")
+    assert TORCH_DISK_FULL in message and "df -h" in message
+    assert message.endswith(f"the previous {STATE_FILE} is unchanged")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(state, weights_only=True)["step"] == 10
+    assert sorted(p.name for p in state.parent.iterdir()) == [STATE_FILE]
+
+
+@pytest.mark.parametrize("writer", ["json", "array"])
+def test_a_full_disk_while_writing_an_output_names_it(tmp_path, monkeypatch, writer):
+    """write_json's ENOSPC ("[Errno 28] No space left on device", no path) and numpy's
+    tofile ("40 requested and 0 written", no errno) both name the file."""
+    import errno
+
+    import numpy as np
+
+    from archscale.io import OutputWriteError, write_array, write_json
+
+    class FullDisk(np.ndarray):  # ndarray.tofile itself cannot be patched
+        def tofile(self, *args, **kwargs):
+            raise OSError("40 requested and 0 written")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "results" / ("eval.json" if writer == "json" else "train.bin")
+    if writer == "json":
+        monkeypatch.setattr(Path, "write_text", full)
+    else:
+        _no_free_space(monkeypatch)
+    with pytest.raises(OutputWriteError) as error:
+        if writer == "json":
+            write_json(path, {"loss": 1.0})
+        else:
+            write_array(path, np.arange(10, dtype=np.uint32).view(FullDisk))
+    assert str(error.value).startswith(f"could not write {path}: no space left on device")
+    assert str(error.value).endswith(f"nothing was written as {path.name}")
+    assert list(path.parent.iterdir()) == []

@@ -61,10 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
     from archscale.architecture import ArchitectureError
+    from archscale.io import OutputWriteError
 
     try:
         return int(args.func(args) or 0)
-    except (ArchitectureError, ValueError, FileNotFoundError) as exc:
+    except (ArchitectureError, ValueError, FileNotFoundError, OutputWriteError) as exc:
         print(f"archscale: error: {exc}", file=sys.stderr)
         return 2
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from archscale.architecture import Architecture
-from archscale.cli.args import csv_file, json_file, output_dir, positive_float, positive_int
+from archscale.cli.args import (calibration_file, csv_file, load_json_object, output_dir,
+                                positive_float, positive_int)
 from archscale.config import load_study, search_engine, section_defaults
 
 
@@ -32,9 +33,33 @@ def _coefficients(text: str) -> str:
     return text
 
 
+def _law(text: str) -> Any:
+    """The law --coefficients names: 'paper', or a conditional.json whose numbers are checked
+    first, so a NaN anywhere in it, or a null where its L_opt needs a number, is named with its
+    key (either one made every prediction NaN: an empty frontier, exit 0, or a TypeError)."""
+    from archscale.fit.chinchilla import COEF_NAMES
+    from archscale.fit.conditional import load_conditional, paper_law
+
+    if text == "paper":
+        return paper_law()
+    if Path(text).is_file():
+        fix = "the conditional.json written by `archscale fit conditional`, or 'paper'"
+        try:
+            doc = load_json_object(text, fix)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(str(exc)) from None
+        reference = (doc.get("l_opt") or {}).get("chinchilla") or {}
+        missing = [k for k in COEF_NAMES if k in reference and (
+            isinstance(reference[k], bool) or not isinstance(reference[k], (int, float)))]
+        if missing:
+            raise ValueError(f"{text}: l_opt.chinchilla.{missing[0]} is "
+                             f"{json.dumps(reference[missing[0]])}, not a number; refit the law "
+                             "(`archscale fit conditional`) or restore the file")
+    return load_conditional(text)  # a missing file: its message says how to make one
+
+
 def _settings(args: argparse.Namespace) -> Any:
     """The search described by --configfile (or the schema's defaults) and the flags."""
-    from archscale.fit.conditional import load_conditional, paper_law
     from archscale.search.study import SearchSettings
     from archscale.throughput.model import load_calibration
 
@@ -66,7 +91,7 @@ def _settings(args: argparse.Namespace) -> Any:
     elif args.n_layers or args.head_dim:
         archs = [Architecture(**{**a.to_dict(), "n_layers": args.n_layers or a.n_layers,
                                  "head_dim": args.head_dim or a.head_dim}) for a in archs]
-    law = paper_law() if args.coefficients == "paper" else load_conditional(args.coefficients)
+    law = _law(args.coefficients)
     workload = {k: v for k, v in (("batch_size", args.batch), ("input_len", args.input_len),
                                   ("output_len", args.output_len)) if v is not None}
     return SearchSettings(
@@ -81,17 +106,17 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from archscale.io import json_text
+    from archscale.io import json_text, read_table
     from archscale.provenance import now
     from archscale.search.outputs import recommendations_document, write_search_outputs
     from archscale.search.study import run_study_search
 
     started = now()
+    quality = (read_table(args.quality, "fit quality table",
+                          "give the quality.csv written by `archscale fit quality`")
+               if args.quality else None)  # read first: a bad file stops before the search
     settings = _settings(args)
     result, inputs = run_study_search(settings)
-    quality = pd.read_csv(args.quality) if args.quality else None
     record = {"command": "archscale search", "arguments": {k: v for k, v in vars(args).items()
                                                            if k != "func"}}
     files = [f for f in (args.coefficients, args.configfile, args.calibration, args.quality)
@@ -121,7 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--configfile", help="a study config for sizes, search and throughput settings")
     p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu)")
     p.add_argument("--engine", choices=["vllm", "sglang", "torch"])
-    p.add_argument("--calibration", type=json_file,
+    p.add_argument("--calibration", type=calibration_file,
                    help="results/throughput/calibration.json (default: uncalibrated)")
     p.add_argument("--budget", type=positive_float, action="append",
                    help="non-embedding parameter budget (repeatable)")

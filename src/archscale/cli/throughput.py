@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
-from archscale.cli.args import fraction, json_file, positive_int
+from archscale.cli.args import calibration_file, fraction, positive_int
 from archscale.throughput.devices import get_device, known_devices
 from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
 from archscale.throughput.model import Workload, load_calibration, predict_architecture
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-num-seqs", type=positive_int, default=None)
     p.add_argument("--max-num-batched-tokens", type=positive_int, default=None)
     p.add_argument("--memory-fraction", type=fraction, default=0.9)
-    p.add_argument("--calibration", type=json_file, default=None,
+    p.add_argument("--calibration", type=calibration_file, default=None,
                    help="calibration JSON (results/throughput/calibration.json); without it "
                         "the documented default factors are used (uncalibrated)")
     p.set_defaults(func=predict_command)

@@ -13,6 +13,11 @@ measurements need not rename anything: results/runs.csv's own columns and short 
 Rows of the same architecture and token budget trained with several seeds are averaged (the
 fits model the expected loss; the seed spread is kept in `loss_sd`, the seeds' own losses in
 `seed_losses` for archscale.fit.seeds).
+
+A table that also has the shape columns (d_model, n_layers, n_heads, n_kv_heads, head_dim,
+ffn_dim), as runs.csv does, must agree with them: N, x and r are recomputed from the shape and a
+row that contradicts its own shape is refused (an edited N of 1e300 moved the fitted E from
+6.6e-10 to 2.58 without a word).
 """
 from __future__ import annotations
 
@@ -22,14 +27,24 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from archscale.architecture import (SHAPE_FIELDS, attention_params_per_layer,
+                                    mlp_params_per_layer)
+from archscale.io import TableError, read_table
 from archscale.provenance import provenance as project_provenance
 
 CANONICAL = ("N", "D", "loss", "x", "r")
 LONG_NAMES = {"N": "n_params_non_embedding", "D": "tokens", "loss": "val_loss",
               "x": "d_over_sqrt_n", "r": "r_mlp_attn"}
+#: How far N, x or r may sit from the values its shape columns give: runs.csv rounds x and r to
+#: six digits, and a table that counts the norm weights in N (2L+1 vectors of d_model, under
+#: 1 % of N for d_model >= 16) still agrees; a typed or pasted wrong value is far outside.
+SHAPE_TOLERANCE = 0.02
+RUNS_FIX = ("give the runs.csv the workflow writes (results/runs.csv; rebuild it with "
+            "`snakemake --cores 2 --forcerun collect_runs`) or a CSV with a row per run and "
+            "columns N, D, loss (and x, r for the conditional law)")
 
 
-class RunsTableError(ValueError):
+class RunsTableError(TableError):
     """A runs table lacks a column the fit needs or holds unusable values."""
 
 
@@ -51,11 +66,14 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
     """
     if isinstance(source, pd.DataFrame):
         table, where = source.copy(), "the runs table"
+        if table.empty:
+            raise RunsTableError(f"{where} has no rows; {RUNS_FIX}")
     else:
-        path = Path(source)
-        if not path.exists():
-            raise RunsTableError(f"runs table {path} does not exist")
-        table, where = pd.read_csv(path), str(path)
+        try:
+            table = read_table(source, "runs table", RUNS_FIX, min_rows=1)
+        except TableError as exc:
+            raise RunsTableError(str(exc)) from None
+        where = str(source)
     require = tuple(require)
     unknown = [c for c in require if c not in CANONICAL]
     if unknown:
@@ -90,6 +108,7 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
                 f"{where}: column {c} ({LONG_NAMES[c] if c != 'loss' else loss_column}) has "
                 f"{int(bad.sum())} missing, non-numeric or non-positive value(s), e.g. at rows "
                 f"{rows}; drop or fix those runs before fitting")
+    _check_against_shape(table, out, where)
     for extra in ("name", "seed"):
         if extra in table.columns:
             out[extra] = table[extra].to_numpy()
@@ -112,6 +131,39 @@ def read_runs(source: str | Path | pd.DataFrame, loss_column: str = "val_loss",
                                                                   if pd.notna(v)))
         out = merged.reset_index()
     return out.reset_index(drop=True)
+
+
+def _check_against_shape(table: pd.DataFrame, out: pd.DataFrame, where: str) -> None:
+    """Refuse rows whose N, x or r (in `out`, canonical) contradicts the shape columns of
+    `table`, computed as archscale.architecture does (L x (attention + MLP), no embeddings).
+    Rows without a complete shape are not checked: the shape columns are optional."""
+    if not all(field in table.columns for field in SHAPE_FIELDS):
+        return
+    shape = {f: pd.to_numeric(table[f], errors="coerce").to_numpy(float) for f in SHAPE_FIELDS}
+    layers, d = shape["n_layers"], shape["d_model"]
+    attention = layers * attention_params_per_layer(d, shape["n_heads"], shape["n_kv_heads"],
+                                                    shape["head_dim"])
+    mlp = layers * mlp_params_per_layer(d, shape["ffn_dim"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        derived = {"N": attention + mlp, "x": d / np.sqrt(attention + mlp), "r": mlp / attention}
+    for canon, expected in derived.items():
+        if canon not in out:
+            continue
+        given = out[canon].to_numpy(float)
+        checkable = np.isfinite(expected) & (expected > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bad = checkable & ~(np.abs(given / expected - 1) <= SHAPE_TOLERANCE)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            column = LONG_NAMES[canon] if LONG_NAMES[canon] in table.columns else canon
+            label = ", ".join(f"{k} {table[k].iloc[i]}" for k in ("name", "tokens", "D", "seed")
+                              if k in table.columns)
+            raise RunsTableError(
+                f"{where}: {column} is {given[i]:.6g} at data row {i + 1} ({label}), but that "
+                f"row's shape columns ({', '.join(SHAPE_FIELDS)}) give {expected[i]:.6g}; "
+                f"{int(bad.sum())} row(s) disagree by more than {SHAPE_TOLERANCE:.0%}. Fix or "
+                "drop those rows, or rebuild the table with `snakemake --cores 2 --forcerun "
+                "collect_runs`")
 
 
 def canonical_order(table: pd.DataFrame) -> pd.DataFrame:

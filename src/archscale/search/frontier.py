@@ -63,10 +63,12 @@ class SizeSpec:
 # Candidates
 # ---------------------------------------------------------------------------------------------
 
-#: The most d_model values one size's grid may have: the paper's 1B search has about 500 (d_model
-#: step 8); a budget mistyped by orders of magnitude (1e30) would ask for 10^13 and the memory
-#: to match, so it is refused with the reason instead.
-MAX_D_MODELS = 100_000
+#: The most (d_model, n_kv_heads, GQA group) combinations one size's grid may enumerate (about
+#: 60 bytes each while it is built, then a scored row per shape kept): the paper's 973M budget
+#: enumerates about a million (d_model step 8, groups 1, 2, 4, 8, 16 layers), a 10B budget at
+#: 16 layers 11 million (0.8 GB, 40 s). 1e12 at 16 layers would enumerate 1.1 billion (it was
+#: killed at 24 GB) and a mistyped 1e30 10^27, so those are refused with the reason instead.
+MAX_GRID_POINTS = 20_000_000
 
 
 def candidate_grid(size: SizeSpec, vocab_size: int, x_range: tuple[float, float],
@@ -81,22 +83,26 @@ def candidate_grid(size: SizeSpec, vocab_size: int, x_range: tuple[float, float]
     budget, L, dh = size.budget, size.n_layers, size.head_dim
     lo = max(d_step, int(math.ceil(x_range[0] * math.sqrt(budget) / d_step)) * d_step)
     hi = int(x_range[1] * math.sqrt(budget))
-    n_d = (hi - lo) // d_step + 1
-    if n_d > MAX_D_MODELS:
-        raise SearchError(
-            f"budget {budget:,.0g} with search.d_model_range {list(x_range)} and d_model_step "
-            f"{d_step} gives {n_d:,} d_model values (at most {MAX_D_MODELS:,} are scored per "
-            "size); check the budget (a non-embedding parameter count) or raise "
-            "search.d_model_step")
-    d = np.arange(lo, hi + 1, d_step, dtype=np.int64)
-    if d.size == 0:
+    n_d = max(0, (hi - lo) // d_step + 1)
+    if n_d == 0:
         raise SearchError(f"search.d_model_range {list(x_range)} gives no d_model for budget "
                           f"{budget:,.0f}; widen it or lower search.d_model_step")
     per_layer = budget / L
     # the most key/value heads that still leave room for an MLP at the smallest d
     kv_cap = max_kv_heads or max(1, int(per_layer / (2 * lo * dh * 2)))
+    groups = sorted(set(gqa_groups))
+    points = n_d * kv_cap * len(groups)  # Python ints: counted before anything is allocated
+    if points > MAX_GRID_POINTS:
+        raise SearchError(
+            f"budget {budget:,.3g} (n_layers {L}, head_dim {dh}) gives a grid of {n_d:,} "
+            f"d_model values x {kv_cap:,} key/value head counts x {len(groups)} GQA group(s) = "
+            f"{points:,} shapes, more than the {MAX_GRID_POINTS:,} one search holds in memory; "
+            "check the budget (a non-embedding parameter count), or coarsen the grid: raise "
+            "search.d_model_step (--d-model-step), narrow search.d_model_range, list fewer "
+            "search.gqa_groups, or give a size more layers or a larger head_dim")
+    d = np.arange(lo, hi + 1, d_step, dtype=np.int64)
     kv = np.arange(1, kv_cap + 1, dtype=np.int64)
-    g = np.asarray(sorted(set(gqa_groups)), dtype=np.int64)
+    g = np.asarray(groups, dtype=np.int64)
     D, KV, G = (a.ravel() for a in np.meshgrid(d, kv, g, indexing="ij"))
     H = KV * G
     attn = L * attention_params_per_layer(D, H, KV, dh)

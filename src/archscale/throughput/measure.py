@@ -6,15 +6,25 @@
 Why a module entry point: vLLM and SGLang live in their own environments (conda envs on a
 cluster, .venv-vllm in CI), so the measurement runs as a process of that environment's python;
 the Snakemake rule and the tests call exactly this. It imports only numpy and the engine.
+
+The process ends with the job that started it (`die_with_parent`): when its parent process
+goes (Snakemake killed the job, SLURM cancelled it), or on SIGTERM, it stops the engine and
+exits without writing --out. Before, a killed job's measurement kept running and wrote its
+result after Snakemake had marked the job failed, while a rerun measured on the same device.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from archscale.provenance import now, provenance
@@ -100,6 +110,55 @@ def settings_from_args(args: argparse.Namespace) -> MeasureSettings:
     return MeasureSettings.from_dict(data)
 
 
+class JobEnded(SystemExit):
+    """The job this measurement belongs to ended (SIGTERM, or its parent process is gone). A
+    SystemExit, so no engine's `except Exception` swallows it and every `finally` runs: the
+    engine is shut down and the half-written output removed (archscale.io.atomic_path)."""
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0   # how often the watcher looks for its parent
+KILL_GRACE_S = 60.0   # then, if the engine does not stop on SIGTERM, SIGKILL
+
+
+def _end_job(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: end the measurement at the next Python instruction. Later SIGTERMs (the
+    watcher's, after the kernel's) are ignored, so they cannot interrupt the engine's shutdown."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.write(2, f"measurement stopped by signal {signal.Signals(signum).name}: its job ended; "
+                f"no result is written\n".encode())
+    raise JobEnded(128 + signum)
+
+
+def _watch_parent(parent: int) -> None:
+    """Poll for the parent's death (a subreaper or a non-Linux system gets no PDEATHSIG): then
+    SIGTERM this process, and SIGKILL it if the engine is stuck in native code."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(KILL_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """End this process with the process that started it, and turn SIGTERM into JobEnded.
+
+    On Linux the kernel sends SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); a watcher
+    thread covers other systems and a parent that dies between getppid and prctl. A parent
+    that dies while this module is still importing (a fraction of a second) goes unnoticed.
+    Call it from the main thread: signal handlers run there.
+    """
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, _end_job)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the watcher alone
+            pass
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch",
+                     daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -116,4 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    die_with_parent()  # here, not in main(): a test calling main() keeps its own signals
+    try:
+        raise SystemExit(main())
+    except JobEnded as ended:  # the engine is shut down: skip the interpreter's slow teardown
+        logging.shutdown()
+        os._exit(int(ended.code))

@@ -65,15 +65,19 @@ def save_sharded_state(job: TrainJob, progress: dict[str, Any], model: torch.nn.
     import torch.distributed as td
     import torch.distributed.checkpoint as dcp
 
+    from archscale.io import reporting_write_errors
+
     final = step_folder(job, int(progress["step"]))
     partial = final.with_name(f".{final.name}.partial")
     if dist.main:  # a killed attempt's leftover at this step
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     td.barrier()
-    dcp.save(_model_and_optimizer(model, optimizer), checkpoint_id=str(partial))
-    if dist.main:  # DCP's metadata is written when save returns on any rank
-        torch.save(progress, partial / PROGRESS_FILE)
+    with reporting_write_errors(final):  # a full disk is named, not "unexpected pos"
+        dcp.save(_model_and_optimizer(model, optimizer), checkpoint_id=str(partial))
+        if dist.main:  # DCP's metadata is written when save returns on any rank
+            torch.save(progress, partial / PROGRESS_FILE)
+    if dist.main:
         shutil.rmtree(final, ignore_errors=True)  # only a state of other settings has its name
         partial.rename(final)
         for other in final.parent.iterdir():
