@@ -115,3 +115,15 @@ def test_a_shape_its_heads_do_not_divide_is_saved_so_stock_transformers_loads_it
     divided = build_model(BASE, seed=5)
     save_checkpoint(divided, tmp_path / "divided", tokenizer_dir)
     assert json.loads((tmp_path / "divided" / "config.json").read_text())["model_type"] == "llama"
+
+
+def test_a_truncated_checkpoint_is_named_by_transformers_loader_too(tmp_path):
+    """The hf evaluation path (archscale.training.model.load_model) names the damaged file and
+    the command that retrains it; safetensors' own message names no file."""
+    from archscale.training.model import ModelError, load_model
+
+    build_model(BASE, seed=0).save_pretrained(tmp_path, safe_serialization=True)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match=rf"{weights}.*damaged or truncated.*--force {weights}"):
+        load_model(tmp_path)

@@ -234,7 +234,8 @@ def test_a_checkpoint_its_heads_do_not_divide_loads_stock_and_serves_over_http(
     server = subprocess.Popen(
         [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
          "--served-model-name", "b3", "--dtype", "float32", "--max-model-len", "64",
-         "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)],
+         "--gpu-memory-utilization", "0.3", "--enforce-eager", "--host", "127.0.0.1",
+         "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env=_env())
     try:
         deadline = time.monotonic() + 600

@@ -2,7 +2,8 @@
 
 Matplotlib labels a log axis 2x10^3, 3x10^3, ... or not at all between decades; the report's
 readers compare token counts and ratios, so every log axis is labelled in plain numbers at 1, 2,
-3 and 5 times a power of ten (2,000, 5,000, 0.05).
+3 and 5 times a power of ten (2,000, 5,000, 0.05), short from 10,000 up (20k, 3M) so that
+neighbouring labels do not overlap.
 
 Every figure is written twice: a PNG for the report and an SVG beside it (same name), which a
 paper can scale without blur.
@@ -24,6 +25,12 @@ def plain_log_tick(value: float, _pos: object = None) -> str:
     mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
     if mantissa not in (1.0, 2.0, 3.0, 5.0):
         return ""
+    if value >= 1e9:  # short forms from 10,000 up keep neighbouring labels apart
+        return f"{value / 1e9:g}B"
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:g}k"
     return f"{value:,.0f}" if value >= 1 else f"{value:g}"
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from archscale.figures import save_figure  # noqa: E402
+from archscale.figures import PLAIN_LOG_TICKS, save_figure  # noqa: E402
 
 
 def plot_measured_vs_predicted(table: pd.DataFrame, path: str | Path) -> None:
@@ -37,6 +37,9 @@ def plot_measured_vs_predicted(table: pd.DataFrame, path: str | Path) -> None:
             ax.annotate(name, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain labels at 1, 2, 3, 5 x 10^k, never crowded
+            axis.set_major_formatter(PLAIN_LOG_TICKS)
+            axis.set_minor_formatter(PLAIN_LOG_TICKS)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         error = 100 * sub["loo_relative_error"].abs().mean()

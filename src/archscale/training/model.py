@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from archscale.architecture import Architecture
-from archscale.io import write_json
+from archscale.io import reporting_write_errors, write_json
 from archscale.throughput.devices import PRESETS, preset_for_device_name
 from archscale.training.hf_compat import allow_decoupled_head_dim
 
@@ -144,7 +144,8 @@ def save_checkpoint(model: "torch.nn.Module", out_dir: str | os.PathLike,
             shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".save.", dir=out.parent) as tmp:
         tmp_path = Path(tmp)
-        hf_model.save_pretrained(tmp_path, safe_serialization=True, state_dict=state_dict)
+        with reporting_write_errors(out / "model.safetensors"):  # a full disk is named
+            hf_model.save_pretrained(tmp_path, safe_serialization=True, state_dict=state_dict)
         cfg = json.loads((tmp_path / "config.json").read_text())
         rope = cfg.get("rope_parameters") or {}
         if "rope_theta" in rope:
@@ -171,7 +172,12 @@ def load_model(model_dir: str | os.PathLike, device: str = "cpu",
     from transformers import AutoModelForCausalLM
 
     allow_decoupled_head_dim()
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    except Exception as error:  # safetensors' errors name no file
+        weights = Path(model_dir) / "model.safetensors"
+        raise ModelError(f"{weights} cannot be read ({error}); it is damaged or truncated: "
+                         f"retrain it with `snakemake --cores 2 --force {weights}`") from error
     return model.to(device).eval()
 
 
