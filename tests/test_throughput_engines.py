@@ -220,6 +220,9 @@ def test_table_calibrates_each_engine_on_its_own_measurements(tmp_path):
         [("torch", "cpu"), ("vllm", "cpu")]
     table = pd.read_csv(tmp_path / "t.csv")
     assert len(table) == len(frame) == 6 and (table.model_status == "calibrated").all()
+    # the repeats' spread: times of 1.0 and 1.2 (x scale) have an SD of 0.1414 / mean 1.1
+    assert table.measured_time_relative_sd.tolist() == pytest.approx([0.1414214 / 1.1] * 6,
+                                                                     rel=1e-5)
     assert table.groupby("engine").device_matches_preset.all().to_dict() == \
         {"torch": True, "vllm": False}
     # per-layer cost: both engines' fits order the predictions by depth
@@ -327,3 +330,14 @@ def test_reruns_follow_exactly_what_changes_a_measurement(throughput_study):
         assert planned_jobs(throughput_study) == {"throughput": 9, "throughput_table": 1}
     finally:
         (throughput_study / "config.yaml").write_text(original)
+
+
+def test_an_engine_without_a_kernel_for_a_head_dim_is_named_with_what_it_supports():
+    """vLLM's CPU attention has no head_dim 16 kernel (the default study's): named before any
+    job, with the head_dims it supports; on a GPU, and for torch, nothing is refused."""
+    from archscale.throughput.engines.base import shape_problems
+
+    (problem,) = shape_problems(["torch", "vllm"], {"n16-base": 16, "wide": 64}, "cpu")
+    assert problem.startswith("architecture 'n16-base': vLLM's CPU attention has no kernel for "
+                              "head_dim 16") and "32, 64" in problem and "engines: [torch]" in problem
+    assert shape_problems(["vllm"], {"n16-base": 16}, "cuda") == []

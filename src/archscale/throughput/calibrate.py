@@ -63,6 +63,9 @@ def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any]
             "input_len": m.workload.input_len, "output_len": m.workload.output_len,
             "repeats": record["repeats"],
             "measured_time_s": m.time_s,
+            # the spread of the timed repeats: a speed-up smaller than this is noise
+            "measured_time_relative_sd": (float(record.get("std_time_s", 0.0)) / m.time_s
+                                          if m.time_s > 0 else None),
             "measured_output_tokens_per_s": record["output_tokens_per_s"],
             "measured_total_tokens_per_s": record["total_tokens_per_s"],
             "predicted_time_s": predicted_time,

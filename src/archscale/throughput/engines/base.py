@@ -250,6 +250,12 @@ class Engine(abc.ABC):
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         ...
 
+    def shape_problem(self, head_dim: int, device: str) -> str | None:
+        """Why this engine cannot run a shape of `head_dim` on `device` ("cpu", "cuda",
+        "auto"), or None. Checked when the study loads, so that a shape the engine has no
+        kernel for is named before any job runs, not from deep inside the engine."""
+        return None
+
     def require(self, module: str) -> ModuleType:
         """Import one of the engine's packages, or raise EngineUnavailable saying where it is."""
         try:
@@ -323,6 +329,19 @@ def get_engine(name: str) -> Engine:
         from archscale.throughput.engines.sglang import SglangEngine
         return SglangEngine()
     raise ValueError(f"unknown throughput engine {name!r}; known: {list(ENGINES)}")
+
+
+def shape_problems(engines: list[str], head_dims: Mapping[str, int], device: str) -> list[str]:
+    """Every (engine, architecture) pair the engine cannot run on `device`, one sentence each
+    (`head_dims`: architecture name -> head_dim)."""
+    problems = []
+    for name in engines:
+        engine = get_engine(name)
+        for arch, head_dim in head_dims.items():
+            problem = engine.shape_problem(int(head_dim), device)
+            if problem:
+                problems.append(f"architecture {arch!r}: {problem}")
+    return problems
 
 
 def write_result(result: ThroughputResult, path: str | Path) -> None:

@@ -113,10 +113,22 @@ class VllmSession(Session):
         del self.llm
 
 
+#: The head sizes vLLM 0.32's CPU attention backend has kernels for (its
+#: `get_supported_head_sizes`); on a GPU vLLM picks among backends and checks for itself.
+CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
 class VllmEngine(Engine):
     name = "vllm"
     package = "vllm"
     install_hint = INSTALL_HINT
+
+    def shape_problem(self, head_dim: int, device: str) -> str | None:
+        if device != "cpu" or head_dim in CPU_HEAD_DIMS:
+            return None
+        return (f"vLLM's CPU attention has no kernel for head_dim {head_dim} (it supports "
+                f"{', '.join(map(str, CPU_HEAD_DIMS))}); give the architecture one of those "
+                "head_dims, or measure it with throughput.engines: [torch] on this device")
 
     def version(self) -> str:
         vllm = self.require("vllm")
