@@ -28,8 +28,8 @@ with log_to(sm.log[0]) as log:
                                       measured=pd.read_csv(sm.input.throughput))
     write_search_outputs(result, inputs.law, sm.output, quality=pd.read_csv(sm.input.quality),
                          settings=p, inputs=list(sm.input), started=started)
-    trained = score_rows(pd.DataFrame([{**a.shape(), "vocab_size": a.vocab_size, "budget": 0.0}
-                                       for a in archs]), inputs)
+    trained = score_rows(pd.DataFrame([{**a.shape(), "vocab_size": a.vocab_size, "budget": 0.0,
+                                        "architecture": a.name} for a in archs]), inputs)
     plot_frontier(result["candidates"], result["pareto"], result["recommendations"], trained,
                   sm.output.plot)
     log.info("search: %d candidates, %d on the frontier", len(result["candidates"]),

@@ -69,6 +69,11 @@ def plot_frontier(candidates: pd.DataFrame, pareto: pd.DataFrame,
         if near is not None and not near.empty:
             ax.scatter(near.predicted_loss, near.predicted_tokens_per_s, marker="x",
                        c="tab:orange", label="configured architectures (predicted)", zorder=4)
+            if len(near) <= 8 and "architecture" in near:  # named: e.g. the paper's Table 1
+                for _, row in near.iterrows():
+                    ax.annotate(str(row["architecture"]), (row.predicted_loss, row.predicted_tokens_per_s),
+                                fontsize=7, color="tab:orange", xytext=(4, 3),
+                                textcoords="offset points", clip_on=True)
         ax.set_xlim(x_lo, x_hi)
         ax.set_ylim(y_lo, y_hi)
         ax.set_title(f"N = {budget:,.0f}: frontier of {len(front)}; {int(in_view.sum())} of "
