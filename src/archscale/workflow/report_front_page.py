@@ -59,7 +59,9 @@ def _answer_section(answer: StudyAnswer) -> list[str]:
              f"Loss change: the pick's predicted loss minus the baseline's, nats/token"
              + (f" (one run's seed-to-seed SD: {answer.seed_sd:.3f})" if answer.seed_sd else "")
              + f". Speed-up: predicted, against the throughput model's mean leave-one-out "
-             f"error of {error}; a speed-up within it is *not resolved*.", ""]
+             f"error of {error}; a speed-up within it is *not resolved*. Whether the frontier "
+             f"is faster at all is the verdict below, which also asks that both shapes lie "
+             f"inside the law's fitted range.", ""]
     rows = []
     for pick in answer.picks:
         if pick.pick is None:
@@ -77,7 +79,7 @@ def _answer_section(answer: StudyAnswer) -> list[str]:
                      f"{pick.loss_change:+.3f}" if pick.loss_change is not None else "",
                      speed, resolved, str(len(pick.warnings))])
     return lines + _table(["N (non-embedding)", "tokens", "baseline", "pick", "loss change",
-                           "speed-up", "resolved", "warnings"], rows)
+                           "speed-up", "beyond the model's error", "warnings"], rows)
 
 
 def front_page_rst(results: str | Path = "results") -> str:
