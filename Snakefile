@@ -14,10 +14,13 @@ import sys
 
 # this checkout's src/ wins over an installed archscale (the one sys.path insert of the workflow)
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from archscale.workflow.snakemake import load_study_config, warn_if_locked
+from archscale.workflow.snakemake import load_study_config, run_jobs_on_this_code, warn_if_locked
 
+# every job imports the archscale imported here, whose code hashes decide reruns (PYTHONPATH)
+run_jobs_on_this_code()
 # config.yaml is the study unless --configfile names another: that file replaces it, never
-# merges onto it; --config key=value overrides apply on top of either (docs/reruns.md).
+# merges onto it; --config key=value overrides apply on top of either. Every file is read as
+# `archscale plan` reads it (safe YAML, no YTE templates), not by a `configfile:` directive.
 CONFIG_SOURCE = load_study_config(workflow, "config.yaml")
 warn_if_locked(workflow)  # another run is active here: say what that means for this one
 
@@ -39,6 +42,8 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
+        # the checks of the study's files, before any job (rules/common.smk)
+        study_checks,
         "results/pareto.csv",
         "results/recommendations.json",
         "results/fits/quality.csv",

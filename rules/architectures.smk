@@ -22,6 +22,7 @@ rule architecture_config:
 
 rule architectures_table:
     input:
+        study_checks,
         expand("results/architectures/{arch}/config.json", arch=ARCHS),
     output:
         "results/architectures.csv",

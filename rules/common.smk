@@ -17,7 +17,10 @@ from archscale.training.launch import slurm_training_request
 from archscale.training.loop import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
-from archscale.workflow.snakemake import check_tables_present, set_offline_if_possible
+from archscale.workflow.snakemake import (check_losses, check_no_future_files,
+                                         check_outputs_present, check_tables_present,
+                                         check_token_files, checks_apply, forced,
+                                         set_offline_if_possible)
 
 # The library's validator runs first: its messages name the architecture and the field.
 try:
@@ -78,6 +81,7 @@ def configured_architecture(name):
 def configured_architecture_input(wildcards):
     """No input: refuses an unknown {arch} while the DAG is built (see configured_architecture).
     A shape the frontier check chose ({varch}) needs no config entry."""
+    check_study_files()
     if "arch" in wildcards.keys():
         configured_architecture(wildcards.arch)
     return []
@@ -86,6 +90,7 @@ def configured_architecture_input(wildcards):
 def configured_run(wildcards):
     """No input: refuses, while the DAG is built, a run that the study does not configure
     (it would train, but no table would ever collect it)."""
+    check_study_files()
     arch = configured_architecture(wildcards.arch)
     tokens, seed = int(wildcards.tokens), int(wildcards.seed)
     budgets, seeds = STUDY.token_budgets(arch), STUDY.training_settings(arch)["seeds"]
@@ -117,12 +122,119 @@ def shard_files(wildcards=None):
     return [f"{DATA}/shards/{i}.{kind}" for i in range(n) for kind in ("train.bin", "val.bin", "json")]
 
 
+DATA_RULES = ("tokenizer", "tokenize_shard", "merge_shards")  # a run forcing one rebuilds the data
+
+
 # --- training --------------------------------------------------------------------
 
 
 def run_paths(pattern):
     """Expand a per-run path pattern over every run of the study."""
     return [pattern.format(arch=a, tokens=t, seed=s) for a, t, s in STUDY.runs()]
+
+
+_DONE = set()  # the checks of files on disk already run in this process
+
+
+def once(name, check):
+    """Run `check` the first time it is asked for in this process: while the first DAG is
+    built, before any job starts. (A later pass, after a checkpoint, sees the files of jobs
+    that are being rebuilt removed, which the checks would take for lost files.)"""
+    if name not in _DONE:
+        _DONE.add(name)
+        check()
+
+
+def train_outputs(arch, tokens, seed):
+    """The files one run's train job writes (its model/, train_log.csv, metrics.json)."""
+    return expand(list(map(str, rules.train.output)), arch=arch, tokens=tokens, seed=seed)
+
+
+def study_output_jobs():
+    """(rule, outputs, files built from them) of every per-architecture, per-run and
+    per-measurement job of the study, for check_outputs_present."""
+    jobs = []
+    for arch in ARCHS:
+        jobs.append(("architecture_config", [f"results/architectures/{arch}/config.json"],
+                     ["results/architectures.csv"]))
+        jobs += [("throughput", [f"results/throughput/{arch}/{engine}.json"],
+                  ["results/throughput.csv"]) for engine in THROUGHPUT_ENGINES]
+    for arch, tokens, seed in STUDY.runs():
+        run = RUN.format(arch=arch, tokens=tokens, seed=seed)
+        jobs.append(("train", train_outputs(arch, tokens, seed),
+                     [f"{run}/eval.json", "results/runs.csv"]))
+        jobs.append(("evaluate", [f"{run}/eval.json"], ["results/runs.csv"]))
+    return jobs
+
+
+def trains_again(arch, metrics_path):
+    """Whether a run's train job reruns anyway: the training settings its metrics.json records
+    are not the study's now (a lowered lr for a run that diverged, say)."""
+    try:
+        recorded = read_json(metrics_path)["provenance"]["settings"]["training"]
+    except (OSError, DamagedFileError, KeyError, TypeError):
+        return False
+    return recorded != result_settings(STUDY.training_settings(arch))
+
+
+def run_loss_files():
+    """(metrics.json paths, eval.json paths) of the runs this run does not rebuild anyway: by
+    force, or because their training settings changed (their old files are being replaced)."""
+    metrics, evals = [], []
+    for arch, tokens, seed in STUDY.runs():
+        run = RUN.format(arch=arch, tokens=tokens, seed=seed)
+        files = train_outputs(arch, tokens, seed) + [f"{run}/eval.json"]
+        if not (forced(workflow, ("train",), files)
+                or trains_again(arch, f"{run}/metrics.json")):
+            metrics.append(f"{run}/metrics.json")
+            if not forced(workflow, ("evaluate",), files[-1:]):
+                evals.append(f"{run}/eval.json")
+    return metrics, evals
+
+
+RUN_LOSSES = {  # what each run file must hold as a finite number, and the fix of one that does not
+    "metrics.json": (("train_loss",),
+                     "The run diverged (or the file was edited). Lower training.lr (or the "
+                     "architecture's own training.lr) and run again: the run retrains with the "
+                     "new settings (the trainer now stops a run that diverges). An edited file: "
+                     "rerun it"),
+    "eval.json": (("val_loss", "val_bpb"),
+                  "The evaluation gave no finite loss (or the file was edited): rerun it"),
+}
+
+
+def check_run_losses():
+    """Every run's metrics.json and eval.json (but those being rebuilt) readable, with finite
+    losses (RUN_LOSSES; archscale.workflow.snakemake.check_losses)."""
+    metrics, evals = run_loss_files()
+    for name, paths in (("metrics.json", metrics), ("eval.json", evals)):
+        keys, fix = RUN_LOSSES[name]
+        check_losses(workflow, paths, keys, fix)
+
+
+def check_study_files():
+    """The checks of the study's files on disk, run once, by the first input function of the
+    run (rule all's, or the target's: an input function's error deeper in the DAG is dropped
+    by Snakemake when the file it would build exists). Each stops the run, before any job,
+    with the files and the fix (archscale.workflow.snakemake): a result dated in the future;
+    a train.bin or val.bin whose size is not meta.json's; an output of a run, an architecture
+    or a measurement that is lost while what was built from it is present; a run whose
+    metrics.json or eval.json is damaged or holds a loss that is not a finite number; a
+    damaged measurement (those being rebuilt by force aside)."""
+    if not checks_apply(workflow):  # a cluster job's own DAG, --summary, --report
+        return
+    once("future", lambda: check_no_future_files(workflow))
+    once("tokens", lambda: check_token_files(workflow, DATA, DATA_RULES))
+    once("outputs", lambda: check_outputs_present(workflow, study_output_jobs()))
+    once("losses", check_run_losses)
+    once("measurements", lambda: valid_json([path for path in measurement_paths()
+                                             if not forced(workflow, ("throughput",), [path])]))
+
+
+def study_checks(wildcards=None):
+    """No input: the input function that runs check_study_files, for rules without another."""
+    check_study_files()
+    return []
 
 
 STUDY_TABLES = []  # every path given to table(), checked together
@@ -135,6 +247,7 @@ def table(path):
     "Nothing to be done"; archscale.workflow.snakemake.check_tables_present)."""
 
     def table_input(wildcards):
+        check_study_files()
         check_tables_present(workflow, STUDY_TABLES)
         return valid_json(path) if path.endswith(".json") else path
 
@@ -153,6 +266,25 @@ def valid_json(paths):
     except DamagedFileError as exc:
         raise WorkflowError(str(exc)) from None
     return paths
+
+
+def run_results(name):
+    """Every run's `name` (metrics.json, eval.json), after check_study_files, which checks
+    that each one is readable JSON with finite losses (RUN_LOSSES)."""
+    check_study_files()
+    return run_paths(f"{RUN}/{name}")
+
+
+def measurement_paths():
+    """The throughput measurement of every architecture with every engine of the study."""
+    return expand("results/throughput/{arch}/{engine}.json", arch=ARCHS, engine=THROUGHPUT_ENGINES)
+
+
+def measurements(wildcards):
+    """Every throughput measurement of the study, after check_study_files, which checks that
+    each one is readable JSON."""
+    check_study_files()
+    return measurement_paths()
 
 
 def training_settings(wildcards):

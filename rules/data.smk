@@ -2,6 +2,8 @@
 
 
 rule tokenizer:
+    input:
+        study_checks,
     output:
         json=f"{DATA}/tokenizer/tokenizer.json",
         config=f"{DATA}/tokenizer/tokenizer_config.json",
@@ -21,6 +23,7 @@ rule tokenizer:
 
 rule tokenize_shard:
     input:
+        study_checks,
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
     output:
         train=f"{DATA}/shards/{{shard}}.train.bin",
@@ -42,6 +45,7 @@ rule tokenize_shard:
 
 rule merge_shards:
     input:
+        study_checks,
         shards=shard_files(),
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
     output:

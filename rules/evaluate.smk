@@ -3,6 +3,7 @@
 
 rule corpus_mc_task:
     input:
+        study_checks,
         val=f"{DATA}/val.bin",
         meta=f"{DATA}/meta.json",
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
@@ -27,6 +28,7 @@ rule corpus_mc_task:
 
 rule evaluate:
     input:
+        study_checks,
         model=f"{RUN}/model/model.safetensors",
         config=f"{RUN}/model/config.json",
         tokenizer=f"{RUN}/model/tokenizer.json",
@@ -59,8 +61,8 @@ rule evaluate:
 rule collect_runs:
     input:
         architectures=table("results/architectures.csv"),
-        metrics=lambda wildcards: valid_json(run_paths(f"{RUN}/metrics.json")),
-        evals=lambda wildcards: valid_json(run_paths(f"{RUN}/eval.json")),
+        metrics=lambda wildcards: run_results("metrics.json"),
+        evals=lambda wildcards: run_results("eval.json"),
     output:
         report("results/runs.csv", category="Training", caption="../report/runs.rst"),
     params:

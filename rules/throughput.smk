@@ -8,6 +8,7 @@
 
 rule throughput:
     input:
+        study_checks,
         config="results/architectures/{arch}/config.json",
     output:
         "results/throughput/{arch}/{engine}.json",
@@ -30,8 +31,7 @@ rule throughput:
 
 rule throughput_table:
     input:
-        results=lambda wildcards: valid_json(expand("results/throughput/{arch}/{engine}.json",
-                                                    arch=ARCHS, engine=THROUGHPUT_ENGINES)),
+        results=measurements,
     output:
         table=report("results/throughput.csv", category="Throughput",
                      caption="../report/throughput_table.rst"),

@@ -21,8 +21,8 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821
     log.info("merged: train %d tokens, val %d tokens", meta["train_tokens"], meta["val_tokens"])
     dup = meta["duplicates"]
     if any(dup.values()):
-        log.warning("corpus: %d glob match(es) under a directory symlink and %d repeat(s) of a "
-                    "file already read were skipped; %d document(s) repeat an earlier text and "
-                    "were put on its side of the split (meta.json: duplicates)",
+        log.warning("corpus: %d directory symlink(s) a wildcard reached were not followed and "
+                    "%d repeat(s) of a file already read were skipped; %d document(s) repeat an "
+                    "earlier text and were put on its side of the split (meta.json: duplicates)",
                     dup["paths_through_symlinks"], dup["paths_same_file"],
                     dup["duplicate_documents"])

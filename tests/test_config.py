@@ -201,3 +201,52 @@ def test_merge_config_merges_mappings_and_replaces_lists():
     merged = merge_config(base, {"training": {"seeds": [3]}, "token_budgets": [5]})
     assert merged == {"training": {"lr": 0.01, "seeds": [3]}, "token_budgets": [5]}
     assert base["training"]["seeds"] == [0, 1]  # the base is not modified
+
+
+def _targeted(n_params, x=0.08):
+    """The tiny study with one more architecture sized by targets."""
+    cfg = tiny_config()
+    cfg["architectures"].append({"name": "big", "n_layers": 2, "head_dim": 32, "targets": {
+        "n_params": n_params, "d_over_sqrt_n": x, "r_mlp_attn": 1.0, "gqa_group": 1}})
+    return cfg
+
+
+@pytest.mark.parametrize("cfg,needles", [
+    # issue 31: n_params 1e12 asked for 24 TB a job; 1e15 made each dry run take 65 s
+    (_targeted(1.0e12), ["(architecture 'big').targets.n_params", "1000000000000.0",
+                         "maximum of 100000000000.0", "24 bytes a parameter"]),
+    (_targeted(1.0e15), ["(architecture 'big').targets.n_params", "maximum of 100000000000.0"]),
+    (_targeted(1.0e11, x=0.1), ["architecture 'big'", "d_over_sqrt_n 0.1",
+                                "d_model = 31,623, above the bound 16384"]),
+    (bad(lambda c: c["architectures"].append(
+        {"name": "wide", "d_model": 16384, "n_layers": 200, "n_heads": 128, "n_kv_heads": 8,
+         "head_dim": 128, "ffn_dim": 53248})),
+     ["architecture 'wide'", "N = 6.38e+11 non-embedding parameters", "above the bound 1e+11"]),
+], ids=["n_params 1e12", "n_params 1e15", "d_model from targets", "explicit shape"])
+def test_targets_beyond_the_bounds_are_refused_at_once(cfg, needles):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_study(cfg)
+    assert time.perf_counter() - started < 2
+    for needle in needles:
+        assert needle in str(err.value), f"{needle!r} not in: {err.value}"
+
+
+def test_a_study_at_the_bounds_plans_in_seconds():
+    import time
+
+    started = time.perf_counter()
+    study = load_study(_targeted(1.0e11, x=16384 / 1.0e11 ** 0.5))
+    assert time.perf_counter() - started < 5
+    assert study.architectures["big"].d_model <= 16384 * 1.15
+
+
+def test_a_yte_template_is_refused_by_the_loader_both_tools_use(tmp_path):
+    """`archscale plan` and the Snakefile read config files with read_config_file."""
+    path = tmp_path / "templated.yaml"
+    path.write_text(yaml.safe_dump({"__use_yte__": True, **tiny_config(),
+                                    "study": "?'computed'"}))
+    with pytest.raises(ConfigError, match="__use_yte__ turns on YTE templating, which runs"):
+        load_study(path)

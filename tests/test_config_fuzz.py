@@ -120,7 +120,8 @@ PARSE_TIME: dict[str, tuple[Mutation | str, list[str]]] = {
                                ["token_budgets", "500 tokens", "training.global_batch_tokens"]),
     "yaml_syntax_error": ("data:\n  name: tiny\n  source: {kind: python-stdlib\n"
                           "token_budgets: [8192]\n", ["config.yaml", "line 3"]),
-    "yaml_not_a_mapping": ("- data\n- architectures\n", ["Config file", "top level"]),
+    "yaml_not_a_mapping": ("- data\n- architectures\n", ["config.yaml must be a mapping",
+                                                          "got list"]),
 }
 
 def one_error(text: str) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -31,6 +32,14 @@ VALIDATION_LOSS_COLUMNS = ("train_loss", "val_loss", "val_bpb")
 MIN_OPTIMIZER_STEPS = 4
 
 EXPLICIT_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+
+# Bounds on what an architecture may ask for. Planning solves each targeted shape by scanning
+# d_model over +-15 % of x * sqrt(N) (archscale.architecture.solve_shape: ~1 s at 16384, 65 s
+# per dry run at N = 1e15), and a training job asks SLURM for 24 bytes a parameter on one node
+# (archscale.costs.training_memory_mb: 2.4 TB at 1e11, 24 TB at 1e12). 1e11 is 30 times the
+# paper's largest size (3B), and 16384 is LLaMA-3.1-405B's width.
+MAX_N_PARAMS = 1e11
+MAX_D_MODEL = 16384
 
 
 class ConfigError(ValueError):
@@ -126,7 +135,7 @@ def _schema_error_lines(config: dict[str, Any], errors: list[Any],
         msg = err.message
         if err.validator == "additionalProperties":
             msg += " (unknown key: check its spelling against config.yaml's documented keys)"
-        if err.validator == "pattern" and err.schema.get("description"):
+        if err.validator in ("pattern", "maximum") and err.schema.get("description"):
             msg += f" ({err.schema['description']})"
         if err.validator == "uniqueItems":
             msg += " (each value names its own runs: remove the repeat)"
@@ -258,6 +267,7 @@ def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Archit
                 f"architecture {name!r}: with targets give n_layers and head_dim only "
                 f"(found {given}); the other shape fields are solved from the targets")
         t = spec["targets"]
+        _check_targets_bounds(name, float(t["n_params"]), float(t["d_over_sqrt_n"]))
         shape = solve_shape(ShapeTargets(
             n_params=float(t["n_params"]), d_over_sqrt_n=float(t["d_over_sqrt_n"]),
             r_mlp_attn=float(t["r_mlp_attn"]), gqa_group=int(t["gqa_group"]),
@@ -271,13 +281,36 @@ def resolve_architecture(spec: dict[str, Any], config: dict[str, Any]) -> Archit
                 f"architecture {name!r}: missing {', '.join(missing)}; give all of "
                 f"{', '.join(EXPLICIT_FIELDS)} or n_layers, head_dim and targets")
         shape = {f: spec[f] for f in EXPLICIT_FIELDS}
-    return Architecture(
+    arch = Architecture(
         name=name, **shape, vocab_size=tok["vocab_size"],
         tie_word_embeddings=spec.get("tie_word_embeddings", defaults["tie_word_embeddings"]),
         rope_theta=float(spec.get("rope_theta", defaults["rope_theta"])),
         rms_norm_eps=float(spec.get("rms_norm_eps", defaults["rms_norm_eps"])),
         max_position_embeddings=max_position_embeddings(spec, config),
         bos_token_id=tok["bos_token_id"], eos_token_id=tok["eos_token_id"])
+    if arch.n_params_non_embedding > MAX_N_PARAMS:
+        raise ConfigError(
+            f"architecture {name!r}: its shape has N = {arch.n_params_non_embedding:.3g} "
+            f"non-embedding parameters, above the bound {MAX_N_PARAMS:.0e} (30 times the "
+            "paper's largest size; a training job would ask for 24 bytes a parameter on one "
+            "node): shrink d_model, n_layers or ffn_dim")
+    return arch
+
+
+def _check_targets_bounds(name: str, n_params: float, x: float) -> None:
+    """Refuse targets whose shape would take long to solve or could not be trained (see
+    MAX_N_PARAMS, MAX_D_MODEL): the message names the architecture, the value and the bound."""
+    if n_params > MAX_N_PARAMS:  # also in the schema; resolve_architecture runs without it
+        raise ConfigError(
+            f"architecture {name!r}: targets.n_params {n_params:.3g} is above the bound "
+            f"{MAX_N_PARAMS:.0e} (30 times the paper's largest size; a training job would ask "
+            "for 24 bytes a parameter on one node): lower it")
+    d_model = x * math.sqrt(n_params)
+    if d_model > MAX_D_MODEL:
+        raise ConfigError(
+            f"architecture {name!r}: targets.d_over_sqrt_n {x:g} at n_params {n_params:.3g} "
+            f"asks for d_model = {d_model:,.0f}, above the bound {MAX_D_MODEL} (LLaMA-3.1-405B's "
+            "width; solving wider shapes takes seconds each): lower d_over_sqrt_n or n_params")
 
 
 def _check_semantics(config: dict[str, Any]) -> None:
@@ -389,18 +422,6 @@ def _check_corpus_files(patterns: list[str]) -> None:
                           "point data.source.paths at text")
 
 
-def check_yaml_file(path: str | Path) -> None:
-    """Raise ConfigError naming the line and column when a config file is not valid YAML
-    (Snakemake's own loader only says the file is not valid JSON or YAML)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    try:
-        yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-
-
 def canonical(value: Any) -> Any:
     """The same meaning in one form: mapping keys sorted (recursively) and whole floats written
     as ints (2048.0 -> 2048). Snakemake compares a job's params by repr, so a config re-saved
@@ -426,8 +447,15 @@ def merge_config(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str
     return merged
 
 
+# The top-level key that makes Snakemake evaluate a config file as a YTE template
+# (snakemake.common.configfile: yte.process_yaml(..., require_use_yte=True)).
+YTE_KEY = "__use_yte__"
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A config file's mapping, or a ConfigError naming the file and what is wrong."""
+    """A config file's mapping, or a ConfigError naming the file and what is wrong. The file is
+    read with yaml.safe_load (data only, no tags that build Python objects), and a YTE template
+    (`YTE_KEY`) is refused: the workflow and `archscale plan` read every config file here."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; give the path of a study's "
@@ -439,6 +467,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"{path} must be a mapping of sections (data, architectures, "
                           f"token_budgets, ...), got {type(config).__name__}")
+    if YTE_KEY in config:
+        raise ConfigError(
+            f"{path}: {YTE_KEY} turns on YTE templating, which runs the Python expressions "
+            "written in the file (`?...` values, `?if`/`?for` keys) when Snakemake reads it. "
+            "A study's config is data, read the same way by the workflow and by `archscale "
+            f"plan`: remove {YTE_KEY} and write each value out (generate the file with a script "
+            "if it must be computed)")
     return config
 
 

@@ -19,7 +19,7 @@ before. meta.json's `duplicates` says how many paths were skipped and documents 
 """
 from __future__ import annotations
 
-import glob
+import fnmatch
 import hashlib
 import json
 import os
@@ -73,57 +73,119 @@ class CorpusFiles:
     """The files data.source.paths selects, in order, and the glob matches skipped."""
 
     paths: list[Path]
-    through_symlinks: int = 0  # matches under a directory symlink a wildcard reached
+    through_symlinks: int = 0  # directory symlinks a wildcard reached, not followed
     same_file: int = 0         # matches whose real path an earlier match already has
 
 
-def _under_directory_symlink(match: str, fixed: int, seen: dict[str, bool]) -> bool:
-    """Whether a folder of `match` after the pattern's first `fixed` (wildcard-free) parts is a
-    symlink. The folders the pattern names are the user's choice; one a wildcard reached
-    through a symlink is a second view of files the glob finds anyway (`ln -s . loop` under a
-    `**` glob repeats every file ~40 times, until the OS's symlink depth limit)."""
-    parts = match.split(os.sep)
-    for i in range(fixed, len(parts) - 1):
-        folder = os.sep.join(parts[:i + 1])
-        if folder not in seen:
-            seen[folder] = os.path.islink(folder)
-        if seen[folder]:
-            return True
-    return False
+def _pattern_files(pattern: str) -> tuple[list[str], list[str]]:
+    """The files `glob.glob(pattern, recursive=True)` lists (as often as it lists them), except
+    those under a directory symlink at or after the pattern's first wildcard part; and those
+    symlinks, which are never entered.
+
+    glob itself follows directory symlinks, and a tree with two links back up (`/usr/lib/
+    llvm-14/build/Release` and `Debug+Asserts` both point to `/usr/lib/llvm-14`) makes
+    `/usr/**/*.py` list ~2^40 paths: it never ends. This walks the pattern's parts with
+    glob's rules (`*`, `?` and `[...]` skip names starting with '.' unless the part does; `**`
+    is zero or more folders, none hidden; a literal part is looked up as named) and so lists
+    the same strings, in the folders the pattern names itself followed as given (the user's
+    choice, symlink or not)."""
+    parts = pattern.split(os.sep)
+    fixed = next((i for i, part in enumerate(parts) if _WILDCARD.search(part)), len(parts))
+    if fixed == len(parts):  # no wildcard: the path itself
+        return ([pattern] if os.path.isfile(pattern) else []), []
+    base = os.sep.join(parts[:fixed]) or (os.sep if fixed else "")
+    rest = [p for p in parts[fixed:-1] if p] + [parts[-1]]  # glob collapses '//'
+    files: list[str] = []
+    links: dict[str, None] = {}
+
+    def entries(folder: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(folder or os.curdir) as it:
+                return list(it)
+        except OSError:
+            return []
+
+    def is_dir(entry: os.DirEntry) -> bool:
+        try:
+            return entry.is_dir()
+        except OSError:
+            return False
+
+    def walk(folder: str, shown: str, i: int) -> None:
+        part, last = rest[i], i == len(rest) - 1
+        if not part:  # a trailing separator: glob lists folders only
+            return
+        if part == "**":
+            if not last:
+                walk(folder, shown, i + 1)  # zero folders
+            for entry in entries(folder):
+                if entry.name.startswith("."):
+                    continue
+                here = os.path.join(shown, entry.name)
+                if is_dir(entry):
+                    if entry.is_symlink():
+                        links[here] = None
+                    else:
+                        walk(entry.path, here, i)
+                elif last and os.path.isfile(entry.path):
+                    files.append(here)
+            return
+        if _WILDCARD.search(part):
+            hidden_too = part.startswith(".")
+            for entry in entries(folder):
+                if (not hidden_too and entry.name.startswith(".")) or \
+                        not fnmatch.fnmatch(entry.name, part):
+                    continue
+                here = os.path.join(shown, entry.name)
+                if last:
+                    if os.path.isfile(entry.path):
+                        files.append(here)
+                elif is_dir(entry):
+                    if entry.is_symlink():
+                        links[here] = None
+                    else:
+                        walk(entry.path, here, i + 1)
+            return
+        path, here = os.path.join(folder, part), os.path.join(shown, part)
+        if last:
+            if os.path.isfile(path):
+                files.append(here)
+        elif os.path.isdir(path):
+            if os.path.islink(path):
+                links[here] = None
+            else:
+                walk(path, here, i + 1)
+
+    walk(base, base, 0)
+    return files, list(links)
 
 
 def corpus_files(patterns: list[str]) -> CorpusFiles:
     """The files the glob patterns match, sorted within each pattern, patterns in order.
 
-    Python's glob follows directory symlinks; matches under one that a wildcard reached are
-    dropped, and a file matched again (another name, the same real path) is kept once, at its
-    first match. Raises DataError naming a pattern that matches no file."""
+    Directory symlinks that a wildcard reaches are not followed (`_pattern_files`), and a file
+    matched again (another name, the same real path) is kept once, at its first match. Raises
+    DataError naming a pattern that matches no file."""
     files: list[Path] = []
     real_paths: set[str] = set()
     through_symlinks = same_file = 0
     for pattern in patterns:
-        expanded = os.path.expanduser(pattern)
-        parts = expanded.split(os.sep)
-        fixed = next((i for i, part in enumerate(parts) if _WILDCARD.search(part)), len(parts))
-        links: dict[str, bool] = {}
-        found = skipped = 0
-        for match in sorted(glob.glob(expanded, recursive=True)):
-            if not os.path.isfile(match):
-                continue
-            if _under_directory_symlink(match, fixed, links):
-                skipped += 1
-                continue
-            found += 1
+        matches, links = _pattern_files(os.path.expanduser(pattern))
+        through_symlinks += len(links)
+        for match in sorted(matches):
             real = os.path.realpath(match)
             if real in real_paths:
                 same_file += 1
                 continue
             real_paths.add(real)
             files.append(Path(match))
-        through_symlinks += skipped
-        if not found:
-            hint = (f" (its {skipped} match(es) lie under a directory symlink, which is not "
-                    "followed: name the folder it points to)" if skipped else "")
+        if not matches:
+            hint = ""
+            if links:
+                hint = (f" (it reaches {links[0]}, a directory symlink, which is not followed: "
+                        "name the folder it points to)" if len(links) == 1 else
+                        f" (it reaches {len(links)} directory symlinks such as {links[0]}, "
+                        "which are not followed: name the folders they point to)")
             raise DataError(f"data.source.paths: {pattern!r} matches no file{hint}; check the "
                             "path (relative paths are relative to the working directory)")
     return CorpusFiles(files, through_symlinks, same_file)

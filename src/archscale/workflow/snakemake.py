@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ from archscale.training.loop import TrainJob, result_settings
 
 @contextlib.contextmanager
 def log_to(log_path: str | os.PathLike | None) -> Iterator[logging.Logger]:
-    """Send stdout, stderr and the 'archscale' logger to the rule's log file."""
+    """Send stdout, stderr and the 'archscale' logger to the rule's log file, after checking
+    that the job runs the code the workflow hashed (`check_job_code`)."""
+    check_job_code()
     logger = logging.getLogger("archscale")
     logger.setLevel(logging.INFO)
     if not log_path:
@@ -83,22 +86,77 @@ def load_study_config(workflow: Any, default_file: str) -> str:
     """Load the study's config into the workflow the way the README promises, and say where it
     came from (for error messages).
 
-    Snakemake's `configfile:` directive loads `default_file` and lays --configfile over it, so
-    a paper config would silently inherit the toy study's settings wherever it is silent. Here
-    a --configfile replaces `default_file`: the directive is skipped and Snakemake's own
-    command-line config (--configfile files, then --config overrides) is the whole config.
-    Without --configfile, `default_file` is read (a YAML error names its line) and --config
-    overrides apply on top, as with the directive.
+    Every config file is read by `archscale.config.read_config_file`, the loader `archscale
+    plan` uses: yaml.safe_load, and a YTE template (`__use_yte__`) refused. Snakemake's
+    `configfile:` directive would read `default_file` with its own loader, which evaluates a
+    YTE template's Python expressions, and would lay --configfile over it, so a paper config
+    silently inherited the toy study's settings wherever it was silent. Here a --configfile
+    replaces `default_file`, and the config Snakemake built from the command line is replaced by
+    the files as read here, with the --config overrides on top (`merge_config`, as Snakemake
+    merges them). Snakemake has read a --configfile itself before the workflow starts, so a YTE
+    template given there has already been evaluated when it is refused (docs/reruns.md).
     """
-    from archscale.config import check_yaml_file
+    from snakemake.exceptions import WorkflowError
 
-    files = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
-    overrides = bool(workflow.config_settings.config)
-    if not files:
-        check_yaml_file(default_file)
-        workflow.configfile(default_file)
-        files = [default_file]
+    from archscale.config import YTE_KEY, ConfigError, merge_config, read_config_file
+
+    given = [os.path.relpath(f) for f in workflow.overwrite_configfiles]
+    overrides = workflow.config_settings.config or {}
+    files = given or [default_file]
+    config: dict[str, Any] = {}
+    try:
+        for path in files:
+            config = merge_config(config, read_config_file(path))
+    except ConfigError as exc:
+        message = str(exc)
+        if given and YTE_KEY in message:
+            message += (". Snakemake evaluated the template when it read --configfile, before "
+                        "this workflow could refuse it; nothing it computed is used")
+        raise WorkflowError(message) from None
+    workflow.globals["config"] = merge_config(config, overrides)
+    if not given:
+        workflow.configfiles.append(default_file)  # the report lists it, as with `configfile:`
     return " + ".join(files) + (" with --config overrides" if overrides else "")
+
+
+# The environment variable that tells a job which archscale package the workflow imported and
+# hashed (see `run_jobs_on_this_code`).
+CODE_ENV = "ARCHSCALE_WORKFLOW_PACKAGE"
+
+
+def run_jobs_on_this_code() -> str:
+    """Make every job import the archscale package this workflow imported, whose modules decide
+    reruns (archscale.workflow.code_versions hashes them), and return that package's folder.
+
+    A job's script runs in a new Python process, where an installed archscale (another
+    checkout's, in a shared environment) would come first: Snakemake appends its own search
+    paths after the interpreter's. The package's parent folder is put first on PYTHONPATH, which
+    every job inherits (also on a cluster node, where the job runs the Snakefile again), and
+    CODE_ENV names the package, so a job that still imports another one refuses to run
+    (`check_job_code`)."""
+    import archscale
+
+    package = os.path.dirname(os.path.realpath(archscale.__file__))
+    src = os.path.dirname(package)
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src] + rest)
+    os.environ[CODE_ENV] = package
+    return package
+
+
+def check_job_code() -> None:
+    """Raise RuntimeError when this job imported another archscale than the workflow that
+    started it (CODE_ENV): its results would not be those of the code whose hash decides
+    reruns."""
+    expected = os.environ.get(CODE_ENV)
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    if expected and os.path.realpath(expected) != here:
+        raise RuntimeError(
+            f"this job imported archscale from {here}, but the workflow hashed and runs "
+            f"{expected}: the job would run other code than the code whose hash decides "
+            "reruns. Remove the other copy from the job's environment (PYTHONPATH, an "
+            "installed archscale in the rule's conda env) or run snakemake from the checkout "
+            "that holds it")
 
 
 def check_tables_present(workflow: Any, tables: list[str]) -> None:
@@ -159,6 +217,178 @@ def _downstream_outputs(rules: dict[str, Any], name: str) -> list[str]:
                     todo.append(reader)
                     files += [str(f) for f in rules[reader].output if "{" not in str(f)]
     return files
+
+
+REBUILD = "snakemake --cores all results/pareto.csv"  # the start of every rebuild command
+
+
+def forced(workflow: Any, rules: tuple[str, ...], files: list[str]) -> bool:
+    """Whether this run already rebuilds what `rules` write to `files`: --forceall, --forcerun
+    of one of the rules or files, or one of the files as a target."""
+    settings = workflow.dag_settings
+    if settings is None:
+        return False
+    asked = {os.path.normpath(str(f)) for f in (*settings.forcerun, *settings.targets)}
+    return bool(settings.forceall or asked & set(rules)
+                or any(os.path.normpath(f) in asked for f in files))
+
+
+def checks_apply(workflow: Any) -> bool:
+    """The checks of the files on disk run in the process that plans a run (a dry run too); a
+    cluster job, which builds a DAG of its own job only, relies on them (and on the job's own
+    checks), and `--summary` or `--report`, which run nothing, show the files as they are."""
+    return (workflow.dag_settings is not None and workflow.is_main_process
+            and getattr(workflow, "execution_settings", None) is not None)
+
+
+def _last_started(workflow: Any, paths: list[str]) -> float | None:
+    """When the job that writes `paths` last started, from Snakemake's metadata records (None
+    when none is recorded: a job never run here, or .snakemake/ deleted)."""
+    from snakemake.io import IOFile
+
+    times = []
+    for path in paths:
+        try:
+            record = workflow.persistence.metadata(IOFile(path))
+        except Exception:  # another persistence backend or a damaged record: no answer
+            record = None
+        if record is not None and record.starttime:
+            times.append(float(record.starttime))
+    return max(times) if times else None
+
+
+def check_outputs_present(workflow: Any, jobs: list[tuple[str, list[str], list[str]]]) -> None:
+    """Refuse, while the DAG is built, a run where outputs of a job (a run's model/, metrics.json
+    or eval.json, an architecture's config.json, a measurement) are missing although files built
+    from them were written after the job last ran. `jobs`: (rule, its outputs, files built from
+    them), one per job.
+
+    Snakemake does not rebuild a missing file whose consumers are present and newer, so a
+    deleted model/ or run folder gave "Nothing to be done". The job's last start comes from
+    Snakemake's metadata: a file a failed job removed is not reported (the job started after
+    its consumers were built, and Snakemake reruns it for the reason it ran), nor one never
+    built here (a new run, or a study copied without .snakemake/)."""
+    from snakemake.exceptions import WorkflowError
+
+    if not checks_apply(workflow):
+        return
+    lost: list[tuple[str, list[str]]] = []
+    for rule, outputs, built in jobs:
+        missing = [f for f in outputs if not os.path.exists(f)]
+        if not missing or forced(workflow, (rule,), outputs):
+            continue
+        started = _last_started(workflow, missing)
+        if started is not None and any(os.path.exists(f) and os.path.getmtime(f) > started
+                                       for f in built):
+            lost.append((rule, missing))
+    if not lost:
+        return
+    paths = [f for _, missing in lost for f in missing]
+    shown = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
+    retrains = any(rule == "train" for rule, _ in lost)
+    raise WorkflowError(
+        f"{shown} {'is' if len(paths) == 1 else 'are'} missing (deleted?), but files built from "
+        f"{'it' if len(paths) == 1 else 'them'} are present. Snakemake does not rebuild a "
+        "missing file whose results are already used downstream, and would say \"Nothing to "
+        "be done\". Restore the files if you have them (then nothing reruns), or rebuild them "
+        f"and what was built from them{' (a lost model retrains its run)' if retrains else ''}:"
+        f"\n    {REBUILD} --forcerun {' '.join(missing[0] for _, missing in lost)}")
+
+
+# A file this many seconds in the future is not a clock difference between hosts.
+FUTURE_TOLERANCE_S = 5.0
+
+
+def check_no_future_files(workflow: Any, root: str = "results") -> None:
+    """Refuse, while the DAG is built, a run where a result file's modification time is in the
+    future (a clock that was ahead, an archive unpacked with its times, `touch -d`).
+
+    Snakemake would rerun what reads such a file, find the new output older than that input,
+    fail the job and delete the output (results/runs.csv, say), and `--forcerun` fails the same
+    way. Touching the file gives it the current time: what was built from it then reruns."""
+    import time
+    from datetime import datetime
+
+    from snakemake.exceptions import WorkflowError
+
+    if not checks_apply(workflow) or not os.path.isdir(root):
+        return
+    now = time.time()
+    ahead = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root)
+                   for name in names
+                   if os.lstat(os.path.join(folder, name)).st_mtime > now + FUTURE_TOLERANCE_S)
+    if not ahead:
+        return
+    latest = max(os.lstat(f).st_mtime for f in ahead)
+    shown = ", ".join(ahead[:5]) + (f" and {len(ahead) - 5} more" if len(ahead) > 5 else "")
+    fix = (f"touch -c {' '.join(ahead)}" if len(ahead) <= 5 else
+           f"find {root} -newermt now -exec touch -c {{}} +")
+    raise WorkflowError(
+        f"{shown} {'has' if len(ahead) == 1 else 'have'} a modification time in the future "
+        f"(up to {datetime.fromtimestamp(latest):%Y-%m-%d %H:%M:%S}; now "
+        f"{datetime.fromtimestamp(now):%Y-%m-%d %H:%M:%S}). A job that reads "
+        f"{'it' if len(ahead) == 1 else 'them'} would write an output older than its input, "
+        "which Snakemake treats as a failure: it deletes that output (and --forcerun fails the "
+        "same way). Give the files the current time (what was built from them then reruns, "
+        f"with the same results):\n    {fix}")
+
+
+def check_token_files(workflow: Any, data_dir: str, rules: tuple[str, ...]) -> None:
+    """Refuse, while the DAG is built, a train.bin or val.bin whose size is not the one its
+    meta.json records (a truncated file would otherwise be planned, and then trained on, as the
+    whole corpus). The size only: the jobs that read the files also check their sha256
+    (archscale.data.corpus.load_tokens). Skipped when the run rebuilds the data (`rules`)."""
+    from snakemake.exceptions import WorkflowError
+
+    from archscale.data.corpus import DataError, check_tokens
+    from archscale.io import DamagedFileError, read_json
+
+    meta_path = os.path.join(data_dir, "meta.json")
+    files = [os.path.join(data_dir, f"{split}.bin") for split in ("train", "val")]
+    if (not checks_apply(workflow) or not os.path.exists(meta_path)
+            or forced(workflow, rules, [*files, meta_path])):
+        return
+    try:
+        meta = read_json(meta_path)
+        sizes = {k: v for k, v in meta.items() if not k.endswith("_sha256")}
+        for path in files:
+            if os.path.exists(path):
+                check_tokens(path, meta_path, sizes)
+    except (DataError, DamagedFileError) as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def check_losses(workflow: Any, paths: list[str], keys: tuple[str, ...], fix: str) -> None:
+    """Check, while the DAG is built, that each of `paths` that exists is readable JSON whose
+    `keys` hold finite numbers (`val_bpb` may be null): a run whose loss is NaN, infinite or
+    null stops the run with the file and the command that reruns it, before results/runs.csv
+    is rebuilt and the fits fail on its row. `fix` is said before that command."""
+    import math
+
+    from snakemake.exceptions import WorkflowError
+
+    from archscale.io import DamagedFileError, read_json
+
+    if not checks_apply(workflow):
+        return
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        try:
+            data = read_json(path)
+        except DamagedFileError as exc:
+            raise WorkflowError(str(exc)) from None
+        for key in keys:
+            value = data.get(key) if isinstance(data, dict) else None
+            if value is None and key == "val_bpb" and isinstance(data, dict):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                    or not math.isfinite(value):
+                shown = "missing" if not isinstance(data, dict) or key not in data else \
+                    json.dumps(value)  # null, NaN, Infinity or a string, as in the file
+                raise WorkflowError(
+                    f"{path}: {key} is {shown}, not a finite number, so the fits cannot use "
+                    f"this run. {fix}:\n    {REBUILD} --forcerun {path}")
 
 
 def warn_if_locked(workflow: Any, lock_dir: str = ".snakemake/locks") -> bool:
