@@ -85,11 +85,19 @@ REPORT_TABLE_CAPTIONS = {"pareto": "report/pareto_table.rst",
                          "runs": "report/runs.rst", "quality": "report/quality_table.rst"}
 
 
+def caption_digest(paths):
+    """sha256 (16 hex digits) of the caption files' text, in order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(open(os.path.join(workflow.basedir, path), "rb").read())
+    return digest.hexdigest()[:16]
+
+
 rule report_tables:
     input:
         pareto="results/pareto.csv",
-        # each page shows its caption's text (the report shows captions only on a click)
-        captions=[os.path.join(workflow.basedir, path) for path in REPORT_TABLE_CAPTIONS.values()],
         recommendations="results/recommendations.json",
         runs="results/runs.csv",
         quality="results/fits/quality.csv",
@@ -103,7 +111,11 @@ rule report_tables:
         quality=report("results/report/quality.html", category="Fits",
                        caption=f"../{REPORT_TABLE_CAPTIONS['quality']}"),
     params:
-        pages=list(REPORT_TABLE_CAPTIONS),  # the page each caption file (input.captions) is for
+        # each page shows its caption's text (the report shows captions only on a click): the
+        # files, relative to the workflow folder, and a hash of their text, so that an edited
+        # caption rewrites the pages (a path as an input would differ in every copied study)
+        captions=REPORT_TABLE_CAPTIONS,
+        captions_sha=caption_digest(REPORT_TABLE_CAPTIONS.values()),
         code=code_version("report"),
     log:
         "logs/report/tables.log",

@@ -209,9 +209,9 @@ LOSS_READERS = {"collect_runs", "fit_chinchilla", "fit_conditional", "fit_qualit
 def with_downstream(jobs: set[str]) -> set[str]:
     """`jobs` with what follows them without a scenario naming it, rerun exactly when what
     they read does: the verdicts after the form comparison, the search or the throughput
-    table; the report's figures (rules/report.smk): the training curves after any training
-    job, the throughput figure after the throughput table, the data summary after the merged
-    corpus."""
+    table; the report's figures and tables (rules/report.smk): the training curves after any
+    training job, the throughput figure after the throughput table, the data summary after the
+    merged corpus, the tables after the search, collect_runs or the fit quality."""
     out = set(jobs)
     if any(job.startswith("train[") for job in jobs):
         out.add("training_curves")
@@ -222,6 +222,9 @@ def with_downstream(jobs: set[str]) -> set[str]:
     # the verdicts read the form comparison, the recommendations and the throughput table
     if out & {"fit_forms", "search", "throughput_table"}:
         out.add("verdicts")
+    # the report's tables (rules/report.smk) read the search's outputs, runs.csv and quality.csv
+    if out & {"search", "collect_runs", "fit_quality"}:
+        out.add("report_tables")
     return out
 
 
