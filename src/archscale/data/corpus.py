@@ -77,6 +77,22 @@ class CorpusFiles:
     same_file: int = 0         # matches whose real path an earlier match already has
 
 
+def _entries(folder: str) -> list[os.DirEntry]:
+    """A folder's entries; none when it cannot be read."""
+    try:
+        with os.scandir(folder or os.curdir) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _pattern_files(pattern: str) -> tuple[list[str], list[str]]:
     """The files `glob.glob(pattern, recursive=True)` lists (as often as it lists them), except
     those under a directory symlink at or after the pattern's first wildcard part; and those
@@ -98,63 +114,37 @@ def _pattern_files(pattern: str) -> tuple[list[str], list[str]]:
     files: list[str] = []
     links: dict[str, None] = {}
 
-    def entries(folder: str) -> list[os.DirEntry]:
-        try:
-            with os.scandir(folder or os.curdir) as it:
-                return list(it)
-        except OSError:
-            return []
-
-    def is_dir(entry: os.DirEntry) -> bool:
-        try:
-            return entry.is_dir()
-        except OSError:
-            return False
+    def descend(path: str, here: str, is_link: bool, i: int) -> None:
+        """Into a folder the pattern reaches; a symlinked one is recorded, never entered."""
+        if is_link:
+            links[here] = None
+        else:
+            walk(path, here, i)
 
     def walk(folder: str, shown: str, i: int) -> None:
         part, last = rest[i], i == len(rest) - 1
         if not part:  # a trailing separator: glob lists folders only
             return
-        if part == "**":
-            if not last:
-                walk(folder, shown, i + 1)  # zero folders
-            for entry in entries(folder):
-                if entry.name.startswith("."):
-                    continue
-                here = os.path.join(shown, entry.name)
-                if is_dir(entry):
-                    if entry.is_symlink():
-                        links[here] = None
-                    else:
-                        walk(entry.path, here, i)
-                elif last and os.path.isfile(entry.path):
-                    files.append(here)
-            return
-        if _WILDCARD.search(part):
-            hidden_too = part.startswith(".")
-            for entry in entries(folder):
-                if (not hidden_too and entry.name.startswith(".")) or \
-                        not fnmatch.fnmatch(entry.name, part):
-                    continue
-                here = os.path.join(shown, entry.name)
-                if last:
-                    if os.path.isfile(entry.path):
-                        files.append(here)
-                elif is_dir(entry):
-                    if entry.is_symlink():
-                        links[here] = None
-                    else:
-                        walk(entry.path, here, i + 1)
-            return
-        path, here = os.path.join(folder, part), os.path.join(shown, part)
-        if last:
-            if os.path.isfile(path):
+        if not _WILDCARD.search(part):  # a literal part is looked up as named
+            path, here = os.path.join(folder, part), os.path.join(shown, part)
+            if last and os.path.isfile(path):
                 files.append(here)
-        elif os.path.isdir(path):
-            if os.path.islink(path):
-                links[here] = None
-            else:
-                walk(path, here, i + 1)
+            elif not last and os.path.isdir(path):
+                descend(path, here, os.path.islink(path), i + 1)
+            return
+        recursive = part == "**"
+        if recursive and not last:
+            walk(folder, shown, i + 1)  # zero folders
+        for entry in _entries(folder):
+            if entry.name.startswith(".") and (recursive or not part.startswith(".")):
+                continue
+            if not recursive and not fnmatch.fnmatch(entry.name, part):
+                continue
+            here = os.path.join(shown, entry.name)
+            if (recursive or not last) and _is_dir(entry):
+                descend(entry.path, here, entry.is_symlink(), i if recursive else i + 1)
+            elif last and os.path.isfile(entry.path):
+                files.append(here)
 
     walk(base, base, 0)
     return files, list(links)
