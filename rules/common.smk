@@ -17,19 +17,22 @@ from archscale.training.launch import slurm_training_request
 from archscale.training.loop import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
-from archscale.workflow.snakemake import (check_losses, check_no_future_files,
+from archscale.workflow.snakemake import (check_engines_run_shapes, check_losses,
+                                         check_no_future_files,
                                          check_outputs_present, check_tables_present,
                                          check_token_files, checks_apply, forced,
-                                         set_offline_if_possible)
+                                         set_offline_if_possible, warn_target_misses)
 
 # The library's validator runs first: its messages name the architecture and the field.
 try:
     STUDY = load_study(config, source=CONFIG_SOURCE)
+    check_engines_run_shapes(STUDY, CONFIG_SOURCE)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, str(schema_path()))  # snakemake's own check, and it fills schema defaults
 config = STUDY.config  # canonical: keys sorted, so equal meaning gives equal params
 OFFLINE = set_offline_if_possible(config)
+warn_target_misses(workflow, STUDY)  # names that promise more than their shapes hold
 
 ARCHS = list(STUDY.architectures)
 CORPUS = config["data"]["name"]
@@ -367,6 +370,20 @@ def throughput_settings(wildcards):
 
 def throughput_conda(wildcards):
     return None if wildcards.engine == "torch" else f"../envs/{wildcards.engine}.yaml"
+
+
+def throughput_cores(wildcards):
+    """Every core Snakemake has, for a CPU measurement run on this machine: no training or
+    evaluation job can then share the cores it times (the measurement itself still runs
+    throughput.threads threads, its settings). A GPU measurement, or one that SLURM places,
+    asks for throughput.threads: the scheduler gives it its own device or CPUs."""
+    own = config["throughput"]["threads"]
+    if config["throughput"]["device"] != "cpu" or not workflow.local_exec:
+        return own
+    try:
+        return max(own, workflow.cores)
+    except WorkflowError:  # no --cores (a dry run may omit it)
+        return own
 
 
 def throughput_gpus(wildcards):

@@ -20,7 +20,7 @@ rule throughput:
         "logs/throughput/{arch}/{engine}.log",
     benchmark:
         "logs/benchmarks/throughput/{arch}/{engine}.tsv"
-    threads: config["throughput"]["threads"]
+    threads: throughput_cores  # on the CPU: alone, so nothing else runs on the cores it times
     resources:
         gpu=throughput_gpus,
     conda:

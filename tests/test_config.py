@@ -22,6 +22,24 @@ def test_default_config_loads_and_resolves_targets():
         assert arch.max_position_embeddings >= study.config["data"]["seq_len"]
 
 
+def test_a_shape_off_its_x_or_r_target_is_named_visibly(caplog):
+    """issue 29: n64-r16's nearest integer shape has r 11.25, which its name does not say."""
+    from archscale.workflow.snakemake import warn_target_misses
+
+    study = load_study(REPO / "config.yaml")
+    misses = {line.split(":")[0]: line for line in study.target_misses()}
+    assert "r 11.2 for 16 (-30%)" in misses["n64-r16"]
+    assert "n64-x07" not in misses  # x 0.0709 and r 3.0: within 8 % of both targets
+    main = type("Workflow", (), {"is_main_process": True})()
+    with caplog.at_level("WARNING", logger="archscale"):
+        assert warn_target_misses(main, study) == list(misses.values())
+    assert "n64-r16: x 0.166 for 0.2 (-17%), r 11.2 for 16 (-30%)" in caplog.text
+    job = type("Workflow", (), {"is_main_process": False})()  # a job's own parse: silent
+    assert warn_target_misses(job, study) == []
+    explicit = load_study(tiny_config())  # shapes given explicitly promise no targets
+    assert explicit.target_misses() == []
+
+
 def test_defaults_are_filled():
     cfg = check_schema(tiny_config())
     assert cfg["fit"]["form"] == "multiplicative"

@@ -118,6 +118,12 @@ PARSE_TIME: dict[str, tuple[Mutation | str, list[str]]] = {
                                   ["architectures[0] (architecture '..').name"]),
     "budget_below_one_batch": (setter("token_budgets", [500]),
                                ["token_budgets", "500 tokens", "training.global_batch_tokens"]),
+    # issue 29: vLLM's CPU attention has no head_dim 16 kernel; said before any job starts
+    "vllm_cpu_head_dim_without_kernel": (
+        lambda c: (c["throughput"].update(engines=["torch", "vllm"], device="cpu"),
+                   arch(c, "a1").update(head_dim=16)),
+        ["architecture 'a1'", "vLLM's CPU attention has no kernel for head_dim 16",
+         "32, 64, 80"]),
     "yaml_syntax_error": ("data:\n  name: tiny\n  source: {kind: python-stdlib\n"
                           "token_budgets: [8192]\n", ["config.yaml", "line 3"]),
     "yaml_not_a_mapping": ("- data\n- architectures\n", ["config.yaml must be a mapping",

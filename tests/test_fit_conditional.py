@@ -103,6 +103,38 @@ def test_bootstrap_intervals_cover_the_truth():
     assert again.intervals == ci
 
 
+def test_the_refits_travel_with_the_law_and_bound_a_loss_change():
+    """issue 29: conditional.json keeps the bootstrap's refits, so the search can give each
+    pick's predicted loss change an interval; the true change lies inside it."""
+    from archscale.fit.conditional import law_from_dict
+    from archscale.search.study import loss_change_intervals
+
+    runs, truth = synthetic_runs("multiplicative", seed=2)
+    fit = fit_conditional(runs, l_opt="chinchilla", chinchilla=TRUE_CHIN, bootstrap=30, seed=1)
+    doc = json.loads(json.dumps(fit.to_dict()))
+    assert len(doc["confidence_intervals"]["refits"]["coefficients"]) == 30
+    law = law_from_dict(doc)
+    assert law.refits.shape == (30, 6)
+    shape = lambda x, r: {"d_over_sqrt_n": x, "r_mlp_attn": r,  # noqa: E731
+                          "n_params_non_embedding": 2e8}
+    base, pick = shape(0.15, 4.0), shape(0.08, 1.0)
+    for s in (base, pick):
+        s["predicted_loss"] = float(law.predict_at(s["d_over_sqrt_n"], s["r_mlp_attn"], 2e8, 8e9))
+    rec = {"baseline": base, "fastest_at_baseline_loss": pick}
+    change = loss_change_intervals(rec, law, 8e9)["fastest_at_baseline_loss"]
+    true_change = float(truth.predict_at(0.08, 1.0, 2e8, 8e9) - truth.predict_at(0.15, 4.0, 2e8,
+                                                                                   8e9))
+    assert change["low"] < change["predicted"] < change["high"]
+    assert change["low"] < true_change < change["high"] < 0
+    assert (change["level"], change["n_refits"]) == (0.95, 30)
+    del doc["confidence_intervals"]["refits"]  # a file written before the refits were kept
+    old = loss_change_intervals(rec, law_from_dict(doc), 8e9)["fastest_at_baseline_loss"]
+    assert old == {"predicted": change["predicted"]}
+    doc["confidence_intervals"]["refits"] = {"coefficient_names": ["a0"], "coefficients": [[1]]}
+    with pytest.raises(ValueError, match="refits names"):
+        law_from_dict(doc)
+
+
 # --- diagnostics and errors ---------------------------------------------------------------------
 
 def test_one_sided_u_curve_warns_that_the_optimum_is_extrapolated():

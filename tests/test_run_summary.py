@@ -60,3 +60,15 @@ def test_stale_or_missing_outputs_are_named_with_the_command(tmp_path, capsys):
     (results / "recommendations.json").write_text('{"recommendations": [{"budget": "x"}]}')
     print_summary(results)  # a malformed file becomes one line, never an error
     assert "(no summary: " in capsys.readouterr().out
+
+
+def test_the_loss_change_carries_its_bootstrap_interval_where_the_search_gave_one(tmp_path):
+    results = _results(tmp_path, loo_error=0.30)
+    doc = json.loads((results / "recommendations.json").read_text())
+    first = doc["recommendations"][0]
+    first["loss_change_vs_baseline"] = {"fastest_at_baseline_loss": {
+        "predicted": -0.0123, "low": -0.0301, "high": 0.0042, "level": 0.95, "n_refits": 200}}
+    (results / "recommendations.json").write_text(json.dumps(doc))
+    picks = [line for line in summary_lines(results) if line.startswith("  N ")]
+    assert "[-0.030, +0.004]" in picks[0], picks[0]
+    assert not any("[" in line for line in picks[1:])  # no interval given: none printed

@@ -246,9 +246,12 @@ def test_table_calibrates_each_engine_on_its_own_measurements(tmp_path):
 # The workflow: snakemake results/throughput.csv on the tiny study, and what reruns when
 # ---------------------------------------------------------------------------------------------
 
-def planned_jobs(workdir: Path, target: str = "results/throughput.csv") -> dict[str, int]:
-    """Rule -> job count of a dry run (empty when nothing would run)."""
-    proc = run_snakemake(workdir, "-n", "--cores", "2", target, check=True)
+def planned_jobs(workdir: Path, target: str = "results/throughput.csv",
+                 cores: int = 2) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing would run); the dry run's text is
+    kept in `planned_jobs.text`."""
+    proc = run_snakemake(workdir, "-n", "--cores", str(cores), target, check=True)
+    planned_jobs.text = proc.stdout + proc.stderr
     jobs: dict[str, int] = {}
     lines = proc.stdout.splitlines()
     if "Job stats:" in lines:
@@ -327,7 +330,11 @@ def test_reruns_follow_exactly_what_changes_a_measurement(throughput_study):
         # the workload reruns every measurement (and the table), nothing upstream
         (throughput_study / "config.yaml").write_text(original)
         set_throughput(throughput_study, output_len=4)
-        assert planned_jobs(throughput_study) == {"throughput": 9, "throughput_table": 1}
+        assert planned_jobs(throughput_study, cores=3) == {"throughput": 9, "throughput_table": 1}
+        # a CPU measurement holds every core Snakemake has, so nothing shares the cores it
+        # times; its settings keep throughput.threads (1), so this reruns nothing by itself
+        blocks = [b for b in planned_jobs.text.split("\nrule ")[1:] if b.startswith("throughput:")]
+        assert len(blocks) == 9 and all("threads: 3" in b for b in blocks), blocks[:1]
     finally:
         (throughput_study / "config.yaml").write_text(original)
 

@@ -232,6 +232,29 @@ class Study:
         """The engine the search predicts throughput for (see `search_engine`)."""
         return search_engine(self.config["search"], self.config["throughput"])
 
+    def target_misses(self) -> list[str]:
+        """One sentence per architecture given by targets whose shape misses its x or r target
+        by more than targets.tolerance (N is held to it already, or the study fails to load).
+        Integer heads and MLP widths can leave a small model far from its targets: n64-r16's
+        nearest shape has r 11.25, so its name promises more than its shape holds."""
+        misses = []
+        for spec in self.config["architectures"]:
+            targets = spec.get("targets")
+            if not targets:
+                continue
+            arch = self.architectures[spec["name"]]
+            tolerance = float(targets.get("tolerance", 0.02))
+            parts = []
+            for label, key, got in (("x", "d_over_sqrt_n", arch.d_over_sqrt_n),
+                                    ("r", "r_mlp_attn", arch.r_mlp_attn)):
+                want = float(targets[key])
+                off = got / want - 1
+                if abs(off) > tolerance:
+                    parts.append(f"{label} {got:.3g} for {want:g} ({off:+.0%})")
+            if parts:
+                misses.append(f"{spec['name']}: {', '.join(parts)}; tolerance {tolerance:.0%}")
+        return misses
+
 
 def max_position_embeddings(spec: dict[str, Any], config: dict[str, Any]) -> int:
     """The context length written into one architecture's config.json.

@@ -67,6 +67,13 @@ def _shape(pick: Mapping[str, Any] | None) -> str:
             f"r {readable(pick['r_mlp_attn'])}, GQA {pick['gqa_group']})")
 
 
+def _interval(change: Mapping[str, Any] | None) -> str:
+    """"[-0.03, 0.004]": a loss change's bootstrap interval, empty when the search gave none."""
+    if not change or "low" not in change:
+        return ""
+    return f"[{readable(change['low'])}, {readable(change['high'])}]"
+
+
 def recommendations_table(document: Mapping[str, Any]) -> pd.DataFrame:
     """One row per size from recommendations.json: the baseline, the most accurate and the
     fastest-at-the-baseline's-loss shapes, their predicted losses and the speed-up."""
@@ -83,6 +90,8 @@ def recommendations_table(document: Mapping[str, Any]) -> pd.DataFrame:
             "most_accurate_loss": accurate.get("predicted_loss"),
             "fastest_at_baseline_loss": _shape(fast),
             "fastest_loss": fast.get("predicted_loss"),
+            "fastest_loss_change_interval": _interval(
+                (rec.get("loss_change_vs_baseline") or {}).get("fastest_at_baseline_loss")),
             "speedup_vs_baseline": rec.get("speedup_vs_baseline"),
             "engine_device": f"{rec.get('engine')}/{rec.get('device')}",
             "warnings": " | ".join(rec.get("warnings") or []),

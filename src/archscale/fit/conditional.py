@@ -27,8 +27,10 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
                     r_extrapolated, x_fitted: [min, max], r_fitted: [min, max],
                     x_interval_inside_fitted, r_interval_inside_fitted (with a bootstrap)}
     confidence_intervals  null, or {method, level, n_resamples, n_converged,
-                    coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...}};
-                    the bootstrap resamples runs and, within each run, its seeds
+                    coefficients: {name: {low, high, se}}, optimum: {x_star, r_star: ...},
+                    refits: {coefficient_names, coefficients: one row per usable refit}};
+                    the bootstrap resamples runs and, within each run, its seeds. The search
+                    reads the refits for the interval of each pick's predicted loss change
     seed_noise     {pooled_sd, degrees_of_freedom, n_shapes, relative_sd, by_budget, method,
                     shapes}: the seed-to-seed SD of val_loss, overall and per token budget
                     (archscale.fit.seeds); pooled_sd is null when no shape has 2+ seeds
@@ -138,6 +140,10 @@ class ConditionalLaw:
     #: where an N-dependent form states its single x*, r*: the geometric mean N of the
     #: fitted runs (None for forms that do not depend on N, or when unknown)
     n_reference: float | None = None
+    #: the bootstrap's refits, one row of coefficients (by the form's coefficient names) per
+    #: usable resample, and their interval level; None without a bootstrap
+    refits: np.ndarray | None = None
+    refit_level: float = 0.95
 
     def __post_init__(self) -> None:
         if self.l_opt_source not in LAW_L_OPT_SOURCES:
@@ -190,6 +196,16 @@ class ConditionalLaw:
     def predict_at(self, x: Any, r: Any, n: Any, d: Any) -> np.ndarray:
         """Loss of architectures (x, r) of N parameters trained on D tokens."""
         return self.predict(x, r, self.l_opt(n, d), n=n)
+
+    def refit_predictions_at(self, x: Any, r: Any, n: Any, d: Any) -> np.ndarray | None:
+        """The loss of each architecture under every bootstrap refit (rows: refits), with
+        L_opt held at its full-data value as in the bootstrap; None without refits."""
+        if self.refits is None or len(self.refits) == 0:
+            return None
+        form, l_opt = self.law_form, self.l_opt(n, d)
+        names = form.coefficient_names
+        return np.array([form.predict(form.coefficients(dict(zip(names, row))), x, r, l_opt,
+                                      **form.n_keyword(n)) for row in self.refits], float)
 
 
 def paper_law(l_opt: ChinchillaLaw = EPOCH_PUBLISHED, normalise: bool = False) -> ConditionalLaw:
@@ -557,7 +573,9 @@ def _intervals(samples: BootstrapSamples, form: LawForm, level: float, seed: int
                              for j, k in enumerate(samples.names)},
             "optimum": {f"{a}_star": optimum_interval(*optima[a], level,
                                                        tuple(optimum[f"{a}_fitted"]))
-                        for a in AXES}}
+                        for a in AXES},
+            "refits": {"coefficient_names": list(samples.names),
+                       "coefficients": samples.coefficients.tolist()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,10 +608,32 @@ def law_from_dict(doc: Mapping[str, Any]) -> ConditionalLaw:
     optimum = doc.get("optimum") or {}
     spans = {k: tuple(float(v) for v in optimum[k]) if optimum.get(k) else None
              for k in ("x_fitted", "r_fitted")}
+    intervals = doc.get("confidence_intervals") or {}
+    refits = _refits_from_dict(intervals.get("refits"), forms.get(doc.get("form",
+                                                                          "multiplicative")))
     return ConditionalLaw(form=doc.get("form", "multiplicative"), coefs=doc["coefficients"],
                           l_opt_source=l_opt.get("source", "chinchilla"), chinchilla=chin,
                           empirical=emp, normalisation=doc.get("normalisation", ""),
-                          n_reference=optimum.get("n_reference"), **spans)
+                          n_reference=optimum.get("n_reference"), refits=refits,
+                          refit_level=float(intervals.get("level", 0.95)), **spans)
+
+
+def _refits_from_dict(block: Any, form: LawForm) -> np.ndarray | None:
+    """The refits' coefficient rows in the form's coefficient order; None when the file has
+    none (no bootstrap, or written before refits were stored). Damaged rows are an error."""
+    if not block:
+        return None
+    names, rows = block.get("coefficient_names"), block.get("coefficients")
+    if sorted(names or []) != sorted(form.coefficient_names) or not isinstance(rows, list):
+        raise ValueError(f"confidence_intervals.refits names {names}, not the form's "
+                         f"coefficients {list(form.coefficient_names)}; refit the law "
+                         "(`archscale fit conditional`)")
+    arr = np.array(rows, dtype=float).reshape(-1, len(names))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("confidence_intervals.refits holds a value that is not a finite "
+                         "number; refit the law (`archscale fit conditional`)")
+    order = [names.index(k) for k in form.coefficient_names]
+    return arr[:, order]
 
 
 def load_conditional(path: str | Path) -> ConditionalLaw:

@@ -173,6 +173,7 @@ def search_study(settings: dict[str, Any], inputs: SearchInputs, archs: list[Arc
     for rec in result["recommendations"]:
         rec.update(engine=inputs.engine, device=inputs.device.name,
                    throughput_calibrated=calibrated, workload=inputs.workload.to_dict())
+        rec["loss_change_vs_baseline"] = loss_change_intervals(rec, inputs.law, inputs.tokens)
         rec["warnings"] = (range_warnings(rec, inputs.law) + gqa_warnings(rec)
                            + ([] if baseline_arch is not None else
                               baseline_warnings(base["r_mlp_attn"], inputs.law)))
@@ -221,6 +222,40 @@ def speed_warnings(rec: dict[str, Any], error: Mapping[str, Any] | None) -> list
             f"({100 * mean:.0f} % over {error.get('n_measurements', '?')} measurements), so the "
             "model cannot tell the two apart; measure both (search.validation) before "
             "relying on it"]
+
+
+def loss_change_intervals(rec: dict[str, Any], law: Any, tokens: float
+                          ) -> dict[str, dict[str, float]]:
+    """Per pick other than the baseline: its predicted loss minus the baseline's, and the
+    percentile interval of that change over the law's bootstrap refits (each refit predicts
+    both shapes, so what the refits share cancels). Without refits (no fit.bootstrap, or the
+    published law) only the predicted change is given."""
+    base = rec.get("baseline")
+    if not base:
+        return {}
+    picks = {key: rec[key] for key in PICKS[1:] if rec.get(key)}
+    out = {key: {"predicted": float(pick["predicted_loss"]) - float(base["predicted_loss"])}
+           for key, pick in picks.items()}
+    refit_predictions = getattr(law, "refit_predictions_at", None)
+    if not picks or refit_predictions is None:
+        return out
+    shapes = pd.DataFrame([base, *picks.values()])
+    losses = refit_predictions(shapes["d_over_sqrt_n"].to_numpy(float),
+                               shapes["r_mlp_attn"].to_numpy(float),
+                               shapes["n_params_non_embedding"].to_numpy(float),
+                               np.full(len(shapes), float(tokens)))
+    if losses is None:
+        return out
+    level = float(law.refit_level)
+    for i, key in enumerate(picks, start=1):
+        change = losses[:, i] - losses[:, 0]
+        change = change[np.isfinite(change)]
+        if len(change) == 0:
+            continue
+        low, high = np.quantile(change, [(1 - level) / 2, (1 + level) / 2])
+        out[key].update(low=float(low), high=float(high), level=level,
+                        n_refits=int(len(change)))
+    return out
 
 
 def gqa_warnings(rec: dict[str, Any]) -> list[str]:

@@ -56,7 +56,8 @@ def _answer_section(answer: StudyAnswer) -> list[str]:
     error = (f"{100 * answer.throughput_error:.0f} %" if answer.throughput_error is not None
              else "not checked")
     lines = [f"Per size, the fastest shape at the baseline's predicted loss{where}. "
-             f"Loss change: the pick's predicted loss minus the baseline's, nats/token"
+             f"Loss change: the pick's predicted loss minus the baseline's, nats/token, with "
+             f"its interval over the law's bootstrap refits where the fit has them"
              + (f" (one run's seed-to-seed SD: {answer.seed_sd:.3f})" if answer.seed_sd else "")
              + f". Speed-up: predicted, against the throughput model's mean leave-one-out "
              f"error of {error}; a speed-up within it is *not resolved*. Whether the frontier "
@@ -76,7 +77,7 @@ def _answer_section(answer: StudyAnswer) -> list[str]:
         resolved = {True: "yes", False: "**not resolved**", None: "unchecked"}[pick.resolved]
         rows.append([f"{pick.n_params:,}", f"{pick.tokens:,}", f"``{pick.baseline}``",
                      f"``{pick.pick}`` (x {pick.x:.3g}, r {pick.r:.3g})",
-                     f"{pick.loss_change:+.3f}" if pick.loss_change is not None else "",
+                     pick.loss_change_text(),
                      speed, resolved, str(len(pick.warnings))])
     return lines + _table(["N (non-embedding)", "tokens", "baseline", "pick", "loss change",
                            "speed-up", "beyond the model's error", "warnings"], rows)

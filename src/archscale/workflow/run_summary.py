@@ -24,7 +24,7 @@ def _pick_line(pick: SizePick, answer: StudyAnswer) -> str:
         return head + "nothing is faster at its predicted loss"
     line = f"{head}{pick.pick} (x {pick.x:.2g}, r {pick.r:.3g})"
     if pick.loss_change is not None:
-        line += f", loss {pick.loss_change:+.3f}"
+        line += f", loss {pick.loss_change_text()}"
     if pick.speedup is not None:
         line += f", {pick.speedup:.3f}x the baseline's speed"
         if pick.resolved is False:
@@ -43,7 +43,7 @@ def summary_lines(results: str | Path = "results") -> list[str]:
     where = f" on {answer.engine}/{answer.device}" if answer.engine else ""
     lines = ["", f"What this study says (results/recommendations.json){where}:",
              "the fastest shape at the baseline's predicted loss, per size (loss: its predicted "
-             "change, nats/token"
+             "change, nats/token, [its bootstrap interval]"
              + (f"; one run's seed SD is {answer.seed_sd:.3f}" if answer.seed_sd else "") + "); "
              + ("speed-ups within the throughput model's mean leave-one-out error are not "
                 "resolved" if answer.throughput_error is not None

@@ -405,3 +405,38 @@ def warn_if_locked(workflow: Any, lock_dir: str = ".snakemake/locks") -> bool:
         "start. If no snakemake is running here (one was killed), remove the stale lock "
         "with `snakemake --unlock`.", lock_dir)
     return True
+
+
+def check_engines_run_shapes(study: Any, source: str = "config.yaml") -> None:
+    """Refuse, when the study loads, a configured engine that has no kernel for a configured
+    shape on the configured device (vLLM's CPU attention and head_dim 16), naming what the
+    engine supports; without this the measurement job fails from deep inside the engine.
+    Only throughput.device "cpu" is checked: "auto" and "cuda" mean the job's node decides."""
+    from archscale.config import ConfigError
+    from archscale.throughput.engines.base import shape_problems
+
+    section = study.config["throughput"]
+    problems = shape_problems(list(section["engines"]),
+                              {name: arch.head_dim for name, arch in study.architectures.items()},
+                              str(section["device"]))
+    if problems:
+        raise ConfigError(f"{source}: throughput.engines cannot measure every architecture on "
+                          "device "
+                          f"{section['device']!r}:\n  " + "\n  ".join(problems))
+
+
+def warn_target_misses(workflow: Any, study: Any) -> list[str]:
+    """Say, once per run in the main process, which architectures given by targets have a shape
+    whose x or r is off its target by more than targets.tolerance (`Study.target_misses`).
+    Returns the misses."""
+    if not workflow.is_main_process:
+        return []
+    misses = study.target_misses()
+    if misses:
+        logging.getLogger("archscale").warning(
+            "archscale: %d architecture(s) given by targets miss their x or r target (integer "
+            "heads and MLP widths at this size); the fits use the shapes' real x and r, but "
+            "the names promise more:\n  %s\nTo come closer, change n_layers or head_dim, or "
+            "give the shape explicitly (d_model, n_heads, ...).", len(misses),
+            "\n  ".join(misses))
+    return misses

@@ -30,9 +30,20 @@ class SizePick:
     x: float | None
     r: float | None
     loss_change: float | None  # pick's predicted loss minus the baseline's (nats/token)
+    #: the change's interval over the law's bootstrap refits, and its level; None without
+    loss_change_interval: tuple[float, float, float] | None
     speedup: float | None
     resolved: bool | None  # None when the throughput model was not checked
     warnings: tuple[str, ...]
+
+    def loss_change_text(self) -> str:
+        """"+0.012 [-0.003, +0.027]": the predicted change and its bootstrap interval."""
+        if self.loss_change is None:
+            return ""
+        if self.loss_change_interval is None:
+            return f"{self.loss_change:+.3f}"
+        low, high, _ = self.loss_change_interval
+        return f"{self.loss_change:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,9 @@ def _size_pick(rec: dict[str, Any], error: dict[str, Any] | None) -> SizePick:
     loss_change = None
     if pick and isinstance(baseline.get("predicted_loss"), (int, float)):
         loss_change = float(pick["predicted_loss"]) - float(baseline["predicted_loss"])
+    change = (rec.get("loss_change_vs_baseline") or {}).get("fastest_at_baseline_loss") or {}
+    interval = ((float(change["low"]), float(change["high"]), float(change["level"]))
+                if pick and all(k in change for k in ("low", "high", "level")) else None)
     resolved = None
     if error is not None and speedup is not None:
         resolved = not speed_warnings(rec, error)
@@ -86,7 +100,8 @@ def _size_pick(rec: dict[str, Any], error: dict[str, Any] | None) -> SizePick:
         n_params=int(round(float(rec["budget"]))), tokens=int(round(float(rec.get("tokens", 0)))),
         baseline=str(baseline.get("name", "?")), pick=pick["name"] if pick else None,
         x=pick.get("d_over_sqrt_n") if pick else None, r=pick.get("r_mlp_attn") if pick else None,
-        loss_change=loss_change, speedup=speedup, resolved=resolved,
+        loss_change=loss_change, loss_change_interval=interval, speedup=speedup,
+        resolved=resolved,
         warnings=tuple(rec.get("warnings") or ()))
 
 
