@@ -115,7 +115,8 @@ def solo_speed(study: Path, config: Path, arch: str, steps: int) -> tuple[float,
     """Tokens/s of the project's trainer on `arch` alone: `steps` steps with the study's
     training settings for it (threads included); returns (tokens/s, those settings)."""
     from archscale.config import load_study
-    from archscale.training.loop import TrainJob, run
+    from archscale.training.job import TrainJob
+    from archscale.training.loop import run
 
     spec = load_study(config)
     settings = spec.training_settings(arch)

@@ -33,7 +33,7 @@ def bare_loop(arch_config: Path, settings: dict, seq_len: int, batch_seqs: int, 
     import torch
     import torch.nn.functional as F
 
-    from archscale.training.loop import learning_rate
+    from archscale.training.schedule import learning_rate
     from archscale.training.model import build_model
 
     model = build_model(arch_config, seed=seed, init_std=settings["init_std"])
@@ -64,7 +64,8 @@ def bare_loop(arch_config: Path, settings: dict, seq_len: int, batch_seqs: int, 
 def trainer_loop(arch_config: Path, data: Path, settings: dict, seq_len: int, steps: int,
                  seed: int, workdir: Path) -> float:
     """Tokens/s of archscale.training.loop.run over its training loop (setup and final save excluded)."""
-    from archscale.training.loop import TrainJob, run
+    from archscale.training.job import TrainJob
+    from archscale.training.loop import run
 
     batch_tokens = settings["global_batch_tokens"] // seq_len * seq_len
     out = Path(tempfile.mkdtemp(dir=workdir))

@@ -87,7 +87,8 @@ def main() -> None:
     import transformers
 
     from archscale.architecture import Architecture
-    from archscale.training.loop import TrainJob, run
+    from archscale.training.job import TrainJob
+    from archscale.training.loop import run
 
     device = torch.cuda.get_device_name(0)
     print(f"device {device}, torch {torch.__version__}, transformers {transformers.__version__}")

@@ -14,7 +14,7 @@ from archscale.search.optimum_plan import FORMS_PATH, optimum_check_params, plan
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
 from archscale.training.launch import slurm_training_request
-from archscale.training.loop import result_settings
+from archscale.training.job import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
 from archscale.workflow.snakemake import (check_engines_run_shapes, check_losses,

@@ -316,7 +316,7 @@ def test_tokenizer_is_renamed_into_place(tmp_path, renamed):
 def test_checkpoint_and_training_log_are_renamed_into_place(tmp_path, renamed,
                                                              tiny_study_done):
     from archscale.training.model import build_model, save_checkpoint
-    from archscale.training.loop import write_log_csv
+    from archscale.training.train_log import write_log_csv
 
     arch = json.loads((tiny_study_done / "results/architectures/a1/config.json").read_text())
     model = build_model(arch, seed=0, init_std=0.02)

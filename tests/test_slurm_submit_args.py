@@ -371,8 +371,8 @@ def test_node_tasks_and_their_torchruns(monkeypatch):
 
 
 def test_multi_node_outside_slurm_is_a_clear_error(tmp_path, monkeypatch):
+    from archscale.training.job import TrainJob
     from archscale.training.launch import execute
-    from archscale.training.loop import TrainJob
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     job = TrainJob(arch_config="a", train_bin="b", meta="m", tokenizer_dir="t",

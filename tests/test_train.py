@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from archscale.training.launch import execute
-from archscale.training.loop import (DataOrder, Schedule, TrainError, TrainJob, learning_rate,
-                                     lr_at, read_batch, result_settings, run)
+from archscale.training.job import TrainError, TrainJob, result_settings
+from archscale.training.loop import run
+from archscale.training.schedule import DataOrder, Schedule, learning_rate, lr_at, read_batch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARCH = {"name": "t", "d_model": 40, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
@@ -94,11 +95,11 @@ def test_learning_rate_rules():
 
 def test_mup_keeps_embeddings_and_norms_at_the_base_lr(tmp_path):
     from archscale.training.model import build_model
-    from archscale.training.loop import _optimizer
+    from archscale.training.optimizer import make_optimizer
 
     model = build_model(write_arch(tmp_path / "config.json"), seed=0)
     settings = {**SETTINGS, "lr_rule": {"kind": "mup", "base_d_model": 20}}  # d_model 40
-    groups = _optimizer(model, settings, learning_rate(settings, 40), fused=False).param_groups
+    groups = make_optimizer(model, settings, learning_rate(settings, 40), fused=False).param_groups
     scales = {len(g["params"]): (g["lr_scale"], g["weight_decay"]) for g in groups}
     n_norms = 2 * 2 + 1  # two per layer and the final one
     assert scales[1] == (2.0, 0.1)        # the (tied) embedding: base lr = 2 x the hidden lr
@@ -184,7 +185,7 @@ def test_same_seed_gives_identical_losses_and_weights(tiny_data, tmp_path):
 
 def test_a_diverged_run_fails_naming_the_run_and_writes_no_result(tiny_data, tmp_path):
     """Issue 31: a huge lr made the loss NaN, and metrics.json was written with null losses."""
-    from archscale.training.loop import DivergedError
+    from archscale.training.job import DivergedError
 
     out = tmp_path / "diverged"
     with pytest.raises(DivergedError) as err:

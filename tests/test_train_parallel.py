@@ -29,7 +29,8 @@ import pandas as pd
 import pytest
 
 from archscale.training.launch import execute
-from archscale.training.loop import result_settings, run
+from archscale.training.job import result_settings
+from archscale.training.loop import run
 from archscale.training.sharded_state import latest_step_folder
 from test_train import tiny_data, tiny_job  # noqa: F401 (the session fixture is used by name)
 

@@ -78,7 +78,7 @@ def architecture(name: str, shape: dict[str, int], vocab: int, seq_len: int,
 def train_job(root: Path, arch: Architecture, data: Path, tokens: int, seq_len: int,
               settings: dict[str, Any]):
     """A TrainJob writing under root/, with the architecture's config.json beside it."""
-    from archscale.training.loop import TrainJob
+    from archscale.training.job import TrainJob
 
     (root / "arch").mkdir(parents=True, exist_ok=True)
     (root / "arch" / "config.json").write_text(json.dumps(arch.hf_config()))

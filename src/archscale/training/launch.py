@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from archscale.training.loop import TrainJob, run
+from archscale.training.job import TrainJob
+from archscale.training.loop import run
 
 log = logging.getLogger("archscale.training.launch")
 

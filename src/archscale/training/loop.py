@@ -8,305 +8,56 @@ optional torch.compile on GPU, float32 on CPU, DDP or FSDP2 when launched by tor
 What makes runs comparable and restartable:
 - The token budget is met exactly: the run trains on ceil(tokens / seq_len) sequences and the
   last sequence's surplus targets are masked, so every run sees `tokens` predicted tokens
-  (`Schedule`: the run's steps and batches).
+  (archscale.training.schedule.Schedule: the run's steps and batches).
 - The data order is a pure function of (seed, sequence index): window k of epoch e is the k-th
   entry of a permutation seeded by (seed, e). The global batch is the same whatever the number
-  of GPUs (ranks take interleaved slices of it), and a resumed run needs only the step number.
+  of GPUs (ranks take interleaved slices of it), and a resumed run needs only the step number
+  (archscale.training.schedule.DataOrder).
 - The loss is summed over tokens and divided by the global batch's target count, so gradient
   accumulation, DDP and FSDP give the gradient of the global-batch mean.
 - Every `checkpoint_every_steps` (and on SIGTERM) the full state (model, optimizer, step,
   losses, log, RNG) is written atomically to a resume folder outside the rule's outputs; a rerun
-  picks it up when its fingerprint (everything that decides the result) matches, and the folder
-  is removed on success (archscale.training.state; sharded through torch.distributed.checkpoint
-  under fsdp, archscale.training.sharded_state, so it resumes on any number of ranks).
+  picks it up when its fingerprint (everything that decides the result,
+  archscale.training.job) matches, and the folder is removed on success
+  (archscale.training.state; sharded through torch.distributed.checkpoint under fsdp,
+  archscale.training.sharded_state, so it resumes on any number of ranks).
 
 `run(job)` trains in this process, in steps: set-up (with activation checkpointing and, under
 fsdp, sharding), restore, wrapping (DDP, compile), the train steps with their log rows and saved
 states, the final weights, final metrics, clean-up. Launching a job, in-process or through
-torchrun for several GPUs, is archscale.training.launch.
+torchrun for several GPUs, is archscale.training.launch. This module holds only the run and its
+steps; what they are made of sits below it: the job (job), the schedule and data order
+(schedule), the device and process group (distributed), the optimizer (optimizer), the log file
+(train_log) and the resume state (state, sharded_state).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from archscale.training.state import STATE_FILE, STATE_VERSION, load_state, remove_state, \
-    save_state, training_progress, training_state
+from archscale.training.distributed import Dist, leaving_process_group, \
+    select_device_and_dist, wait_for_rank_0
+from archscale.training.job import DivergedError, TrainJob, result_settings
+from archscale.training.optimizer import make_optimizer
+from archscale.training.schedule import DataOrder, Schedule, learning_rate, lr_at, read_batch
+from archscale.training.state import STATE_FILE, load_state, remove_state, save_state, \
+    training_progress, training_state
+from archscale.training.train_log import write_log_csv
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger("archscale.training.loop")
-
-# Training settings that change speed or bookkeeping but not the trained model: they are not
-# Snakemake params, so changing them never reruns training (see rules/train.smk and
-# docs/reruns.md). micro_batch_size is one: gradient accumulation sums the same sequences'
-# gradients whatever the split, so only float rounding changes (as with threads or gpus;
-# tests/test_train.py checks the losses agree). parallel (ddp or fsdp) and
-# activation_checkpointing are too: the same global batch's gradient, computed with sharded
-# weights or recomputed activations, differs by float rounding only
-# (tests/test_train_parallel.py).
-RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "nodes", "checkpoint_every_steps",
-                                  "compile", "micro_batch_size", "parallel",
-                                  "activation_checkpointing"})
-
-
-class TrainError(ValueError):
-    """A training setup that cannot run as configured; the message says what to change."""
-
-
-class DivergedError(TrainError):
-    """The training loss became NaN or infinite: the run stops and writes no result."""
-
-
-def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The training settings that decide the result (the rule's params)."""
-    return {k: v for k, v in settings.items() if k not in RESULT_FREE_SETTINGS}
-
-
-# ---------------------------------------------------------------------------------------------
-# Learning rate
-# ---------------------------------------------------------------------------------------------
-
-def learning_rate(settings: dict[str, Any], d_model: int) -> dict[str, Any]:
-    """The peak learning rate for a width under training.lr_rule, with its derivation.
-
-    inverse_width: lr * (base_d_model / d_model) ** exponent; exponent 1 (the default) is the
-    muP scaling of hidden-layer Adam learning rates, so a wide and a narrow variant at one N are
-    each trained near their own optimum; constant: the same lr for every width.
-    docs/training.md explains why this matters for the d/sqrt(N) curve.
-    """
-    rule = settings.get("lr_rule") or {}
-    kind = rule.get("kind", "inverse_width")
-    base_lr = float(settings["lr"])
-    base_d = int(rule.get("base_d_model", 64))
-    exponent = float(rule.get("exponent", 1.0))
-    if kind == "constant":
-        lr, exponent = base_lr, 0.0
-        formula = "lr"
-    elif kind == "mup":
-        lr = base_lr * (base_d / d_model) ** exponent
-        formula = (f"hidden matrices lr * ({base_d} / d_model) ** {exponent:g}; embeddings and "
-                   "norms lr")
-    elif kind == "inverse_width":
-        lr = base_lr * (base_d / d_model) ** exponent
-        formula = f"lr * {base_d} / d_model" if exponent == 1.0 else \
-            f"lr * ({base_d} / d_model) ** {exponent:g}"
-    else:
-        raise TrainError(f"training.lr_rule.kind: unknown rule {kind!r}; use constant, "
-                         "inverse_width or mup")
-    return {"lr": lr, "rule": kind, "formula": formula, "base_lr": base_lr,
-            "base_d_model": base_d, "exponent": exponent, "d_model": int(d_model),
-            "embedding_lr": base_lr if kind == "mup" else lr}
-
-
-def lr_at(step: int, steps: int, peak: float, settings: dict[str, Any]) -> float:
-    """Learning rate for 0-based `step` of `steps`: linear warmup, then cosine or WSD decay.
-
-    Decay ends at min_lr_ratio * peak on the last step.
-    """
-    warmup = int(round(settings.get("warmup_fraction", 0.05) * steps))
-    floor = settings.get("min_lr_ratio", 0.1) * peak
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    schedule = settings.get("schedule", "cosine")
-    if schedule == "cosine":
-        span = steps - warmup
-        progress = (step - warmup + 1) / span if span > 0 else 1.0
-        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "wsd":
-        decay = max(1, int(round(settings.get("decay_fraction", 0.2) * steps)))
-        start = max(warmup, steps - decay)
-        if step < start:
-            return peak
-        progress = (step - start + 1) / (steps - start)
-        return peak - (peak - floor) * progress
-    raise TrainError(f"training.schedule: unknown schedule {schedule!r}; use cosine or wsd")
-
-
-# ---------------------------------------------------------------------------------------------
-# Batch geometry and data order
-# ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Schedule:
-    """How a token budget becomes steps of sequences: the run's schedule (its steps and
-    batches; the learning rate's schedule is `lr_at`)."""
-
-    tokens: int            # predicted tokens to train on (the budget)
-    seq_len: int
-    batch_seqs: int        # sequences per optimizer step (global, all ranks)
-    micro_batch_size: int  # sequences per forward pass per rank
-    total_seqs: int        # ceil(tokens / seq_len)
-    steps: int
-    n_windows: int         # distinct seq_len+1 windows in train.bin (one epoch)
-    train_tokens: int      # tokens in train.bin
-
-    @classmethod
-    def make(cls, tokens: int, seq_len: int, settings: dict[str, Any], train_tokens: int
-             ) -> "Schedule":
-        if tokens < 1:
-            raise TrainError(f"token budget must be positive, got {tokens}")
-        batch_seqs = settings["global_batch_tokens"] // seq_len
-        if batch_seqs < 1:
-            raise TrainError(f"training.global_batch_tokens ({settings['global_batch_tokens']}) "
-                             f"is smaller than one sequence (data.seq_len {seq_len}); raise it")
-        n_windows = (train_tokens - 1) // seq_len
-        if n_windows < 1:
-            raise TrainError(f"train.bin holds {train_tokens} tokens, fewer than one sequence "
-                             f"of {seq_len + 1}; point data.source at more text")
-        total_seqs = -(-tokens // seq_len)
-        if total_seqs > n_windows and not settings.get("allow_repeats", True):
-            raise TrainError(
-                f"the token budget {tokens:,} needs {total_seqs:,} sequences but train.bin "
-                f"has {n_windows:,} (one epoch = {n_windows * seq_len:,} tokens) and "
-                "training.allow_repeats is false; lower the budget, add data, or allow repeats")
-        return cls(tokens=tokens, seq_len=seq_len, batch_seqs=batch_seqs,
-                   micro_batch_size=int(settings["micro_batch_size"]), total_seqs=total_seqs,
-                   steps=-(-total_seqs // batch_seqs), n_windows=n_windows,
-                   train_tokens=train_tokens)
-
-    def step_sequences(self, step: int) -> range:
-        """Global sequence indices of one optimizer step."""
-        first = step * self.batch_seqs
-        return range(first, min(first + self.batch_seqs, self.total_seqs))
-
-    def targets_in(self, seqs: range) -> int:
-        """Predicted (unmasked) tokens in a range of global sequence indices."""
-        return max(0, min(seqs.stop * self.seq_len, self.tokens) - seqs.start * self.seq_len)
-
-    def tokens_after(self, steps_done: int) -> int:
-        return min(steps_done * self.batch_seqs * self.seq_len, self.tokens)
-
-    @property
-    def epochs(self) -> float:
-        return self.tokens / self.train_tokens
-
-
-class DataOrder:
-    """Window start offsets for global sequence indices: a fresh permutation per epoch."""
-
-    def __init__(self, n_windows: int, seq_len: int, seed: int) -> None:
-        self.n_windows, self.seq_len, self.seed = n_windows, seq_len, seed
-        self._cache: dict[int, np.ndarray] = {}
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._cache:
-            self._cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
-                self.n_windows)}
-        return self._cache[epoch]
-
-    def starts(self, indices: np.ndarray) -> np.ndarray:
-        out = np.empty(len(indices), dtype=np.int64)
-        epochs = indices // self.n_windows
-        for epoch in np.unique(epochs):
-            mask = epochs == epoch
-            out[mask] = self._perm(int(epoch))[indices[mask] % self.n_windows] * self.seq_len
-        return out
-
-
-def read_batch(tokens: np.ndarray, order: DataOrder, schedule: Schedule,
-               indices: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Inputs and targets (int64) for global sequence indices; surplus targets set to -100."""
-    import torch
-
-    starts = order.starts(indices)
-    width = schedule.seq_len + 1
-    block = np.stack([tokens[s:s + width] for s in starts]).astype(np.int64)
-    x = torch.from_numpy(block[:, :-1])
-    y = torch.from_numpy(block[:, 1:].copy())
-    surplus = (indices + 1) * schedule.seq_len - schedule.tokens
-    for row in np.nonzero(surplus > 0)[0]:
-        y[row, schedule.seq_len - int(surplus[row]):] = -100
-    return x, y
-
-
-# ---------------------------------------------------------------------------------------------
-# The job
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class TrainJob:
-    """Everything one training run needs: paths, budget, seed and the resolved settings."""
-
-    arch_config: str
-    train_bin: str
-    meta: str
-    tokenizer_dir: str
-    model_dir: str
-    log_csv: str
-    metrics_json: str
-    resume_dir: str
-    tokens: int
-    seed: int
-    seq_len: int
-    settings: dict[str, Any]
-    threads: int = 1
-    label: dict[str, Any] = field(default_factory=dict)  # arch name etc., for metrics.json
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainJob":
-        return cls(**json.loads(text))
-
-    def fingerprint(self) -> str:
-        """Hash of what decides the result; a resume state must match it to be used."""
-        arch = json.loads(Path(self.arch_config).read_text())
-        meta = json.loads(Path(self.meta).read_text())
-        key = {"arch": arch, "tokens": self.tokens, "seed": self.seed, "seq_len": self.seq_len,
-               "settings": result_settings(self.settings),
-               "data": [meta.get("corpus_sha256"), meta.get("train_tokens"),
-                        meta.get("tokenizer_sha256")],
-               "state_version": STATE_VERSION}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Dist:
-    """This process's place in a (possibly single-process) DDP or FSDP job."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    joined: bool = False  # a process group was joined (torchrun, or fsdp's one-rank group)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(use_cuda: bool, needs_group: bool) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE set). A single process
-    joins a one-rank group only when `needs_group` (FSDP2 and DCP run on a process group)."""
-    import torch
-    import torch.distributed as td
-
-    backend = "nccl" if use_cuda else "gloo"
-    if "WORLD_SIZE" not in os.environ:
-        if not needs_group:
-            return Dist()
-        td.init_process_group(backend=backend, store=td.HashStore(), rank=0, world_size=1)
-        return Dist(joined=True)
-    dist = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                int(os.environ.get("LOCAL_RANK", 0)), joined=True)
-    if use_cuda:
-        torch.cuda.set_device(dist.local_rank)
-    td.init_process_group(backend=backend)
-    return dist
 
 
 def _compute_dtype(device: "torch.device", dtype_setting: str) -> str:
@@ -323,49 +74,6 @@ def _autocast(device: "torch.device", compute_dtype: str):
     if compute_dtype == "bfloat16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _optimizer(model: "torch.nn.Module", settings: dict[str, Any], lr_info: dict[str, Any],
-               fused: bool):
-    """AdamW with weight decay on matrices and embeddings only (not on norm gains).
-
-    Each group carries `lr_scale`, its learning rate relative to the schedule's peak `lr`:
-    1 except under the mup rule, where embeddings and norms keep the base lr.
-    """
-    import torch
-
-    embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
-                  for p in m.parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    hidden = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
-    embed = [p for p in params if id(p) in embeddings]
-    norms = [p for p in params if p.dim() < 2]
-    other_scale = lr_info["embedding_lr"] / lr_info["lr"]
-    decay = float(settings["weight_decay"])
-    groups = [{"params": hidden, "weight_decay": decay, "lr_scale": 1.0},
-              {"params": embed, "weight_decay": decay, "lr_scale": other_scale},
-              {"params": norms, "weight_decay": 0.0, "lr_scale": other_scale}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr_info["lr"],
-                             betas=(settings["beta1"], settings["beta2"]), eps=1e-8,
-                             fused=fused)
-
-
-
-LOG_COLUMNS = ("step", "tokens", "loss", "lr", "tokens_per_s")
-
-
-def write_log_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """train_log.csv, atomically (csv module: GPU nodes may lack pandas)."""
-    import csv
-    import io as _io
-
-    from archscale.io import write_text
-
-    buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in LOG_COLUMNS} for row in rows)
-    write_text(path, buffer.getvalue())
 
 
 class _StopOnSigterm:
@@ -389,12 +97,6 @@ class _StopOnSigterm:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-
-
-def _select_device() -> "torch.device":
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,23 +164,6 @@ class Wrapped:
     compiled: bool
 
 
-def _select_device_and_dist(job: TrainJob, parallel: str) -> tuple["torch.device", Dist]:
-    """The device, the process group (under torchrun, or fsdp's one-rank group), and the
-    device's numerics settings."""
-    import torch
-
-    device = _select_device()
-    dist = _init_distributed(device.type == "cuda", needs_group=parallel == "fsdp")
-    if device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        torch.set_num_threads(max(1, int(job.threads)))
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return device, dist
-
-
 def _set_up(job: TrainJob) -> Setup:
     """Device, process group, data, schedule, model and optimizer of a fresh attempt.
 
@@ -499,7 +184,7 @@ def _set_up(job: TrainJob) -> Setup:
     schedule = Schedule.make(int(job.tokens), int(job.seq_len), settings, len(tokens))
     order = DataOrder(schedule.n_windows, schedule.seq_len, int(job.seed))
     lr_info = learning_rate(settings, int(arch["hidden_size"]))
-    device, dist = _select_device_and_dist(job, parallel)  # after the checks that may refuse
+    device, dist = select_device_and_dist(job.threads, parallel)  # after the checks that may refuse
     compute_dtype = _compute_dtype(device, settings.get("dtype", "auto"))
     model = build_model(arch, seed=int(job.seed), init_std=settings["init_std"]).to(device)
     model.train()
@@ -508,7 +193,7 @@ def _set_up(job: TrainJob) -> Setup:
     if parallel == "fsdp":
         shard_model(model, device, dist.world, compute_dtype,
                     compile_layers=_compiles(settings, device))
-    optimizer = _optimizer(model, settings, lr_info, fused=device.type == "cuda")
+    optimizer = make_optimizer(model, settings, lr_info, fused=device.type == "cuda")
     return Setup(job=job, device=device, dist=dist, arch=arch, tokens=tokens,
                  schedule=schedule, order=order, lr_info=lr_info, parallel=parallel,
                  compute_dtype=compute_dtype, model=model, optimizer=optimizer,
@@ -829,38 +514,13 @@ def _write_outputs(s: Setup, p: Progress, w: Wrapped, train_s: float,
     return metrics
 
 
-def _wait_for_rank_0(dist: Dist) -> None:
-    """The other ranks wait until rank 0 has written the outputs."""
-    if dist.world > 1:
-        import torch.distributed as td
-
-        td.barrier()
-
-
-@contextlib.contextmanager
-def _leaving_process_group(dist: Dist):
-    """Leave the process group this run joined (torchrun's, or fsdp's one-rank group) when the
-    block ends; after a failure only a one-rank group (so a later run in this process can join
-    again: under torchrun the other ranks may still wait in a collective, and torchrun ends
-    them)."""
-    failed = True
-    try:
-        yield
-        failed = False
-    finally:
-        if dist.joined and not (failed and dist.world > 1):
-            import torch.distributed as td
-
-            td.destroy_process_group()
-
-
 def run(job: TrainJob) -> dict[str, Any] | None:
     """Train to the token budget, save the checkpoint, log and metrics; rank 0 returns metrics.
 
     Resumes from the job's resume state when one matches (archscale.training.state); under
     torchrun every rank calls it (archscale.training.launch)."""
     setup = _set_up(job)
-    with _leaving_process_group(setup.dist):
+    with leaving_process_group(setup.dist):
         progress = _restore(setup)
         wrapped = _wrap(setup)
         _announce(setup, wrapped)
@@ -868,5 +528,5 @@ def run(job: TrainJob) -> dict[str, Any] | None:
         weights = _final_weights(setup)
         metrics = _write_outputs(setup, progress, wrapped, train_s, weights) \
             if setup.dist.main else None
-        _wait_for_rank_0(setup.dist)
+        wait_for_rank_0(setup.dist)
     return metrics

@@ -20,12 +20,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archscale.training.distributed import Dist
+from archscale.training.job import TrainJob
 from archscale.training.state import load_if_fingerprint
 
 if TYPE_CHECKING:
     import torch
-
-    from archscale.training.loop import Dist, TrainJob
 
 log = logging.getLogger("archscale.training.sharded_state")
 

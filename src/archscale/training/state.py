@@ -5,8 +5,8 @@ the run's resume folder, `results/resume/{arch}/{tokens}/seed{seed}/`: model and
 state, the next step, the per-step losses and log rows so far, the steps resumed from, the time
 spent and the RNG states (`training_state`). The folder is not a rule output (Snakemake deletes
 a failed job's outputs, and this state must survive the failure); a rerun loads it when its
-fingerprint (`TrainJob.fingerprint`, which includes STATE_VERSION) matches, and the successful
-run removes it (`remove_state`).
+fingerprint (`TrainJob.fingerprint`, which includes STATE_VERSION, the state's format; both in
+archscale.training.job) matches, and the successful run removes it (`remove_state`).
 
 That is the state of single-process and DDP runs. An fsdp run (training.parallel) keeps the
 same folder and fingerprint rule but writes the model and optimizer sharded, one file per rank,
@@ -20,16 +20,15 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archscale.training.job import STATE_VERSION, TrainJob
+
 if TYPE_CHECKING:
     import torch
-
-    from archscale.training.loop import TrainJob
 
 log = logging.getLogger("archscale.training.state")
 
 STATE_FILE = "state.pt"
 RESUME_DIR = "results/resume/{arch}/{tokens}/seed{seed}"  # not a rule output: see docs/training.md
-STATE_VERSION = 1
 
 
 def resume_dir(arch: str, tokens: int, seed: int) -> str:

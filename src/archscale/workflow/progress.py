@@ -27,7 +27,7 @@ _ERROR = re.compile(r"^Error in rule (\w+):$")
 _PARALLEL = re.compile(r"^Provided (?:cores|remote nodes): (\d+)")
 _TOTAL = re.compile(r"^total\s+(\d+)$")
 _STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
-# the trainer's progress line (archscale.training.loop): "step 12/40 ... ETA 31s"
+# the trainer's progress line (archscale.training.loop, _log_row): "step 12/40 ... ETA 31s"
 _STEP = re.compile(r"step (\d+)/(\d+).*?ETA (\d+|nan)s")
 
 

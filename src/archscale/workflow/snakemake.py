@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from archscale.training.loop import TrainJob, result_settings
+from archscale.training.job import TrainJob, result_settings
 
 
 @contextlib.contextmanager
