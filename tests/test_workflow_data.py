@@ -14,7 +14,7 @@ def test_architectures_and_data_targets(tiny_workdir):
     assert list(table["name"]) == ["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"]
     for column in ("n_params_non_embedding", "n_params_attention", "n_params_mlp",
                    "n_params_embedding", "r_mlp_attn", "d_over_sqrt_n", "gqa_group",
-                   "kv_bytes_per_token"):
+                   "kv_bytes_per_token_bf16"):
         assert column in table
     config = json.loads((tiny_workdir / "results/architectures/b3/config.json").read_text())
     assert config["num_attention_heads"] == 3 and config["head_dim"] == 32

@@ -219,7 +219,9 @@ class Architecture:
             "r_mlp_attn": round(self.r_mlp_attn, 6),
             "d_over_sqrt_n": round(self.d_over_sqrt_n, 6),
             "gqa_group": self.gqa_group,
-            "kv_bytes_per_token": self.kv_bytes_per_token("bfloat16"),
+            # at 2 bytes a value whatever the study runs in, so the name says so; the
+            # throughput table's kv_bytes_per_token is at each measurement's own dtype
+            "kv_bytes_per_token_bf16": self.kv_bytes_per_token("bfloat16"),
             "decode_flops_per_token_at_1k": self.forward_flops_per_token(1024),
         }
 
