@@ -146,3 +146,26 @@ def tiny_study_done(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_snakemake(workdir, "--cores", "2", "results/pareto.csv", check=True)
 
     return shared_build(tmp_path_factory, "tiny_done", build) / "study"
+
+
+#: Modules that mostly wait on something outside pytest: SLURM's queue, and the vLLM
+#: environment CI builds in the background. Scheduled first, their waiting overlaps the other
+#: modules' work instead of making the run's tail (in a CI run they started last and ran
+#: 9 minutes alone).
+WAITING_MODULES = ("test_slurm_cluster.py", "test_vllm_cpu.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The waiting modules first, then the others with the most tests first (the order xdist
+    picks by itself, which pyproject's --no-loadscope-reorder hands over to this hook); each
+    module keeps its own order. Every worker collects the same order, as xdist requires."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        name = item.path.name
+        first = WAITING_MODULES.index(name) if name in WAITING_MODULES else len(WAITING_MODULES)
+        return first, -counts[name], name
+
+    items.sort(key=rank)

@@ -94,14 +94,13 @@ def output_of(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-12000:]}"
 
 
-def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tiny_study_done, tmp_path,
-                                                    monkeypatch):
+def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tmp_path, monkeypatch,
+                                                    request):
     require_idle_node()
     for var in THREAD_VARS:
         monkeypatch.setenv(var, "1")
 
     slurm_dir = copy_workdir(tiny_workdir, tmp_path / "via_slurm")
-    local_dir = tiny_study_done  # the same tiny study, already run locally with --cores 2
     assert (slurm_dir / "slurm" / "config.v8+.yaml").is_file()
     assert (slurm_dir / "slurm_cpu_profile" / "config.v8+.yaml").is_file()
 
@@ -109,6 +108,9 @@ def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tiny_study_do
                           "results/pareto.csv", timeout=3600)
     log = slurm.stdout + slurm.stderr
     assert slurm.returncode == 0, "SLURM run failed\n" + output_of(slurm)
+    # the same tiny study run locally with --cores 2, asked for only now: it builds on another
+    # worker (or here) while the SLURM jobs wait in the queue
+    local_dir = request.getfixturevalue("tiny_study_done")
 
     # The jobs really went through sbatch: the plugin reports each SLURM job id with its log
     # file (kept for successful jobs: slurm-keep-successful-logs in slurm/), and each log is the

