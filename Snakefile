@@ -49,6 +49,8 @@ rule all:
         "results/fits/quality.csv",
         # one verdict per finding (rules/fit.smk; the rules: docs/science.md)
         "results/fits/verdicts.json",
+        # the runs that would narrow the x* and r* intervals most per device-hour (rules/fit.smk)
+        "results/proposals.csv",
         "results/plan.csv",
         # the report's Training, Data and Throughput figures (rules/report.smk)
         REPORT_EXTRAS,

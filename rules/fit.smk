@@ -1,5 +1,8 @@
 # Law fitting: Chinchilla L_opt(N, D), the architecture-conditional correction, fit quality.
 # All read results/runs.csv; params are the `fit` section and the fitting code's hash only.
+# The proposals (last rule) read the fitted law and the study's job durations.
+
+from archscale.search.proposals import proposals_params
 
 
 rule fit_chinchilla:
@@ -113,3 +116,27 @@ rule verdicts:
         "../envs/analysis.yaml"
     script:
         "../scripts/verdicts.py"
+
+
+# The runs that would narrow the x* and r* intervals most per device-hour, after every study
+# (archscale.search.proposals); nothing upstream of the search reads it.
+rule proposals:
+    input:
+        runs=table("results/runs.csv"),
+        conditional="results/fits/conditional.json",
+        # the evaluate jobs' durations price a proposed run's evaluation (the cost model)
+        evals=run_paths(f"{RUN}/eval.json"),
+    output:
+        csv="results/proposals.csv",
+    params:
+        settings=proposals_params(STUDY),
+        code=code_version("proposals"),
+    log:
+        "logs/fits/proposals.log",
+    benchmark:
+        "logs/benchmarks/proposals.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/proposals.py"

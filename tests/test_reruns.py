@@ -33,7 +33,8 @@ from conftest import REPO, run_snakemake, shared_build, tiny_config, write_workf
 
 DRY_RUN_WORKERS = 10  # each snakemake start mostly waits (see module docstring)
 AGGREGATES = ("architectures_table", "collect_runs", "throughput_table", "fit_chinchilla",
-              "fit_conditional", "fit_quality", "fit_forms", "search", "verdicts", "plan")
+              "fit_conditional", "fit_quality", "fit_forms", "search", "verdicts", "plan",
+              "proposals")
 
 
 def copy_study(src: Path, dst: Path) -> Path:
@@ -222,6 +223,9 @@ def with_downstream(jobs: set[str]) -> set[str]:
     # the verdicts read the form comparison, the recommendations and the throughput table
     if out & {"fit_forms", "search", "throughput_table"}:
         out.add("verdicts")
+    # the proposals read runs.csv, the conditional law and the evaluate jobs' durations
+    if out & {"collect_runs", "fit_conditional"}:
+        out.add("proposals")
     # the report's tables (rules/report.smk) read the search's outputs, runs.csv and quality.csv
     if out & {"search", "collect_runs", "fit_quality"}:
         out.add("report_tables")
@@ -303,7 +307,8 @@ SCENARIOS: dict[str, Scenario] = {
     "nothing_changed": Scenario(_nothing, _none),
     "touch_config": Scenario(_touch_config, _none),
     # knobs that change speed or labels, never results
-    "speed_knobs": Scenario(_speed_knobs, _none),
+    # ... except the proposals' device-hours: a job's threads are the devices it occupies
+    "speed_knobs": Scenario(_speed_knobs, lambda c: {"proposals"}),
     # issue 15: params are canonical (sorted keys, whole floats as ints), and micro_batch_size
     # only splits the same global batch (gradient accumulation)
     "same_meaning_resaved": Scenario(_same_meaning_resaved, _none),
@@ -385,7 +390,9 @@ SCENARIOS: dict[str, Scenario] = {
         lambda c: throughput_jobs(c) | {"throughput_table", "search"}, with_src=True),
     "code_edit_search_run": Scenario(
         _edit_module("search/study.py"), lambda c: {"search"}, with_src=True),
-    "code_edit_plan": Scenario(_edit_module("costs.py"), lambda c: {"plan"}, with_src=True),
+    # the proposals price runs with costs.py's fitted cost model
+    "code_edit_plan": Scenario(_edit_module("costs.py"), lambda c: {"plan", "proposals"},
+                               with_src=True),
     "code_edit_cli_only": Scenario(_edit_module("cli/search.py"), _none, with_src=True),
 }
 
@@ -440,11 +447,18 @@ def plan_mismatches(dry_runs, names) -> dict[str, bool]:
 # The tests
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["nothing_changed", "touch_config", "speed_knobs",
+@pytest.mark.parametrize("name", ["nothing_changed", "touch_config",
                                   "same_meaning_resaved", "micro_batch_size"])
 @pytest.mark.workflow
 def test_nothing_reruns_without_a_result_changing_change(dry_runs, name):
     check(dry_runs, name)
+
+
+@pytest.mark.workflow
+def test_speed_knobs_rerun_only_the_proposals_device_hours(dry_runs):
+    """Threads change how fast runs train, not their results; only the proposals, which price
+    runs in device-hours (a thread is a device on a CPU study), are redone."""
+    check(dry_runs, "speed_knobs")
 
 
 @pytest.mark.workflow

@@ -3,6 +3,8 @@
 - frontier:       candidate shapes, scoring, Eq. 4 and the Pareto frontier, the GQA step.
 - study:          the search of one study: its inputs, predictors, baselines, one entry point.
 - plots:          the frontier figure.
+- proposals:      the runs that would narrow the x* and r* intervals most per device-hour
+                  (results/proposals.csv).
 - frontier_check: the validation loop (search.validation): train and measure a few frontier
                   shapes the study never trained, and compare with the predictions.
 """

@@ -38,6 +38,8 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "validation": ("architecture.py", "costs.py", "search/frontier_check.py"),
     "gqa": ("architecture.py", "costs.py", "search/gqa_search.py"),
     "optimum_check": ("architecture.py", "search/optimum_plan.py"),
+    "proposals": ("architecture.py", "costs.py", "throughput/devices.py", "data/corpus.py",
+                  "search/proposals.py", "fit"),
     "report": ("figures.py", "training/plots.py", "throughput/plots.py",
                "data/summary.py", "tables.py"),
 }
