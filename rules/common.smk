@@ -13,6 +13,7 @@ from archscale.search.gqa_search import gqa_search_params
 from archscale.search.optimum_plan import FORMS_PATH, optimum_check_params, planned_runs, read_plan
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
+from archscale.throughput.engines.registry import conda_env, names as engine_names
 from archscale.training.launch import slurm_training_request
 from archscale.training.job import result_settings
 from archscale.training.state import resume_dir
@@ -55,7 +56,7 @@ wildcard_constraints:
     tokens=r"\d+",
     seed=r"\d+",
     shard=r"\d+",
-    engine="torch|vllm|sglang",
+    engine="|".join(engine_names()),  # the registry's names: lowercase words, no regex
     varch=SHAPE_NAME_PATTERN,
     size=r"\d+",
     k=r"\d+",
@@ -369,7 +370,9 @@ def throughput_settings(wildcards):
 
 
 def throughput_conda(wildcards):
-    return None if wildcards.engine == "torch" else f"../envs/{wildcards.engine}.yaml"
+    """The engine's own env file (its module declares it); None: the study's environment."""
+    env = conda_env(wildcards.engine)
+    return None if env is None else f"../envs/{env}"
 
 
 def throughput_cores(wildcards):

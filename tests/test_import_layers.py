@@ -10,9 +10,9 @@ An import is an arrow to the module it names: `from archscale.a import b` points
 archscale.a.b when that is a module, else at archscale.a (its __init__.py). Dynamic imports
 (importlib.import_module) are not arrows here.
 
-The circles that exist outside training/ today are listed in KNOWN_CYCLES, each with the reason
-it is still there; a listed circle that has gone fails the test as well, so the list only
-shrinks. archscale.training has none, and may not get one.
+There are none: the trainer's split (training/job.py, schedule.py, distributed.py below the
+loop) and the engine registry (an engine module is imported by name, never by engines/base.py)
+removed the last ones.
 """
 from __future__ import annotations
 
@@ -23,16 +23,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "archscale"
 
-# Circles allowed for now, each as its modules in order from the alphabetically first one (the
-# last imports the first again). Owned by the throughput work (issue 30, "an engine is one
-# module"), which removes them: do not add to this set, remove from it.
-KNOWN_CYCLES = {
-    # engines.base.get_engine imports each engine class inside the function, and every engine
-    # subclasses base's Engine: the registry the issue asks for ends these three circles.
-    ("archscale.throughput.engines.base", "archscale.throughput.engines.sglang"),
-    ("archscale.throughput.engines.base", "archscale.throughput.engines.torch"),
-    ("archscale.throughput.engines.base", "archscale.throughput.engines.vllm"),
-}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -103,24 +93,9 @@ def cycles() -> set[tuple[str, ...]]:
     return import_cycles(import_graph())
 
 
-def test_the_package_has_no_import_cycle_but_the_known_ones(cycles):
-    new = sorted(cycles - KNOWN_CYCLES)
-    assert not new, "import cycles (break each by moving what both sides need into a module " \
-        "below them):\n" + "\n".join(shown(c) for c in new)
-
-
-def test_every_known_cycle_still_exists(cycles):
-    gone = sorted(KNOWN_CYCLES - cycles)
-    assert not gone, "these import cycles are gone; remove it from KNOWN_CYCLES:\n" + \
-        "\n".join(shown(c) for c in gone)
-
-
-def test_training_has_no_import_cycle(cycles):
-    """Not even an allowed one: the trainer was split (issue 30) so that state.py and
-    sharded_state.py import the job and the process group from below the loop."""
-    in_training = sorted(c for c in cycles | KNOWN_CYCLES
-                         if any(m.startswith("archscale.training") for m in c))
-    assert not in_training, "\n".join(shown(c) for c in in_training)
+def test_the_package_has_no_import_cycle(cycles):
+    assert not cycles, "import cycles (break each by moving what both sides need into a module " \
+        "below them):\n" + "\n".join(shown(c) for c in sorted(cycles))
 
 
 def test_imports_inside_functions_and_type_checking_blocks_count():

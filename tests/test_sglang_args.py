@@ -61,7 +61,7 @@ def test_every_engine_kwarg_is_a_server_args_field(settings, tmp_path):
     kwargs = engine_kwargs(_model_dir(tmp_path), settings)
     unknown = sorted(set(kwargs) - set(STORED["server_args_fields"]))
     assert not unknown, f"not ServerArgs fields in sglang {STORED['version']}: {unknown}"
-    assert kwargs["cuda_graph_max_bs_decode"] == min(256, settings.seqs)   # engine_defaults
+    assert kwargs["cuda_graph_max_bs_decode"] == min(256, settings.seqs)   # SglangEngine.scheduling
     assert kwargs["disable_cuda_graph"] is settings.enforce_eager
 
 

@@ -65,7 +65,7 @@ def test_measurement_settings_are_the_slice_that_changes_each_engine():
     settings = MeasureSettings.from_config(section, "vllm")
     assert (settings.batch, settings.batched_tokens("vllm"), settings.model_len, settings.seqs) \
         == (128, 16384, 5120, 128)
-    # the engines' pinned defaults (engine_defaults.py); torch prefills the whole batch
+    # the engines' pinned defaults (each engine's scheduling); torch prefills the whole batch
     assert settings.batched_tokens("sglang") == 8192
     assert settings.batched_tokens("torch") == 128 * 4096
     assert (settings.graph_max_batch("vllm"), settings.graph_max_batch("sglang")) == (128, 128)

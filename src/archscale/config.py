@@ -22,6 +22,7 @@ import yaml
 from archscale.architecture import (Architecture, ArchitectureError, ShapeTargets, shape_from_name,
                                     solve_shape)
 from archscale.throughput.devices import known_devices
+from archscale.throughput.engines.registry import names as engine_names
 
 # The fit's loss columns the validation loop and the optimum check can observe on a run they
 # train (metrics.json, eval.json); archscale.search.frontier_check compares the prediction with
@@ -370,6 +371,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
         raise ConfigError(f"training.global_batch_tokens ({train['global_batch_tokens']}) is "
                           f"smaller than one sequence (data.seq_len {data['seq_len']})")
     _check_budgets_fill_steps(config)
+    _check_engine_names(config["throughput"])
     devices = known_devices(config["throughput"].get("gpus", {}))
     if config["throughput"]["gpu"] not in devices:
         raise ConfigError(f"throughput.gpu: unknown device preset {config['throughput']['gpu']!r};"
@@ -397,6 +399,21 @@ def _check_semantics(config: dict[str, Any]) -> None:
     if engine is not None and engine not in config["throughput"]["engines"]:
         raise ConfigError(f"search.engine: {engine!r} is not among throughput.engines "
                           f"{config['throughput']['engines']}")
+
+
+def _check_engine_names(throughput: dict[str, Any]) -> None:
+    """throughput.engines and the keys of throughput.engine_args must name known engines. The
+    schema leaves them open because the engines' registry, not the schema, lists the engines
+    (archscale.throughput.engines.registry: a new engine is a module, not a schema edit)."""
+    known = engine_names()
+    for field, named in (("engines", throughput["engines"]),
+                         ("engine_args", list(throughput.get("engine_args") or {}))):
+        unknown = [name for name in named if name not in known]
+        if unknown:
+            raise ConfigError(f"throughput.{field}: unknown engine(s) "
+                              f"{', '.join(map(repr, unknown))}; known: {list(known)} (a new "
+                              "engine is a module registered in "
+                              "archscale.throughput.engines.registry, see docs/throughput.md)")
 
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

@@ -21,6 +21,7 @@ from archscale.architecture import Architecture
 from archscale.cli.args import (calibration_file, csv_file, load_json_object, output_dir,
                                 positive_float, positive_int)
 from archscale.config import load_study, search_engine, section_defaults
+from archscale.throughput.engines.registry import names as engine_names
 
 
 def _coefficients(text: str) -> str:
@@ -145,7 +146,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a conditional.json from the fit stage, or 'paper'")
     p.add_argument("--configfile", help="a study config for sizes, search and throughput settings")
     p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu)")
-    p.add_argument("--engine", choices=["vllm", "sglang", "torch"])
+    p.add_argument("--engine", choices=engine_names())
     p.add_argument("--calibration", type=calibration_file,
                    help="results/throughput/calibration.json (default: uncalibrated)")
     p.add_argument("--budget", type=positive_float, action="append",

@@ -17,7 +17,7 @@ from typing import Any
 from archscale.architecture import SHAPE_FIELDS, Architecture
 from archscale.cli.args import calibration_file, fraction, positive_int
 from archscale.throughput.devices import get_device, known_devices
-from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
+from archscale.throughput.engines.registry import names as engine_names
 from archscale.throughput.model import Workload, load_calibration, predict_architecture
 
 
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tie-word-embeddings", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--name", default="shape", help="name of the architecture given by flags")
     p.add_argument("--gpu", default="H200", help=f"device preset: {sorted(known_devices())}")
-    p.add_argument("--engine", default="vllm", choices=sorted(ENGINE_DEFAULTS))
+    p.add_argument("--engine", default="vllm", choices=sorted(engine_names()))
     p.add_argument("--batch", type=positive_int, default=128)
     p.add_argument("--input-len", type=positive_int, default=4096)
     p.add_argument("--output-len", type=positive_int, default=1024)

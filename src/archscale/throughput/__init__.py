@@ -1,6 +1,7 @@
 """Throughput: measured on each architecture's config.json with dummy weights, and modelled.
 
-- engines/:   one interface (engines/base.py) and three engines (torch, vLLM, SGLang).
+- engines/:   one interface (engines/base.py), one module per engine (torch, vLLM, SGLang),
+              and the registry that finds them (engines/registry.py).
 - measure:    one measurement in a child process, run in the engine's own environment.
 - model:      the roofline model of prefill and decode that generalises the measurements.
 - devices:    GPU presets (peak FLOP/s, bandwidth, memory) and matching device names to them.

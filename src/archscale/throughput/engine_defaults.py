@@ -1,24 +1,22 @@
-"""How each engine runs a batch unless the config says otherwise: one table, read by the engines
-(which pin these values when they start) and by the throughput model (which predicts them).
+"""What an engine declares for the throughput model: its pinned scheduling and its default
+efficiency factors. The types live here, below the engines and the model; the values live in each
+engine's module (archscale.throughput.engines.<name>), read through the engines' registry.
 
 Why pinned: vLLM and SGLang pick their prefill chunk and CUDA-graph sizes from the GPU they find,
 so the same config would measure different things on different nodes, and a model that does not
-know the values cannot tell the engines apart. The values below are the engines' own defaults
-on H100/H200-class GPUs (their 35-160 GB tier), read from their source:
-- vLLM (0.11 and later, `EngineArgs` defaults for the offline `LLM` class on GPUs of 70 GB or
-  more that are not A100s): max_num_batched_tokens 16384; CUDA graphs captured for batches up to
-  512 (`max_cudagraph_capture_size`); the scheduler runs between forward steps.
-- SGLang (0.5, `ServerArgs` on GPUs of 35-160 GB at tp < 4): chunked_prefill_size 8192;
-  cuda_graph_max_bs 256; the overlap scheduler prepares step k+1 on the CPU while the GPU runs
-  step k, so the per-step scheduling cost hides behind GPU time.
-- torch (HF generate with a static cache): one prefill of the whole batch, no CUDA graphs, every
-  step's kernels launched from Python.
-Override any of them in config.yaml's throughput section (max_num_batched_tokens,
-cuda_graph_max_batch); the engines then pin, and the model predicts, the configured value.
+know the values cannot tell the engines apart. Each engine pins the values it declares when it
+starts (its engines' own defaults on H100/H200-class GPUs, read from their source), and the
+throughput model predicts them. Override any of them in config.yaml's throughput section
+(max_num_batched_tokens, cuda_graph_max_batch); the engines then pin, and the model predicts, the
+configured value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -44,19 +42,25 @@ class EngineDefaults:
         return int(self.cuda_graph_max_batch if configured is None else configured)
 
 
-ENGINE_DEFAULTS: dict[str, EngineDefaults] = {
-    "vllm": EngineDefaults(
-        paged=True, prefill_chunk_tokens=16384, cuda_graph_max_batch=512,
-        overlap_scheduling=False,
-        source="vLLM EngineArgs defaults for the LLM class on H100/H200 (max_num_batched_tokens "
-               "16384) and its CUDA-graph capture limit (512); synchronous scheduler"),
-    "sglang": EngineDefaults(
-        paged=True, prefill_chunk_tokens=8192, cuda_graph_max_batch=256,
-        overlap_scheduling=True,
-        source="SGLang ServerArgs defaults on 35-160 GB GPUs at tp < 4 (chunked_prefill_size "
-               "8192, cuda_graph_max_bs 256); overlap scheduler on by default"),
-    "torch": EngineDefaults(
-        paged=False, prefill_chunk_tokens=None, cuda_graph_max_batch=0,
-        overlap_scheduling=False,
-        source="HF generate with a static cache: one prefill of the batch, eager kernels"),
-}
+
+FACTOR_NAMES = ("compute_efficiency", "memory_efficiency", "step_overhead_s", "layer_overhead_s")
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Efficiency factors of one (engine, device): the only fitted part of the model."""
+
+    compute_efficiency: float   # fraction of dense peak FLOP/s the matmuls reach
+    memory_efficiency: float    # fraction of memory bandwidth streaming weights and KV reaches
+    step_overhead_s: float      # fixed cost of one forward step (scheduler, sampling, sync)
+    layer_overhead_s: float     # extra cost per layer per step (kernel launches without graphs)
+
+    def to_log(self) -> np.ndarray:
+        return np.log([getattr(self, k) for k in FACTOR_NAMES])
+
+    @classmethod
+    def from_log(cls, theta: Sequence[float]) -> "Factors":
+        return cls(**{k: float(math.exp(v)) for k, v in zip(FACTOR_NAMES, theta)})
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)

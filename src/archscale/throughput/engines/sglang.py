@@ -2,8 +2,8 @@
 
 Why these arguments: SGLang's defaults adapt to the GPU (chunk sizes, CUDA-graph batch sizes,
 memory fraction), so every one that changes throughput is pinned: prefix (radix) cache off,
-the decode CUDA-graph limit and the chunked-prefill and max-prefill sizes (the defaults in
-archscale.throughput.engine_defaults, which the throughput model assumes), running
+the decode CUDA-graph limit and the chunked-prefill and max-prefill sizes (SglangEngine's
+scheduling, which the throughput model assumes), running
 requests, context length, memory fraction and seed. Requests are exact token ids with
 ignore_eos and min_new_tokens = max_new_tokens. The argument names are checked against the
 pinned SGLang release's ServerArgs fields by tests/test_sglang_args.py (SGLang cannot be
@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.throughput.engine_defaults import EngineDefaults, Factors
+from archscale.throughput.engines.base import (COMMON_KEYS, SERVED_KEYS, Engine, MeasureSettings,
+                                               Session, context_override)
 from archscale.training.hf_compat import allow_decoupled_head_dim
 
 SGLANG_VERSION = "0.5.23"   # the release envs/sglang.yaml pins and the argument check reads
@@ -91,9 +93,25 @@ class SglangEngine(Engine):
     name = "sglang"
     package = "sglang"
     install_hint = INSTALL_HINT
+    packages = ("numpy", "torch", "transformers", "sglang")
+    conda_env = "sglang.yaml"
+    measurement_keys = COMMON_KEYS + SERVED_KEYS + ("chunked_prefill_size",)
+    # SGLang 0.5, `ServerArgs` on GPUs of 35-160 GB at tp < 4: chunked_prefill_size 8192;
+    # cuda_graph_max_bs 256; the overlap scheduler prepares step k+1 on the CPU while the GPU
+    # runs step k, so the per-step scheduling cost hides behind GPU time
+    scheduling = EngineDefaults(
+        paged=True, prefill_chunk_tokens=8192, cuda_graph_max_batch=256,
+        overlap_scheduling=True,
+        source="SGLang ServerArgs defaults on 35-160 GB GPUs at tp < 4 (chunked_prefill_size "
+               "8192, cuda_graph_max_bs 256); overlap scheduler on by default")
+    # documented typical values (the model's DEFAULT_FACTOR_SOURCE): a little above vLLM's
+    default_factors = Factors(0.55, 0.75, 0.7e-3, 2.0e-6)
 
     def version(self) -> str:
         return f"sglang {self.require('sglang').__version__}"
 
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         return SglangSession(Path(model_dir), settings)
+
+
+ENGINE = SglangEngine

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from archscale.provenance import device_name
-from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.throughput.engine_defaults import EngineDefaults, Factors
+from archscale.throughput.engines.base import (COMMON_KEYS, Engine, MeasureSettings, Session,
+                                               context_override)
 from archscale.training.hf_compat import allow_decoupled_head_dim
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -103,6 +105,17 @@ class TorchEngine(Engine):
     package = "transformers"
     install_hint = ("Install archscale's own dependencies (pip install -e . -c constraints.txt, "
                     "see README); the torch engine needs only torch and transformers.")
+    packages = ("numpy", "torch", "transformers")
+    conda_env = None  # the study's own environment
+    measurement_keys = COMMON_KEYS  # no server: none of the served engines' scheduling keys
+    # one prefill of the whole batch, no CUDA graphs, every step's kernels launched from Python
+    scheduling = EngineDefaults(
+        paged=False, prefill_chunk_tokens=None, cuda_graph_max_batch=0,
+        overlap_scheduling=False,
+        source="HF generate with a static cache: one prefill of the batch, eager kernels")
+    # HF eager generation launches every kernel from Python: milliseconds per step, ~0.4 ms per
+    # layer (the model's EAGER_LAYER_LAUNCH_S for served engines running beyond their graphs)
+    default_factors = Factors(0.40, 0.50, 4.0e-3, 4.0e-4)
 
     def version(self) -> str:
         torch, transformers = self.require("torch"), self.require("transformers")
@@ -110,3 +123,6 @@ class TorchEngine(Engine):
 
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         return TorchSession(Path(model_dir), settings)
+
+
+ENGINE = TorchEngine

