@@ -23,7 +23,7 @@ from archscale.fit.conditional import paper_law
 from archscale.search.frontier import (SizeSpec, candidate_grid, score_candidates,
                                        solve_eq4_program, trace_frontier)
 from archscale.search.study import SearchInputs, loss_predictor, throughput_predictor
-from archscale.throughput.devices import get_device
+from archscale.devices import get_device
 from archscale.throughput.model import Calibration, Workload
 
 

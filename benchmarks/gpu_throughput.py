@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                  "workflow's own torch engine (snakemake results/throughput.csv) measures.")
 
     from archscale.architecture import Architecture
-    from archscale.throughput.devices import get_device, preset_for_device_name
+    from archscale.devices import get_device, preset_for_device_name
     from archscale.throughput.engines.base import MeasureSettings
     from archscale.throughput.engines.torch import TorchEngine
     from archscale.throughput.model import (DEFAULT_FACTORS, Measurement, Workload, fit_factors,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu_name = torch.cuda.get_device_name(0)
     preset = preset_for_device_name(gpu_name)
     if preset in (None, "cpu"):
-        sys.exit(f"no device preset for {gpu_name!r}; add one to archscale.throughput.devices.PRESETS")
+        sys.exit(f"no device preset for {gpu_name!r}; add one to archscale.devices.PRESETS")
     device = get_device(preset)
     print(f"device: {gpu_name} -> preset {preset}; torch {torch.__version__}", flush=True)
 

@@ -4,7 +4,8 @@
 from snakemake.utils import validate
 
 from archscale.architecture import SHAPE_NAME_PATTERN
-from archscale.config import ConfigError, load_study, schema_path
+from archscale.config import ConfigError, load_study
+from archscale.schema import schema_path
 from archscale.io import DamagedFileError, check_json_files, read_json
 from archscale.costs import (evaluation_memory_mb, study_plan_inputs, training_memory_mb,
                              training_runtime_minutes)

@@ -78,7 +78,7 @@ def test_hf_config_loads_in_transformers():
     """Panda-1B's 72 heads do not divide d_model 2560; LLaMA allows it with explicit head_dim."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from archscale.training.hf_compat import allow_decoupled_head_dim
+    from archscale.hf_compat import allow_decoupled_head_dim
     allow_decoupled_head_dim()
     cfg = LlamaConfig(**make("panda-1b").hf_config())
     assert cfg.head_dim == 64 and cfg.num_key_value_heads == 18 and cfg.tie_word_embeddings

@@ -18,7 +18,7 @@ import pytest
 
 from archscale.architecture import Architecture
 from archscale.config import ConfigError, load_study
-from archscale.throughput.devices import get_device
+from archscale.devices import get_device
 from archscale.throughput.engine_defaults import EngineDefaults, Factors
 from archscale.throughput.engines import registry
 from archscale.throughput.engines.base import MeasureSettings, get_engine, measurement_settings

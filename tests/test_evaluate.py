@@ -216,7 +216,7 @@ def test_checkpoint_lm_scores_every_request_as_hflm_does(trained):
     from lm_eval.models.huggingface import HFLM
 
     from archscale.training.harness_lm import CheckpointLM
-    from archscale.training.hf_compat import allow_decoupled_head_dim
+    from archscale.hf_compat import allow_decoupled_head_dim
 
     out, _ = trained
     allow_decoupled_head_dim()

@@ -258,7 +258,7 @@ def test_cli_names_a_missing_column(tmp_path):
 def test_r_range_defaults_to_the_schemas_in_every_fit():
     import inspect
 
-    from archscale.config import section_defaults
+    from archscale.schema import section_defaults
     from archscale.fit.defaults import DEFAULT_R_RANGE
     from archscale.fit.quality import progressive_extrapolation
 

@@ -1,4 +1,5 @@
-"""No import circles in the archscale package (issue 30).
+"""No import circles in the archscale package, and imports that only point down its layers
+(issue 30).
 
 A circle makes the order modules load in matter: a name used at import time may not exist yet,
 and the modules cannot be understood, tested or split one at a time. The graph is read from the
@@ -118,3 +119,72 @@ def test_a_cycle_is_named_once_from_its_first_module():
     graph = {"m.c": {"m.a"}, "m.a": {"m.b"}, "m.b": {"m.c", "m.a"}, "m.d": {"m.a"}}
     assert import_cycles(graph) == {("m.a", "m.b", "m.c"), ("m.a", "m.b")}
     assert shown(("m.a", "m.b")) == "m.a -> m.b -> m.a"
+
+
+#: The package's layers, lowest first. A module may import its own unit (top-level module or
+#: subpackage) and any unit of a lower layer; the foundations may also import each other.
+#: Units of one layer above the foundations are peers and import nothing from each other: the
+#: stages (fit, training, throughput) share only what lies below them.
+LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("foundations", frozenset({"archscale", "archscale.io", "archscale.provenance",
+                               "archscale.figures", "archscale.tables", "archscale.architecture",
+                               "archscale.devices", "archscale.hf_compat", "archscale.schema",
+                               "archscale.paper"})),
+    ("data", frozenset({"archscale.data"})),
+    ("stages", frozenset({"archscale.fit", "archscale.training", "archscale.throughput"})),
+    ("study", frozenset({"archscale.config"})),
+    ("costs", frozenset({"archscale.costs"})),
+    ("search", frozenset({"archscale.search"})),
+    ("workflow", frozenset({"archscale.workflow"})),
+    ("commands", frozenset({"archscale.cli"})),
+)
+
+
+def unit_of(module: str) -> str:
+    """archscale.fit.forms.base -> archscale.fit; archscale.io -> archscale.io."""
+    return ".".join(module.split(".")[:2])
+
+
+def layer_of(unit: str) -> int:
+    for index, (_, units) in enumerate(LAYERS):
+        if unit in units:
+            return index
+    raise KeyError(unit)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that points up the layers, or sideways to a peer, one line each."""
+    out = []
+    for module, imported in sorted(graph.items()):
+        here = layer_of(unit_of(module))
+        for target in sorted(imported):
+            there = layer_of(unit_of(target))
+            if unit_of(target) == unit_of(module) or there < here or here == there == 0:
+                continue
+            how = "up" if there > here else "sideways to a peer"
+            out.append(f"{module} ({LAYERS[here][0]}) imports {target} ({LAYERS[there][0]}): "
+                       f"{how}")
+    return out
+
+
+def test_every_module_has_a_layer():
+    units = {unit_of(module) for module in import_graph()}
+    placed = set().union(*(units for _, units in LAYERS))
+    assert units <= placed, f"give these a layer in LAYERS: {sorted(units - placed)}"
+
+
+def test_imports_only_point_down_the_layers():
+    problems = layer_violations(import_graph())
+    assert not problems, ("imports against the layer order (move what both need below them):\n"
+                          + "\n".join(problems))
+
+
+def test_a_stage_importing_its_peer_is_caught():
+    graph = {"archscale.throughput.engines.torch": {"archscale.training.model"},
+             "archscale.config": {"archscale.search.study"},
+             "archscale.search.study": {"archscale.config", "archscale.fit.forms"},
+             "archscale.io": {"archscale.provenance"}}
+    assert layer_violations(graph) == [
+        "archscale.config (study) imports archscale.search.study (search): up",
+        "archscale.throughput.engines.torch (stages) imports archscale.training.model (stages): "
+        "sideways to a peer"]

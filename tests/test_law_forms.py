@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.config import ConfigError, load_study, read_config_file, schema, schema_path
+from archscale.config import ConfigError, load_study, read_config_file, schema
+from archscale.schema import schema_path
 from archscale.fit import ChinchillaLaw, fit_conditional, forms, law_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -675,7 +675,7 @@ def test_code_version_rejects_an_unknown_stage():
 
 # Modules every stage uses for bookkeeping (atomic writes, provenance, logging, config loading):
 # they change no number in a result, so they are hashed by no stage on purpose.
-INFRASTRUCTURE = {"__init__.py", "io.py", "provenance.py", "config.py",
+INFRASTRUCTURE = {"__init__.py", "io.py", "provenance.py", "config.py", "schema.py",
                   "workflow/__init__.py", "workflow/snakemake.py", "workflow/code_versions.py"}
 
 
@@ -747,7 +747,7 @@ def _imports_of(source: str, package: Path, current: Path | None) -> set[Path]:
 
 # Imports that feed bookkeeping only, not a result: model.py reads the GPU presets for the MFU
 # estimate that metrics.json reports beside the trained model.
-BOOKKEEPING_EDGES = {("training/model.py", "throughput/devices.py")}
+BOOKKEEPING_EDGES = {("training/model.py", "devices.py")}
 
 
 def _reexport_only(path: Path) -> bool:

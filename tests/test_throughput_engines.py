@@ -12,7 +12,7 @@ import yaml
 
 from archscale.architecture import Architecture
 from archscale.throughput.calibrate import build_table
-from archscale.throughput.devices import get_device
+from archscale.devices import get_device
 from archscale.throughput.engines.base import (Engine, EngineUnavailable, IncompleteGeneration,
                                                MeasureSettings, Session, ThroughputResult,
                                                get_engine, make_prompts, measurement_settings,

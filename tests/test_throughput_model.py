@@ -10,7 +10,7 @@ import pytest
 from archscale.architecture import Architecture
 from archscale.cli.throughput import main as cli_main
 from archscale.paper import PAPER_1B_SHAPES
-from archscale.throughput.devices import Device, get_device, preset_for_device_name
+from archscale.devices import Device, get_device, preset_for_device_name
 from archscale.throughput.model import (CALIBRATION_FORMAT, DEFAULT_FACTORS, EAGER_LAYER_LAUNCH_S,
                                         Calibration, Factors,
                                         Measurement, Workload, fit_factors, leave_one_out,

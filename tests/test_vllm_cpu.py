@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from archscale.architecture import Architecture
-from archscale.throughput.devices import get_device
+from archscale.devices import get_device
 from archscale.throughput.model import Measurement, fit_factors
 from conftest import REPO, run_snakemake, tiny_config, write_workflow
 

@@ -52,7 +52,7 @@ def _shape_gains(shapes: dict[str, dict[str, int]], baseline: str) -> dict[str, 
     """The throughput model's predicted gain of each Table 1 shape over the baseline."""
     from archscale.architecture import Architecture
     from archscale.paper import PAPER_1B_VOCAB
-    from archscale.throughput.devices import get_device
+    from archscale.devices import get_device
     from archscale.throughput.model import DEFAULT_FACTORS, Workload, predict_architecture
 
     out: dict[str, dict[str, float]] = {}

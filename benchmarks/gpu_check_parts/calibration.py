@@ -32,13 +32,13 @@ def measured_records(ctx: Context) -> list[str]:
 
 def run(ctx: Context, rec: Recorder) -> None:
     from archscale.throughput.calibrate import build_table
-    from archscale.throughput.devices import preset_for_device_name
+    from archscale.devices import preset_for_device_name
 
     records = measured_records(ctx)
     device = json.loads(open(records[0]).read())["device"]
     preset = preset_for_device_name(device)
     if preset is None:
-        raise Skip(f"no device preset for {device!r} (archscale.throughput.devices)")
+        raise Skip(f"no device preset for {device!r} (archscale.devices)")
     table_path = ctx.out_dir / "throughput.csv"
     calibration_path = ctx.out_dir / "calibration.json"
     frame = build_table(records, gpu=preset, gpus=None, table_path=table_path,

@@ -135,7 +135,7 @@ def predicted_seconds(shape: dict[str, int], workload: dict[str, int], device: s
                       done: list[dict[str, Any]]) -> float | None:
     """The roofline's time with the torch defaults, times the geometric mean of measured over
     predicted on the runs before; None where the device has no preset."""
-    from archscale.throughput.devices import get_device, preset_for_device_name
+    from archscale.devices import get_device, preset_for_device_name
     from archscale.throughput.model import DEFAULT_FACTORS, Workload, predict
 
     preset = preset_for_device_name(device)

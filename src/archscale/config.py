@@ -7,12 +7,9 @@ architecture (or section) and the field, before any job starts and before anythi
 from __future__ import annotations
 
 import copy
-import json
 import math
 import re
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +18,8 @@ import yaml
 
 from archscale.architecture import (Architecture, ArchitectureError, ShapeTargets, shape_from_name,
                                     solve_shape)
-from archscale.throughput.devices import known_devices
+from archscale.devices import known_devices
+from archscale.schema import fill_defaults, schema_file
 from archscale.throughput.engines.registry import names as engine_names
 
 # The fit's loss columns the validation loop and the optimum check can observe on a run they
@@ -47,26 +45,14 @@ class ConfigError(ValueError):
     """config.yaml is malformed; the message names the field and how to fix it."""
 
 
-@cache
-def _schema_file() -> dict[str, Any]:
-    text = resources.files("archscale").joinpath("schemas/config.schema.json").read_text()
-    return json.loads(text)
-
-
 def schema() -> dict[str, Any]:
     """The JSON schema of config.yaml, with the enums that registries own filled in: fit.form
     lists the law forms registered in archscale.fit.forms at the time of the call."""
     from archscale.fit import forms  # numpy only; the registry, not a list kept here
 
-    filled = copy.deepcopy(_schema_file())
+    filled = copy.deepcopy(schema_file())
     filled["properties"]["fit"]["properties"]["form"]["enum"] = list(forms.names())
     return filled
-
-
-def schema_path() -> Path:
-    """The schema file, for snakemake.utils.validate (rules/common.smk). Its fit.form is any
-    string; the enum is checked by `check_schema`, which load_study runs before that."""
-    return Path(str(resources.files("archscale").joinpath("schemas/config.schema.json")))
 
 
 def _describe_path(config: dict[str, Any], path: list[Any]) -> str:
@@ -87,29 +73,6 @@ def _describe_path(config: dict[str, Any], path: list[Any]) -> str:
         except (KeyError, IndexError, TypeError):
             node = None
     return "".join(parts) or "<top level>"
-
-
-def _fill_defaults(node: Any, node_schema: dict[str, Any]) -> None:
-    """Insert schema defaults into dicts, recursively (what snakemake's validate does too)."""
-    if not isinstance(node, dict):
-        return
-    for key, sub in node_schema.get("properties", {}).items():
-        if key not in node and "default" in sub:
-            node[key] = copy.deepcopy(sub["default"])
-        if key in node:
-            if sub.get("type") == "object" or "properties" in sub:
-                _fill_defaults(node[key], sub)
-            elif sub.get("type") == "array" and isinstance(sub.get("items"), dict):
-                for item in node[key] or []:
-                    _fill_defaults(item, sub["items"])
-
-
-def section_defaults(section: str) -> dict[str, Any]:
-    """The schema's defaults for one top-level section (e.g. "fit", "search"): what a config
-    silent on that section gets, also for users of the library outside a study."""
-    defaults: dict[str, Any] = {}
-    _fill_defaults(defaults, _schema_file()["properties"][section])
-    return defaults
 
 
 def search_engine(search: Mapping[str, Any], throughput: Mapping[str, Any]) -> str:
@@ -185,7 +148,7 @@ def check_schema(config: dict[str, Any], source: str = "config.yaml") -> dict[st
     if lines:
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines))
     config = copy.deepcopy(config)
-    _fill_defaults(config, full)
+    fill_defaults(config, full)
     return config
 
 

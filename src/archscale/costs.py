@@ -25,7 +25,7 @@ import numpy as np
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
 from archscale.data.corpus import token_dtype
-from archscale.throughput.devices import Device, get_device
+from archscale.devices import Device, get_device
 
 if TYPE_CHECKING:
     import pandas as pd

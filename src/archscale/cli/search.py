@@ -20,7 +20,8 @@ from typing import Any
 from archscale.architecture import Architecture
 from archscale.cli.args import (calibration_file, csv_file, load_json_object, output_dir,
                                 positive_float, positive_int)
-from archscale.config import load_study, search_engine, section_defaults
+from archscale.config import load_study, search_engine
+from archscale.schema import section_defaults
 from archscale.throughput.engines.registry import names as engine_names
 
 

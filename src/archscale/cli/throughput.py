@@ -16,7 +16,7 @@ from typing import Any
 
 from archscale.architecture import SHAPE_FIELDS, Architecture
 from archscale.cli.args import calibration_file, fraction, positive_int
-from archscale.throughput.devices import get_device, known_devices
+from archscale.devices import get_device, known_devices
 from archscale.throughput.engines.registry import names as engine_names
 from archscale.throughput.model import Workload, load_calibration, predict_architecture
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archscale.config import section_defaults
+from archscale.schema import section_defaults
 
 #: The schema's defaults for the `fit` section.
 FIT_DEFAULTS: dict[str, Any] = section_defaults("fit")

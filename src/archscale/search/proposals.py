@@ -149,7 +149,7 @@ def run_cost_model(runs: pd.DataFrame, seq_len: int, eval_seconds: Iterable[floa
         evals = [0.0]
     wall = runs.get("wall_s")
     if wall is None or not np.all(np.isfinite(pd.to_numeric(wall, errors="coerce"))):
-        from archscale.throughput.devices import get_device
+        from archscale.devices import get_device
 
         per_flop = training_seconds(1.0, get_device(TRAINING_GPU))
         notes.append(f"runs.csv has no usable wall_s: training is priced from FLOPs on "

@@ -23,7 +23,7 @@ from archscale.architecture import DTYPE_BYTES, SHAPE_FIELDS, Architecture, shap
 from archscale.config import search_engine
 from archscale.search.frontier import (SearchError, SearchProblem, SizeSpec, add_accounting,
                                        run_search, shape_names)
-from archscale.throughput.devices import Device, get_device
+from archscale.devices import Device, get_device
 from archscale.throughput.model import Calibration, Workload, predict_tokens_per_s
 
 if TYPE_CHECKING:

@@ -4,7 +4,6 @@
               and the registry that finds them (engines/registry.py).
 - measure:    one measurement in a child process, run in the engine's own environment.
 - model:      the roofline model of prefill and decode that generalises the measurements.
-- devices:    GPU presets (peak FLOP/s, bandwidth, memory) and matching device names to them.
 - calibrate:  fitting the model's factors to the measurements (throughput.csv, calibration.json).
 
 Throughput depends on the architecture only, so measurements never wait for or rerun after

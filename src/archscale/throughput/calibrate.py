@@ -14,17 +14,18 @@ from typing import Any, Mapping, Sequence
 from archscale.architecture import Architecture
 from archscale.io import read_json, write_csv
 from archscale.provenance import now, provenance
-from archscale.throughput.devices import get_device, preset_for_device_name
+from archscale.devices import get_device, preset_for_device_name
 from archscale.throughput.model import Measurement, fit_factors, leave_one_out, save_calibration
-from archscale.workflow.code_versions import code_version
 
 
 def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any] | None,
                 table_path: str | Path, calibration_path: str | Path,
-                log: logging.Logger | None = None):
+                log: logging.Logger | None = None, model_code_version: str | None = None):
     """Fit, predict and write both outputs; returns the table as a DataFrame.
 
     Each record names its architecture (the directory of the config.json it measured).
+    `model_code_version`, recorded in calibration.json, is the workflow's hash of the model's
+    code (the rule passes it; the library does not reach up into the workflow for it).
     """
     started = now()
     import pandas as pd
@@ -84,7 +85,7 @@ def build_table(results: Sequence[str | Path], gpu: str, gpus: Mapping[str, Any]
                  entry.rms_log_error, 100 * sub.loo_relative_error.abs().mean(), len(sub))
     save_calibration(calibration, calibration_path, extra={
         "leave_one_out": leave_one_out_summary(frame),
-        "model_code_version": code_version("throughput_model"),
+        "model_code_version": model_code_version,
         "provenance": provenance(settings={"gpu": gpu, "gpus": dict(gpus or {})},
                                  inputs=results, started=started,
                                  packages=("numpy", "scipy", "pandas"))})

@@ -44,7 +44,7 @@ import numpy as np
 from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per_token,
                                     kv_bytes_per_token, non_embedding_params, prefill_flops)
 from archscale.io import write_json
-from archscale.throughput.devices import Device
+from archscale.devices import Device
 from archscale.throughput.engine_defaults import FACTOR_NAMES, EngineDefaults, Factors
 from archscale.throughput.engines.registry import ENGINE_SCHEDULING, Declared, names
 

@@ -1,7 +1,6 @@
 """Training and evaluation of one run (architecture x token budget x seed).
 
 - model:       the HF Llama model of a config.json, checkpoints, the MFU estimate.
-- hf_compat:   lets transformers 5 load shapes whose head_dim is decoupled from d_model.
 - job:         a run as data (TrainJob), its fingerprint, its result settings and its errors.
 - schedule:    the learning-rate rules, the run's steps and batches (Schedule), the data order.
 - distributed: the device and this process's place in the process group (Dist).

@@ -34,7 +34,7 @@ from archscale.data.corpus import load_tokens
 from archscale.data.mc_task import data_file_of
 from archscale.io import read_json, write_json
 from archscale.provenance import now, provenance
-from archscale.training.hf_compat import allow_decoupled_head_dim
+from archscale.hf_compat import allow_decoupled_head_dim
 
 # The paper's metric per task (Table 2/3 of Bian et al.); corpus_mc is this project's offline task.
 TASK_METRICS: dict[str, str] = {

@@ -163,7 +163,7 @@ class CheckpointLM(TemplateLM):
         if self._generator is None:
             from lm_eval.models.huggingface import HFLM
 
-            from archscale.training.hf_compat import allow_decoupled_head_dim
+            from archscale.hf_compat import allow_decoupled_head_dim
 
             allow_decoupled_head_dim()
             self._generator = HFLM(pretrained=str(self.model_dir), device=str(self._device),

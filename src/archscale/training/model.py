@@ -19,8 +19,8 @@ import torch
 
 from archscale.architecture import Architecture
 from archscale.io import reporting_write_errors, write_json
-from archscale.throughput.devices import PRESETS, preset_for_device_name
-from archscale.training.hf_compat import allow_decoupled_head_dim
+from archscale.devices import PRESETS, preset_for_device_name
+from archscale.hf_compat import allow_decoupled_head_dim
 
 
 class ModelError(ValueError):
@@ -42,7 +42,7 @@ def read_hf_config(config: dict[str, Any] | str | os.PathLike) -> dict[str, Any]
 
 def llama_config(config: dict[str, Any] | str | os.PathLike, init_std: float | None = None):
     """A transformers LlamaConfig for an architecture (head_dim may be decoupled from d_model:
-    see archscale.training.hf_compat)."""
+    see archscale.hf_compat)."""
     from transformers import LlamaConfig
 
     allow_decoupled_head_dim()
@@ -91,7 +91,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def stock_checkpoint_config(config: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config.json as stock transformers 5 and vLLM load it, without
-    archscale's validator patch (archscale.training.hf_compat).
+    archscale's validator patch (archscale.hf_compat).
 
     transformers 5's LlamaConfig refuses a hidden size its head count does not divide, even
     with head_dim given, which LLaMA's computation allows (the paper's Panda and Surefire shapes
@@ -193,7 +193,7 @@ def training_flops_per_token(config: dict[str, Any] | str | os.PathLike, seq_len
 
 def gpu_peak_tflops(device_name: str) -> float | None:
     """Dense bf16 peak of the preset a CUDA device name belongs to (e.g. "NVIDIA H100 80GB
-    HBM3" -> H100; archscale.throughput.devices matches the names), None when unknown."""
+    HBM3" -> H100; archscale.devices matches the names), None when unknown."""
 
     preset = preset_for_device_name(device_name)
     return None if preset in (None, "cpu") else PRESETS[preset].peak_tflops

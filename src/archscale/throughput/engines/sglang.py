@@ -18,7 +18,7 @@ from typing import Any
 from archscale.throughput.engine_defaults import EngineDefaults, Factors
 from archscale.throughput.engines.base import (COMMON_KEYS, SERVED_KEYS, Engine, MeasureSettings,
                                                Session, context_override)
-from archscale.training.hf_compat import allow_decoupled_head_dim
+from archscale.hf_compat import allow_decoupled_head_dim
 
 SGLANG_VERSION = "0.5.23"   # the release envs/sglang.yaml pins and the argument check reads
 

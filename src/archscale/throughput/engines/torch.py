@@ -14,7 +14,7 @@ from archscale.provenance import device_name
 from archscale.throughput.engine_defaults import EngineDefaults, Factors
 from archscale.throughput.engines.base import (COMMON_KEYS, Engine, MeasureSettings, Session,
                                                context_override)
-from archscale.training.hf_compat import allow_decoupled_head_dim
+from archscale.hf_compat import allow_decoupled_head_dim
 
 DTYPES = ("float32", "bfloat16", "float16")
 

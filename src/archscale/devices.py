@@ -1,4 +1,4 @@
-"""Device presets for the roofline throughput model.
+"""Device presets: what training costs, the roofline throughput model and the search count in.
 
 Dense bf16 peak (TFLOP/s, no sparsity), memory bandwidth (GB/s) and memory (GB), from the
 vendors' datasheets (SXM parts). `cpu` is a nominal laptop-class figure for the default study:
