@@ -139,7 +139,10 @@ def kill_trial(workdir: Path, job: Job, delay: float | None, mode: str) -> dict:
         alive = all(Path(f"/proc/{pid}").exists() for pid in pids)
         if mode == "script":
             for pid in pids:
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended between the look and the kill
+                    alive = False
         else:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=180)
