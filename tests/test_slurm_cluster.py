@@ -1,4 +1,5 @@
-"""The tiny study through real sbatch on a SLURM cluster gives what a local run gives.
+"""The tiny study's cluster jobs through real sbatch on a SLURM cluster give what a local run
+gives.
 
 Needs a cluster with an idle node; in CI `.ci/slurm_up.sh` (root) starts a one-node one on the
 test machine. The run uses the real profile plus CPU overrides, the way a user would type it:
@@ -7,14 +8,15 @@ test machine. The run uses the real profile plus CPU overrides, the way a user w
 
 (the second profile, tests/slurm_cpu_profile/, drops the GPU requests that cannot be met on a
 test node, uses `squeue` for job states because the test cluster has no accounting, and checks
-job states after 1 s). The same study also runs locally with `--cores 2`; both must produce the
-same files under results/, byte-identical results/architectures.csv and tokenized data, and the
-same validation losses within VAL_LOSS_RTOL (both run on this machine's CPUs with one thread
-per job: OMP/MKL/torch threads are pinned to 1 through the environment SLURM jobs inherit).
+job states after 1 s). It builds the cluster jobs of two runs and a measurement
+(SLURM_TARGETS), then dry-runs results/pareto.csv from there. The same study also runs locally
+with `--cores 2`; what SLURM built must match it: byte-identical results/architectures.csv and
+tokenized data, and the same validation losses within VAL_LOSS_RTOL (both run on this
+machine's CPUs with one thread per job: OMP/MKL/torch threads are pinned to 1 through the
+environment SLURM jobs inherit).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
+from test_reruns import copy_study
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -76,26 +79,21 @@ def result_files(workdir: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def read_runs(path: Path) -> dict[tuple, float]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows, f"{path} has no rows"
-    assert "val_loss" in rows[0] and "name" in rows[0], f"{path} columns: {list(rows[0])}"
-    key_cols = [c for c in ("name", "tokens", "seed") if c in rows[0]]
-    losses = {}
-    for row in rows:
-        key = tuple(row[c] for c in key_cols)
-        assert key not in losses, f"{path}: two rows for {dict(zip(key_cols, key))}"
-        losses[key] = float(row["val_loss"])
-    return losses
-
-
 def output_of(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-12000:]}"
 
 
-def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tmp_path, monkeypatch,
-                                                    request):
+#: What the SLURM run builds: every rule that goes to the cluster (tokenize_shard, train,
+#: evaluate, throughput) for two runs of different shapes and budgets, and the tables made from
+#: the configs. The whole tiny study through sbatch trains it a second time on the CI machine's
+#: two cores (8 minutes, a third of CI); the analysis rules after it are localrules, which the
+#: submit host runs exactly as a local run does, and a dry run checks their plan below.
+SLURM_TARGETS = ("results/architectures.csv", "results/runs/a1/8192/seed0/eval.json",
+                 "results/runs/c3/16384/seed0/eval.json", "results/throughput/b3/torch.json")
+
+
+def test_cluster_jobs_through_sbatch_match_the_local_run(tiny_workdir, tmp_path, monkeypatch,
+                                                         request):
     require_idle_node()
     for var in THREAD_VARS:
         monkeypatch.setenv(var, "1")
@@ -103,9 +101,9 @@ def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tmp_path, mon
     slurm_dir = copy_workdir(tiny_workdir, tmp_path / "via_slurm")
     assert (slurm_dir / "slurm" / "config.v8+.yaml").is_file()
     assert (slurm_dir / "slurm_cpu_profile" / "config.v8+.yaml").is_file()
+    profiles = ("--profile", "slurm", "--profile", "slurm_cpu_profile")
 
-    slurm = run_snakemake(slurm_dir, "--profile", "slurm", "--profile", "slurm_cpu_profile",
-                          "results/pareto.csv", timeout=3600)
+    slurm = run_snakemake(slurm_dir, *profiles, *SLURM_TARGETS, timeout=3600)
     log = slurm.stdout + slurm.stderr
     assert slurm.returncode == 0, "SLURM run failed\n" + output_of(slurm)
     # the same tiny study run locally with --cores 2, asked for only now: it builds on another
@@ -134,31 +132,39 @@ def test_tiny_study_through_sbatch_matches_local_run(tiny_workdir, tmp_path, mon
     not_completed = [s for s in states.stdout.splitlines() if not s.endswith(" COMPLETED")]
     assert not not_completed, f"SLURM jobs not COMPLETED: {not_completed}"
 
-    # Same outputs as the local run.
+    # What SLURM built is what the local run built: every file of it exists locally, the
+    # configs' table and the tokens byte for byte, the two runs' losses within VAL_LOSS_RTOL.
     files = result_files(slurm_dir)
-    assert "pareto.csv" in files
-    assert files == result_files(local_dir), (
-        f"only via SLURM: {sorted(files - result_files(local_dir))}; "
-        f"only local: {sorted(result_files(local_dir) - files)}")
-
+    assert files <= result_files(local_dir), \
+        f"only via SLURM: {sorted(files - result_files(local_dir))}"
     arch = "architectures.csv"
     assert (slurm_dir / "results" / arch).read_bytes() == (local_dir / "results" / arch).read_bytes()
-
     token_files = sorted(f for f in files if re.fullmatch(r"data/.+/(train|val)\.bin", f))
-    assert token_files, f"no results/data/**/train.bin or val.bin among {sorted(files)}"
+    assert len(token_files) == 2, f"train.bin and val.bin, not {token_files}"
     for rel in token_files:
         assert (slurm_dir / "results" / rel).read_bytes() == \
             (local_dir / "results" / rel).read_bytes(), f"results/{rel} differs"
+    for target in SLURM_TARGETS:
+        if target.endswith("eval.json"):
+            via_slurm = json.loads((slurm_dir / target).read_text())["val_loss"]
+            here = json.loads((local_dir / target).read_text())["val_loss"]
+            assert via_slurm == pytest.approx(here, rel=VAL_LOSS_RTOL), target
+    measured = json.loads((slurm_dir / SLURM_TARGETS[-1]).read_text())
+    assert measured["engine"] == "torch" and measured["output_tokens_per_s"] > 0
 
-    via_slurm = read_runs(slurm_dir / "results" / "runs.csv")
-    here = read_runs(local_dir / "results" / "runs.csv")
-    assert via_slurm.keys() == here.keys()
-    for key, loss in here.items():
-        assert via_slurm[key] == pytest.approx(loss, rel=VAL_LOSS_RTOL), key
+    # The rest of `snakemake --profile slurm results/pareto.csv` from here: the other runs go
+    # to the cluster, the tables, fits and search stay on the submit host.
+    plan = run_snakemake(slurm_dir, "-n", *profiles, "results/pareto.csv", timeout=600)
+    assert plan.returncode == 0, "dry run of results/pareto.csv failed\n" + output_of(plan)
+    for rule in ("train", "evaluate", "throughput", "collect_runs", "fit_conditional",
+                 "search"):
+        assert re.search(rf"^rule {rule}:", plan.stdout, flags=re.M) or \
+            re.search(rf"^{rule}\s+\d+$", plan.stdout, flags=re.M), \
+            f"the dry run does not plan {rule}\n" + output_of(plan)
 
 
-def test_two_node_training_job_runs_one_torchrun_per_task(tiny_workdir, tiny_study_done,
-                                                          tmp_path, monkeypatch):
+def test_two_node_training_job_runs_one_torchrun_per_task(tiny_study_done, tmp_path,
+                                                          monkeypatch):
     """training.nodes: 2 through the plugin: the train job starts one srun task per "node",
     each a torchrun that joins a c10d rendezvous, and DDP over the 2 ranks trains the same
     model as one process. The CI cluster has one node, so a third profile asks for 2 tasks on
@@ -169,7 +175,8 @@ def test_two_node_training_job_runs_one_torchrun_per_task(tiny_workdir, tiny_stu
     require_idle_node()
     for var in THREAD_VARS:
         monkeypatch.setenv(var, "1")
-    workdir = copy_workdir(tiny_workdir, tmp_path / "two_nodes")
+    # the finished study, so only a1's training reruns (its settings change): not the tokens
+    workdir = copy_study(tiny_study_done, tmp_path / "two_nodes")
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     next(a for a in config["architectures"] if a["name"] == "a1")["training"] = {"nodes": 2}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
