@@ -89,7 +89,7 @@ def output_of(proc: subprocess.CompletedProcess) -> str:
 #: two cores (8 minutes, a third of CI); the analysis rules after it are localrules, which the
 #: submit host runs exactly as a local run does, and a dry run checks their plan below.
 SLURM_TARGETS = ("results/architectures.csv", "results/runs/a1/8192/seed0/eval.json",
-                 "results/runs/c3/16384/seed0/eval.json", "results/throughput/b3/torch.json")
+                 "results/runs/b1/16384/seed0/eval.json", "results/throughput/b3/torch.json")
 
 
 def test_cluster_jobs_through_sbatch_match_the_local_run(tiny_workdir, tmp_path, monkeypatch,
@@ -187,9 +187,12 @@ def test_two_node_training_job_runs_one_torchrun_per_task(tiny_study_done, tmp_p
     (workdir / "slurm_two_tasks").mkdir()
     (workdir / "slurm_two_tasks" / "config.v8+.yaml").write_text(yaml.safe_dump(two_tasks))
 
+    # training.nodes changes how a1 trains, not what (it is not in its params), so the finished
+    # study has nothing to redo: --force reruns the target's job, a1's training, and no other
     target = "results/runs/a1/8192/seed0/metrics.json"
+    (workdir / "logs" / "train" / "a1" / "8192" / "seed0.log").unlink()  # the local run's
     proc = run_snakemake(workdir, "--profile", "slurm", "--profile", "slurm_cpu_profile",
-                         "--profile", "slurm_two_tasks", target, timeout=1800)
+                         "--profile", "slurm_two_tasks", "--force", target, timeout=1800)
     assert proc.returncode == 0, "two-task SLURM training failed\n" + output_of(proc)
     train_log = (workdir / "logs" / "train" / "a1" / "8192" / "seed0.log").read_text()
     assert "launching 2 nodes x 1 processes: srun --overlap --ntasks=2" in train_log, train_log
