@@ -476,23 +476,7 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
         raise ProposalError("the runs leave the optimum's variance undefined at the fitted "
                             "coefficients; check the fit's warnings")
 
-    if candidates is None:
-        parts = [_new_seeds(observed)] if "new_seed" in settings.kinds else []
-        if {"new_shape", "new_size"} & set(settings.kinds):
-            parts.append(_new_shapes(observed, law, settings))
-        candidates = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        if not candidates.empty:
-            candidates = candidates[candidates["kind"].isin(settings.kinds)]
-    if candidates.empty:
-        raise ProposalError(f"no candidate runs of the kinds {list(settings.kinds)}")
-    pool = _complete(candidates, observed)
-    l_opt = _l_opt(law, pool["n_params_non_embedding"].to_numpy(float),
-                   pool["tokens"].to_numpy(float))
-    pool = pool[np.isfinite(l_opt)].reset_index(drop=True)
-    l_opt = l_opt[np.isfinite(l_opt)]
-    if pool.empty:
-        raise ProposalError("no candidate run could be placed (every solved shape fell "
-                            "outside the fit's r range or the law's L_opt)")
+    pool, l_opt = _candidate_pool(candidates, observed, law, settings)
     rows = linear.rows(pool["d_over_sqrt_n"].to_numpy(float), pool["r_mlp_attn"].to_numpy(float),
                        l_opt, pool["n_params_non_embedding"].to_numpy(float))
     sd = np.array([_seed_sd(seed_noise, d, rmse) for d in pool["tokens"]])
@@ -510,20 +494,14 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
     picked: list[dict[str, Any]] = []
     extra_seeds: Counter = Counter()
     for _ in range(min(settings.top, len(pool))):
-        before = design.variance()
-        after = design.variance_after(rows, weights)
-        effect = sum((np.sqrt(before[a]) - np.sqrt(np.maximum(after[a], 0))) / math.sqrt(var_ref[a])
-                     for a in axes)
+        effect, after = _effect(design, rows, weights, axes, var_ref)
         best = int(np.argmax(effect / hours))
         record = _record(pool.iloc[best], extra_seeds[best], True, float(effect[best]),
                          {a: float(after[a][best]) for a in axes}, var_ref, width_now, observed)
         picked.append(record)
         extra_seeds[best] += 1
         design.add(rows[best], float(weights[best]))
-    before = design.variance()
-    after = design.variance_after(rows, weights)
-    effect = sum((np.sqrt(before[a]) - np.sqrt(np.maximum(after[a], 0))) / math.sqrt(var_ref[a])
-                 for a in axes)
+    effect, after = _effect(design, rows, weights, axes, var_ref)
     rest = [_record(pool.iloc[i], extra_seeds[i], False, float(effect[i]),
                     {a: float(after[a][i]) for a in axes}, var_ref, width_now, observed)
             for i in range(len(pool))]
@@ -531,6 +509,41 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
     table = pd.DataFrame(picked + rest)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[PROPOSAL_COLUMNS]
+
+
+def _effect(design: "_Design", rows: np.ndarray, weights: np.ndarray, axes: tuple[str, ...],
+            var_ref: Mapping[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each candidate's effect given the design so far (the fraction of each axis's reference
+    SD it removes, summed over the axes) and the variances it would leave."""
+    before = design.variance()
+    after = design.variance_after(rows, weights)
+    effect = sum((np.sqrt(before[a]) - np.sqrt(np.maximum(after[a], 0))) / math.sqrt(var_ref[a])
+                 for a in axes)
+    return effect, after
+
+
+def _candidate_pool(candidates: pd.DataFrame | None, observed: pd.DataFrame,
+                    law: ConditionalLaw, settings: ProposalSettings
+                    ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The candidate runs (generated of settings.kinds unless given) that the law can place,
+    with their L_opt; raises ProposalError when none is left."""
+    if candidates is None:
+        parts = [_new_seeds(observed)] if "new_seed" in settings.kinds else []
+        if {"new_shape", "new_size"} & set(settings.kinds):
+            parts.append(_new_shapes(observed, law, settings))
+        candidates = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if not candidates.empty:
+            candidates = candidates[candidates["kind"].isin(settings.kinds)]
+    if candidates.empty:
+        raise ProposalError(f"no candidate runs of the kinds {list(settings.kinds)}")
+    pool = _complete(candidates, observed)
+    l_opt = _l_opt(law, pool["n_params_non_embedding"].to_numpy(float),
+                   pool["tokens"].to_numpy(float))
+    pool = pool[np.isfinite(l_opt)].reset_index(drop=True)
+    if pool.empty:
+        raise ProposalError("no candidate run could be placed (every solved shape fell "
+                            "outside the fit's r range or the law's L_opt)")
+    return pool, l_opt[np.isfinite(l_opt)]
 
 
 def _complete(pool: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
