@@ -458,19 +458,7 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
         raise ProposalError(f"settings.axes {settings.axes} names no optimum of {AXES}")
 
     linear = _Linear(law)
-    n_obs, d_obs = observed["N"].to_numpy(float), observed["D"].to_numpy(float)
-    lo_obs = _l_opt(law, n_obs, d_obs)
-    if not np.all(np.isfinite(lo_obs)):
-        raise ProposalError("the law gives no L_opt at some trained (N, D); refit it")
-    rows_obs = linear.rows(observed["x"].to_numpy(float), observed["r"].to_numpy(float),
-                           lo_obs, n_obs)
-    resid = law.predict(observed["x"], observed["r"], lo_obs, n=n_obs) - observed["loss"]
-    rmse = float(np.sqrt(np.mean(np.asarray(resid, float) ** 2)))
-    prior = np.array([_seed_sd(seed_noise, d, rmse) for d in d_obs])
-    n_seeds = observed["n_seeds"].to_numpy(float)
-    own = observed["loss_sd"].to_numpy(float)
-    var_obs = ((n_seeds - 1) * own ** 2 + PRIOR_DOF * prior ** 2) / (n_seeds - 1 + PRIOR_DOF)
-    design = _Design(rows_obs, n_seeds / var_obs, {a: linear.gradient(a) for a in axes})
+    design, rmse = _study_design(observed, law, linear, seed_noise, axes)
     var_now = design.variance()
     if not all(v > 0 and np.isfinite(v) for v in var_now.values()):
         raise ProposalError("the runs leave the optimum's variance undefined at the fitted "
@@ -509,6 +497,27 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
     table = pd.DataFrame(picked + rest)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[PROPOSAL_COLUMNS]
+
+
+def _study_design(observed: pd.DataFrame, law: ConditionalLaw, linear: "_Linear",
+                  seed_noise: Mapping[str, Any] | None, axes: tuple[str, ...]
+                  ) -> tuple["_Design", float]:
+    """The trained points' information (each weighted by its seeds over its shrunk seed
+    variance) and the law's residual RMSE, which stands in for the seed SD where none is
+    measured."""
+    n_obs, d_obs = observed["N"].to_numpy(float), observed["D"].to_numpy(float)
+    lo_obs = _l_opt(law, n_obs, d_obs)
+    if not np.all(np.isfinite(lo_obs)):
+        raise ProposalError("the law gives no L_opt at some trained (N, D); refit it")
+    rows_obs = linear.rows(observed["x"].to_numpy(float), observed["r"].to_numpy(float),
+                           lo_obs, n_obs)
+    resid = law.predict(observed["x"], observed["r"], lo_obs, n=n_obs) - observed["loss"]
+    rmse = float(np.sqrt(np.mean(np.asarray(resid, float) ** 2)))
+    prior = np.array([_seed_sd(seed_noise, d, rmse) for d in d_obs])
+    n_seeds = observed["n_seeds"].to_numpy(float)
+    own = observed["loss_sd"].to_numpy(float)
+    var_obs = ((n_seeds - 1) * own ** 2 + PRIOR_DOF * prior ** 2) / (n_seeds - 1 + PRIOR_DOF)
+    return _Design(rows_obs, n_seeds / var_obs, {a: linear.gradient(a) for a in axes}), rmse
 
 
 def _effect(design: "_Design", rows: np.ndarray, weights: np.ndarray, axes: tuple[str, ...],
