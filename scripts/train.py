@@ -1,8 +1,9 @@
 """Train one run (rules train, validation_train and optimum_check_train).
 
 The run (tokens, seed, label, resume folder) and the result-deciding settings arrive as params
-(they decide reruns); the speed/bookkeeping knobs (threads, gpus, nodes, checkpoint cadence,
-compile) are read from the config, so changing them never reruns training. More than one GPU
+(they decide reruns) and are the only source of those; the speed/bookkeeping knobs (threads,
+gpus, nodes, checkpoint cadence, compile) are read from the config, so changing them never
+reruns training. More than one GPU
 or node launches torchrun; see archscale.training.launch.
 """
 from archscale.config import load_study
@@ -13,11 +14,12 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     sm = snakemake  # noqa: F821
     study = load_study(sm.config)
     label = dict(sm.params.label)
-    # a configured architecture may override training settings; a checked shape (the frontier
-    # check's, the optimum check's) never does
-    settings = (study.config["training"] if label.get("validation") or label.get("optimum_check")
-                else study.training_settings(label["arch"]))
-    job = rule_train_job(sm, settings)
+    # the speed knobs: a configured architecture may override them; a checked shape (the
+    # frontier check's, the optimum check's) never does. The result settings are the params.
+    speed = (study.config["training"] if label.get("validation") or label.get("optimum_check")
+             else study.training_settings(label["arch"]))
+    job = rule_train_job(sm, speed)
+    settings = job.settings
     log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs x %d nodes)", label["arch"],
              job.tokens, job.seed, sm.threads, settings["gpus"], settings["nodes"])
     execute(job, gpus=settings["gpus"], nodes=settings["nodes"])

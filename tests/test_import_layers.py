@@ -129,6 +129,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("foundations", frozenset({"archscale", "archscale.io", "archscale.provenance",
                                "archscale.figures", "archscale.tables", "archscale.architecture",
                                "archscale.devices", "archscale.hf_compat", "archscale.schema",
+                               "archscale.settings",
                                "archscale.paper"})),
     ("data", frozenset({"archscale.data"})),
     ("stages", frozenset({"archscale.fit", "archscale.training", "archscale.throughput"})),

@@ -10,6 +10,7 @@ import copy
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,6 +21,7 @@ from archscale.architecture import (Architecture, ArchitectureError, ShapeTarget
                                     solve_shape)
 from archscale.devices import known_devices
 from archscale.schema import fill_defaults, schema_file
+from archscale.settings import StudySettings, TrainingSettings
 from archscale.throughput.engines.registry import names as engine_names
 
 # The fit's loss columns the validation loop and the optimum check can observe on a run they
@@ -158,6 +160,16 @@ class Study:
 
     config: dict[str, Any]
     architectures: dict[str, Architecture]
+
+    @cached_property
+    def settings(self) -> StudySettings:
+        """The config's sections as typed objects (archscale.settings): each field declares
+        which stages' results it changes, and the rules' params follow from that."""
+        return StudySettings.from_config(self.config)
+
+    def arch_training(self, arch: str) -> TrainingSettings:
+        """The training section with this architecture's overrides, typed."""
+        return TrainingSettings.from_mapping(self.training_settings(arch))
 
     def token_budgets(self, arch: str) -> list[int]:
         spec = self.arch_spec(arch)
@@ -498,4 +510,6 @@ def load_study(config: dict[str, Any] | str | Path, source: str | None = None) -
             archs[spec["name"]] = resolve_architecture(spec, config)
     except (ConfigError, ArchitectureError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return Study(config=config, architectures=archs)
+    study = Study(config=config, architectures=archs)
+    study.settings  # built once, here: a section the typed objects do not know fails at load
+    return study

@@ -384,18 +384,15 @@ def run_study_search(settings: SearchSettings, runs: pd.DataFrame | None = None,
 
 
 def search_rule_params(study: "Study") -> dict[str, Any]:
-    """What changes the search's result (the Snakemake rule's params): its own section, the
-    workload and device of the throughput model, the token budget the loss is predicted at and
-    the architectures (for the sizes and the nearest-trained column). The r range comes with
-    the law (its input conditional.json)."""
-    config, tp = study.config, study.config["throughput"]
+    """What changes the search's result (the Snakemake rule's params): the search and
+    throughput settings that declare the "search" stage (archscale.settings: the workload and
+    device of the throughput model, not the frontier check's or the GQA step's settings), the
+    token budget the loss is predicted at and the architectures (for the sizes and the
+    nearest-trained column). The r range comes with the law (its input conditional.json)."""
+    settings = study.settings
     return {
-        # the frontier check and the GQA step read the search's outputs; their settings
-        # change no search result
-        "search": {k: v for k, v in config["search"].items()
-                   if k not in ("validation", "gqa_search")},
-        "throughput": {k: tp.get(k) for k in ("engines", "gpu", "gpus", "device",
-                                              *Workload.SETTINGS_KEYS)},
+        "search": settings.search.params("search"),
+        "throughput": settings.throughput.params("search"),
         "tokens": study.search_tokens(),
         "architectures": {n: a.to_dict() for n, a in study.architectures.items()},
     }

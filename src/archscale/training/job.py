@@ -16,17 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Training settings that change speed or bookkeeping but not the trained model: they are not
-# Snakemake params, so changing them never reruns training (see rules/train.smk and
-# docs/reruns.md). micro_batch_size is one: gradient accumulation sums the same sequences'
-# gradients whatever the split, so only float rounding changes (as with threads or gpus;
-# tests/test_train.py checks the losses agree). parallel (ddp or fsdp) and
-# activation_checkpointing are too: the same global batch's gradient, computed with sharded
-# weights or recomputed activations, differs by float rounding only
-# (tests/test_train_parallel.py).
-RESULT_FREE_SETTINGS = frozenset({"seeds", "threads", "gpus", "nodes", "checkpoint_every_steps",
-                                  "compile", "micro_batch_size", "parallel",
-                                  "activation_checkpointing"})
+from archscale.settings import TrainingSettings
+
+# Training settings that change speed or bookkeeping but not the trained model: the fields of
+# the training section that declare no "train" stage (archscale.settings, where each says why).
+# They are not Snakemake params, so changing them never reruns training (see rules/train.smk
+# and docs/reruns.md).
+RESULT_FREE_SETTINGS = frozenset(TrainingSettings.field_names()) - frozenset(
+    TrainingSettings.changing("train"))
 
 # The format of the resume state (archscale.training.state writes it into every state). It is
 # part of the fingerprint, so a state of an older format is never loaded: raise it whenever
@@ -45,6 +42,13 @@ class DivergedError(TrainError):
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The training settings that decide the result (the rule's params)."""
     return {k: v for k, v in settings.items() if k not in RESULT_FREE_SETTINGS}
+
+
+def job_settings(result: dict[str, Any], speed: dict[str, Any]) -> dict[str, Any]:
+    """A job's whole training settings: the result-deciding ones from the rule's params, the
+    speed and bookkeeping knobs (threads, gpus, nodes, checkpoint cadence...) from `speed`,
+    whose result-deciding keys are ignored: a job never decides its result from the config."""
+    return {**{k: v for k, v in speed.items() if k in RESULT_FREE_SETTINGS}, **result}
 
 
 @dataclass
@@ -72,6 +76,11 @@ class TrainJob:
     @classmethod
     def from_json(cls, text: str) -> "TrainJob":
         return cls(**json.loads(text))
+
+    def __post_init__(self) -> None:
+        # the schema's defaults for what a library caller left out (a study's are complete):
+        # the trainer then reads every setting by its key, with no default of its own
+        self.settings = TrainingSettings.complete(self.settings)
 
     def fingerprint(self) -> str:
         """Hash of what decides the result; a resume state must match it to be used."""

@@ -185,10 +185,10 @@ def _set_up(job: TrainJob) -> Setup:
     order = DataOrder(schedule.n_windows, schedule.seq_len, int(job.seed))
     lr_info = learning_rate(settings, int(arch["hidden_size"]))
     device, dist = select_device_and_dist(job.threads, parallel)  # after the checks that may refuse
-    compute_dtype = _compute_dtype(device, settings.get("dtype", "auto"))
+    compute_dtype = _compute_dtype(device, settings["dtype"])
     model = build_model(arch, seed=int(job.seed), init_std=settings["init_std"]).to(device)
     model.train()
-    if settings.get("activation_checkpointing"):
+    if settings["activation_checkpointing"]:
         enable_activation_checkpointing(model)
     if parallel == "fsdp":
         shard_model(model, device, dist.world, compute_dtype,
@@ -245,7 +245,7 @@ def _restore(s: Setup) -> Progress:
 
 def _compiles(settings: dict[str, Any], device: "torch.device") -> bool:
     """torch.compile is used on GPU only (CPU runs stay eager and deterministic)."""
-    return bool(settings.get("compile") and device.type == "cuda")
+    return bool(settings["compile"] and device.type == "cuda")
 
 
 def _wrap(s: Setup) -> Wrapped:
@@ -280,7 +280,7 @@ def _announce(s: Setup, w: Wrapped) -> None:
                  s.job.label.get("arch", Path(s.job.arch_config).parent.name), sc.steps,
                  sc.batch_seqs, sc.seq_len, sc.tokens, sc.epochs, sc.micro_batch_size,
                  s.dist.world, s.parallel,
-                 ", activation checkpointing" if s.settings.get("activation_checkpointing")
+                 ", activation checkpointing" if s.settings["activation_checkpointing"]
                  else "", s.lr_info["lr"], s.lr_info["formula"], s.device, w.compute_dtype)
 
 
@@ -370,7 +370,7 @@ def _train_step(s: Setup, p: Progress, w: Wrapped, step: int) -> float:
             (loss_sum * (scale if counts else 0.0)).backward()
         if counts:
             step_loss += loss_sum.detach().double()
-    clip = float(s.settings.get("grad_clip", 0.0))
+    clip = float(s.settings["grad_clip"])
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
     s.optimizer.step()
@@ -477,9 +477,9 @@ def _final_metrics(s: Setup, p: Progress, w: Wrapped, train_s: float) -> dict[st
         "mfu": mfu(tokens_per_s or 0.0, flops, peak_tflops, dist.world),
         "device": device_name, "compute_dtype": w.compute_dtype,
         "compiled": w.compiled, "parallel": s.parallel,
-        "activation_checkpointing": bool(settings.get("activation_checkpointing")),
+        "activation_checkpointing": bool(settings["activation_checkpointing"]),
         "threads": int(job.threads) if device.type == "cpu" else None,
-        "lr": s.lr_info, "schedule": settings.get("schedule", "cosine"),
+        "lr": s.lr_info, "schedule": settings["schedule"],
         "resumed_from_steps": p.resumes,
         "provenance": provenance(
             settings={"training": result_settings(settings), "tokens": sc.tokens,

@@ -64,17 +64,17 @@ def lr_at(step: int, steps: int, peak: float, settings: dict[str, Any]) -> float
 
     Decay ends at min_lr_ratio * peak on the last step.
     """
-    warmup = int(round(settings.get("warmup_fraction", 0.05) * steps))
-    floor = settings.get("min_lr_ratio", 0.1) * peak
+    warmup = int(round(settings["warmup_fraction"] * steps))
+    floor = settings["min_lr_ratio"] * peak
     if step < warmup:
         return peak * (step + 1) / warmup
-    schedule = settings.get("schedule", "cosine")
+    schedule = settings["schedule"]
     if schedule == "cosine":
         span = steps - warmup
         progress = (step - warmup + 1) / span if span > 0 else 1.0
         return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "wsd":
-        decay = max(1, int(round(settings.get("decay_fraction", 0.2) * steps)))
+        decay = max(1, int(round(settings["decay_fraction"] * steps)))
         start = max(warmup, steps - decay)
         if step < start:
             return peak
@@ -115,7 +115,7 @@ class Schedule:
             raise TrainError(f"train.bin holds {train_tokens} tokens, fewer than one sequence "
                              f"of {seq_len + 1}; point data.source at more text")
         total_seqs = -(-tokens // seq_len)
-        if total_seqs > n_windows and not settings.get("allow_repeats", True):
+        if total_seqs > n_windows and not settings["allow_repeats"]:
             raise TrainError(
                 f"the token budget {tokens:,} needs {total_seqs:,} sequences but train.bin "
                 f"has {n_windows:,} (one epoch = {n_windows * seq_len:,} tokens) and "

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from archscale.training.job import TrainJob, result_settings
+from archscale.training.job import TrainJob, job_settings
 
 
 @contextlib.contextmanager
@@ -65,14 +65,12 @@ def set_offline_if_possible(config: dict[str, Any]) -> bool:
     return True
 
 
-def rule_train_job(sm: Any, settings: dict[str, Any]) -> Any:
-    """The TrainJob of a training rule (train, validation_train): the run from the rule's
-    params, paths from its input and output, after checking that the settings resolved in the
-    job are the rule's params."""
-
-    if result_settings(settings) != sm.params.training:
-        raise RuntimeError("the training settings resolved in the job differ from the rule's "
-                           "params; rerun snakemake (the config changed under the job?)")
+def rule_train_job(sm: Any, speed: dict[str, Any]) -> Any:
+    """The TrainJob of a training rule (train, validation_train, optimum_check_train): the run
+    and its result-deciding settings from the rule's params, paths from its input and output,
+    and only the speed knobs (threads, gpus, nodes, checkpoint cadence) from `speed`, the
+    study's training settings: what decides the result is what decided the rerun."""
+    settings = job_settings(dict(sm.params.training), speed)
     return TrainJob(
         arch_config=sm.input.arch, train_bin=sm.input.train, meta=sm.input.meta,
         tokenizer_dir=os.path.dirname(sm.input.tokenizer),
