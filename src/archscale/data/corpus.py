@@ -239,8 +239,8 @@ def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1,
     shard sees the whole file list; streamed hf datasets are split by id alone). `stats`, when
     given, receives the skipped glob matches and the count of this shard's repeated documents.
     """
-    budget = source.get("max_bytes")
-    budget = None if budget is None else budget // num_shards
+    shard_bytes = source.get("max_bytes")
+    shard_bytes = None if shard_bytes is None else shard_bytes // num_shards
     max_docs = source.get("max_documents")
     max_docs = None if max_docs is None else -(-max_docs // num_shards)
     used, count = 0, 0
@@ -299,7 +299,7 @@ def iter_documents(source: dict[str, Any], shard: int = 0, num_shards: int = 1,
         if not doc.text:
             continue
         size = len(doc.text.encode("utf-8"))
-        if budget is not None and used + size > budget and count > 0:
+        if shard_bytes is not None and used + size > shard_bytes and count > 0:
             break
         if max_docs is not None and count >= max_docs:
             break

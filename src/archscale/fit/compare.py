@@ -99,8 +99,8 @@ def kind_ratio(train: pd.DataFrame, train_l_opt: np.ndarray, held: pd.DataFrame)
     return out
 
 
-def spearman_budget(held: pd.DataFrame) -> float | None:
-    """The held-out size's budget with the most runs (the largest on a tie), when 3 or more."""
+def spearman_tokens(held: pd.DataFrame) -> float | None:
+    """The held-out size's token budget D with the most runs (the largest on a tie), when 3 or more."""
     counts = held.groupby("D").size()
     if counts.empty or counts.max() < 3:
         return None
@@ -139,9 +139,9 @@ def _fold(table, train_mask, held_mask, form_names, r_range, size_tol, huber_del
             row[f"reason_{name}"] = str(exc)
             continue
         preds[name] = law.predict(held["x"], held["r"], l_held, n=held["N"].to_numpy(float))
-    budget = spearman_budget(held)
-    at = (held["D"] == budget).to_numpy() if budget is not None else None
-    row["spearman_D"] = budget
+    tokens = spearman_tokens(held)
+    at = (held["D"] == tokens).to_numpy() if tokens is not None else None
+    row["spearman_D"] = tokens
     for name, pred in preds.items():
         err = np.asarray(pred, dtype=float) - obs
         row[f"mse_{name}"] = float(np.mean(err ** 2))
@@ -155,7 +155,7 @@ def heldout_table(table: pd.DataFrame, form_names: Sequence[str], r_range: Seque
                   size_tol: float = 0.25, huber_delta: float = 1e-3, n_starts: int = 50,
                   min_train_sizes: int = 3) -> pd.DataFrame:
     """One row per fold: scheme ('loso' or 'progressive'), held-out size and N, whether that
-    size is a grid size (`heldout_is_grid`: 3+ shapes at one budget, so the fold tests the
+    size is a grid size (`heldout_is_grid`: 3+ shapes at one token budget, so the fold tests the
     architecture terms, not only the base shape's N-dependence), counts, status and reason,
     and per model (each form, each null) mse_<model> and spearman_<model>, plus
     skill_<form>_vs_<null>. A fold needs `min_train_sizes` training sizes (the Chinchilla law
@@ -407,7 +407,7 @@ def compare_forms(table: pd.DataFrame, *, form_names: Sequence[str] | None = Non
 
 def _base_at(table: pd.DataFrame, entry: Mapping[str, Any], base: Sequence[str],
              size_tol: float) -> dict[str, Any]:
-    """The base shape at a grid size and the seeds it was trained with at the grid budget."""
+    """The base shape at a grid size and the seeds it was trained with at the grid token budget."""
     sizes = size_groups(table["N"].to_numpy(), size_tol)
     here = table[(sizes == entry["size"]) & (table["D"] == entry["D"])]
     rows = here[here["name"].isin(base)] if "name" in here and len(base) else here.iloc[0:0]
@@ -420,7 +420,7 @@ def _base_at(table: pd.DataFrame, entry: Mapping[str, Any], base: Sequence[str],
 
 def _trained_at(table: pd.DataFrame, l_opt: np.ndarray, entry: Mapping[str, Any],
                 size_tol: float) -> dict[str, Any]:
-    """At a grid size and budget: the reference loss the law predicts from (their mean over
+    """At a grid size and token budget: the reference loss the law predicts from (their mean over
     the size's runs there; one value when L_opt depends on (size, D) only) and the trained
     shapes (name, x, r, N, loss, seed count, seed losses), which the optimum check compares
     the trained optimum with."""

@@ -34,7 +34,7 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
     seed_noise     {pooled_sd, degrees_of_freedom, n_shapes, relative_sd, by_budget, method,
                     shapes}: the seed-to-seed SD of val_loss, overall and per token budget
                     (archscale.fit.seeds); pooled_sd is null when no shape has 2+ seeds
-    optimum_margins  per size and budget with 3+ shapes: the best trained shape against its
+    optimum_margins  per size and token budget with 3+ shapes: the best trained shape against its
                     nearest trained neighbours on each side in x and in r, in SE of the
                     difference (each side's own seed count), `clear` when both sides pass
                     margin_threshold
@@ -53,7 +53,7 @@ conditional.json (written by `ConditionalFit.to_dict`, read back by `load_condit
 
 How the search stage gets L_opt at any (N, D), `ConditionalLaw.l_opt(n, d)`:
 - source "chinchilla" or "best_shapes": the Chinchilla law stored in `l_opt.chinchilla` (fitted
-  on every run, or on the best shape of each size and budget).
+  on every run, or on the best shape of each size and token budget).
 - source "empirical": linear interpolation over the empirical points in (ln N, ln D) (over
   ln N alone when they share one D); outside the points, the stored Chinchilla law's shape
   anchored to the nearest empirical point; without a stored Chinchilla law such a query is an
@@ -368,7 +368,7 @@ def fit_conditional(runs: pd.DataFrame, *, form: str = "multiplicative",
     form: a registered law form (archscale.fit.forms.names()).
     l_opt: "empirical" (lowest loss of each size at each budget, over all runs read),
     "chinchilla" (the `chinchilla` law at each run's N, D), "best_shapes" (the same, for a law
-    fitted on the best shape of each size and budget: reference.chinchilla_points) or an array
+    fitted on the best shape of each size and token budget: reference.chinchilla_points) or an array
     of per-run values (source "given"; the law's l_opt(N, D) then uses `chinchilla` if given,
     else raises). r_range: the r span of the runs fitted (default: the config schema's).
     bootstrap: resamples of the used runs for percentile intervals (serial; LM fits are ms).

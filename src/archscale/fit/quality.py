@@ -6,11 +6,11 @@ predicted and observed loss of the held-out size's runs (those with r in r_range
 
 No leakage: the held-out size's L_opt cannot be its own best run, so every fold takes L_opt
 from a Chinchilla fit on the training sizes' base shapes only (archscale.fit.reference_rule;
-the best shape of each size and budget when no shape is trained at several budgets), for
+the best shape of each size and token budget when no shape is trained at several budgets), for
 training and held-out runs alike, and says when that fit is degenerate. That fit
 extrapolates in N, which needs at least `min_train_sizes` (default 3) distinct training
 sizes (E + A/N^alpha has 3 coefficients in N); a held-out token budget not among the training
-ones likewise needs 3 distinct training budgets. A fold that cannot meet this, or whose
+ones likewise needs 3 distinct training token budgets. A fold that cannot meet this, or whose
 conditional fit has too few points, is written as `skipped` with its reason, never filled in
 from the held-out data.
 """
@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 
 from archscale.fit import forms
 from archscale.fit.chinchilla import FitError
-from archscale.fit.compare import kind_ratio, spearman_budget
+from archscale.fit.compare import kind_ratio, spearman_tokens
 from archscale.fit.conditional import fit_conditional
 from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.io import size_groups
@@ -32,7 +32,7 @@ from archscale.fit.reference_rule import base_chinchilla
 from archscale.fit.values import absent_from, distinct_count
 
 #: spearman is over the held-out size's architectures at one token budget (spearman_D: the one
-#: with the most held-out runs), since across budgets any D-aware law ranks correctly; the
+#: with the most held-out runs), since across token budgets any D-aware law ranks correctly; the
 #: nulls (archscale.fit.compare.NULLS) are scored on the same runs, skill = 1 - mse/mse_null.
 COLUMNS = ["fold", "train_sizes", "heldout_size", "heldout_n_params", "n_train", "n_heldout",
            "status", "reason", "mse", "rmse", "spearman", "spearman_D", "mean_abs_rel_error",
@@ -101,11 +101,11 @@ def progressive_extrapolation(runs: pd.DataFrame, *, form: str = "multiplicative
         for null, values in nulls.items():
             row[f"mse_{null}"] = float(np.mean((values - obs) ** 2))
             row[f"skill_vs_{null}"] = 1 - row["mse"] / row[f"mse_{null}"]
-        budget = spearman_budget(ho)
-        at = (ho["D"] == budget).to_numpy() if budget is not None else None
+        tokens = spearman_tokens(ho)
+        at = (ho["D"] == tokens).to_numpy() if tokens is not None else None
         if at is not None and np.ptp(obs[at]) > 0 and np.ptp(pred[at]) > 0:
             row["spearman"] = float(spearmanr(pred[at], obs[at]).statistic)
-            row["spearman_D"] = budget
+            row["spearman_D"] = tokens
         else:
             row["reason"] = ("Spearman undefined (fewer than 3 held-out architectures at one "
                              "token budget, or constant values)")

@@ -6,7 +6,7 @@ Sources (fit.l_opt):
   (what the paper used at small scale); `EmpiricalLopt` interpolates those points for the
   search and, outside them, anchors a Chinchilla fit's shape to the nearest point.
 - "chinchilla": a Chinchilla law fitted on every run.
-- "best_shapes": a Chinchilla law fitted on the best shape of each size and budget (the
+- "best_shapes": a Chinchilla law fitted on the best shape of each size and token budget (the
   paper's "optimal reference loss"), which extrapolates.
 - "given" (library callers only): per-run values passed in.
 
@@ -30,7 +30,7 @@ L_OPT_SOURCES = ("chinchilla", "best_shapes", "empirical")
 LAW_L_OPT_SOURCES = L_OPT_SOURCES + ("given",)  # "given": per-run values passed by the caller
 
 #: What the Chinchilla stage fits, by the config's fit.l_opt: every run, or ("best_shapes") the
-#: best shape of each (size, budget), the paper's "optimal reference loss".
+#: best shape of each (size, token budget), the paper's "optimal reference loss".
 CHINCHILLA_POINTS = {"chinchilla": "all_runs", "empirical": "all_runs",
                      "best_shapes": "best_shape_per_size_and_budget"}
 
@@ -59,7 +59,7 @@ def chinchilla_points(runs: pd.DataFrame, l_opt: str, size_tol: float = 0.25
                       ) -> tuple[pd.DataFrame, str]:
     """The (N, D, loss, name) points the Chinchilla stage fits, and what they are.
 
-    With fit.l_opt 'best_shapes' these are the per-(size, budget) minima of `empirical_points`
+    With fit.l_opt 'best_shapes' these are the per-(size, token budget) minima of `empirical_points`
     (one point each, N the size's geometric mean); otherwise every run.
     """
     if l_opt not in CHINCHILLA_POINTS:
@@ -170,7 +170,7 @@ def reference_chinchilla(table: pd.DataFrame, settings: Mapping[str, Any],
     """The Chinchilla law the conditional stage uses, and notes for its warnings.
 
     Read from `path` (a chinchilla.json) when given, else fitted on the runs without bootstrap
-    (on the best shape per (size, budget) for 'best_shapes'). It is the L_opt for 'chinchilla'
+    (on the best shape per (size, token budget) for 'best_shapes'). It is the L_opt for 'chinchilla'
     and 'best_shapes', and the extrapolation outside the empirical points for 'empirical',
     where a table too small for a Chinchilla fit is allowed: the law is then None and answers
     L_opt only at its points. `settings` is the fit section (l_opt, size_tolerance,

@@ -35,7 +35,7 @@ RULE = ("L_opt = a Chinchilla law fitted on the base shapes (each size's shape t
 def base_shapes(table: pd.DataFrame, size_tol: float = 0.25) -> tuple[list[str], str]:
     """The base shape of each size (the name trained at the most token budgets; on a tie, the
     lower loss at the largest budget they share) and how they were chosen. Without names, or
-    when no size trains any shape at 2+ budgets, the best shape of each size and budget stands
+    when no size trains any shape at 2+ budgets, the best shape of each size and token budget stands
     in (returned as an empty list and said in the text)."""
     if "name" not in table.columns or table["name"].isna().all():
         return [], "no shape names: the best shape of each size and budget stands in"

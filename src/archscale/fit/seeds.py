@@ -120,7 +120,7 @@ def _series(group: pd.DataFrame, axis: str, other: str, best: pd.Series) -> pd.D
 
 def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
                     size_tol: float = 0.25, min_shapes: int = 3) -> list[dict[str, Any]]:
-    """Per (size, budget) with `min_shapes` or more shapes: the best trained shape, and per
+    """Per (size, token budget) with `min_shapes` or more shapes: the best trained shape, and per
     axis (x, r) the series of shapes that varies it (`_series`), that series' best shape and
     its nearest trained neighbour on each side, each neighbour's loss margin over it, the SE of
     that difference (each side's own seed count) and the margin in those SEs.

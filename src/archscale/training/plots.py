@@ -25,15 +25,15 @@ def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, i
     logs[i] is the train_log.csv (columns step, tokens, loss, ...) of runs[i] = (architecture,
     token budget, seed).
     """
-    budgets = sorted({tokens for _, tokens, _ in runs})
+    token_budgets = sorted({tokens for _, tokens, _ in runs})
     names = sorted({arch for arch, _, _ in runs})
     palette = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     colours = {name: palette(i % palette.N) for i, name in enumerate(names)}
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets) + 1.8, 3.8),
+    fig, axes = plt.subplots(1, len(token_budgets), figsize=(4.2 * len(token_budgets) + 1.8, 3.8),
                              squeeze=False, sharey=True)
-    for ax, budget in zip(axes[0], budgets):
+    for ax, token_budget in zip(axes[0], token_budgets):
         for log, (arch, tokens, seed) in zip(logs, runs):
-            if tokens != budget:
+            if tokens != token_budget:
                 continue
             curve = pd.read_csv(log)
             ax.plot(curve["tokens"], curve["loss"], color=colours[arch], lw=1.2,
@@ -42,7 +42,7 @@ def plot_training_curves(logs: Sequence[str | Path], runs: Sequence[tuple[str, i
         ax.xaxis.set_major_formatter(PLAIN_LOG_TICKS)
         ax.xaxis.set_minor_formatter(PLAIN_LOG_TICKS)
         ax.tick_params(axis="x", labelsize=8)
-        ax.set_title(f"budget {budget:,} tokens", fontsize=10)
+        ax.set_title(f"token budget {token_budget:,}", fontsize=10)
         ax.set_xlabel("training tokens seen (log scale)")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("training loss (nats per token)")
