@@ -126,7 +126,7 @@ def register(subparsers: Any) -> None:
     chin.add_argument("--l-opt", choices=("chinchilla", "best_shapes", "empirical"),
                       default=FIT_DEFAULTS["l_opt"],
                       help="the L_opt source it serves: 'best_shapes' fits the lowest loss of "
-                           "each size and budget, the others every run")
+                           "each size and token budget, the others every run")
     chin.add_argument("--workers", type=positive_int, default=2, help="bootstrap processes")
     chin.add_argument("--plot", type=output_file,
                       help="also write loss vs N and D with the fit (PNG)")
