@@ -164,9 +164,10 @@ def run_cost_model(runs: pd.DataFrame, seq_len: int, eval_seconds: Iterable[floa
     return cost, notes
 
 
-def _hours(cost: FittedJobCosts, shapes: pd.DataFrame, vocab_size: int, seq_len: int
-           ) -> np.ndarray:
-    """Device-hours of each row's run (shape columns and tokens), vectorised."""
+def run_hours(cost: FittedJobCosts, shapes: pd.DataFrame, vocab_size: int, seq_len: int
+              ) -> np.ndarray:
+    """Device-hours of each row's run (shape columns and tokens), vectorised; public so that
+    the loop's simulation prices runs exactly as the proposals do."""
     s = {f: shapes[f].to_numpy(float) for f in SHAPE_FIELDS}
     n = non_embedding_params(*(s[f] for f in SHAPE_FIELDS))
     flops = training_flops_per_token(n, s["d_model"], vocab_size, s["n_layers"], s["n_heads"],
@@ -469,7 +470,7 @@ def propose_runs(runs: pd.DataFrame, law: ConditionalLaw,
                        l_opt, pool["n_params_non_embedding"].to_numpy(float))
     sd = np.array([_seed_sd(seed_noise, d, rmse) for d in pool["tokens"]])
     weights = 1.0 / sd ** 2
-    hours = _hours(cost, pool, vocab, settings.seq_len)
+    hours = run_hours(cost, pool, vocab, settings.seq_len)
     if not np.all(hours > 0):
         raise ProposalError("the cost model prices some run at 0 device-hours; check wall_s "
                             "in runs.csv")
