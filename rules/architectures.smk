@@ -7,7 +7,7 @@ rule architecture_config:
     output:
         "results/architectures/{arch}/config.json",
     params:
-        arch=arch_params,
+        arch=arch_params(grid_architecture),
         code=code_version("architecture"),
     log:
         "logs/architectures/{arch}.log",

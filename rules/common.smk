@@ -19,6 +19,7 @@ from archscale.training.launch import slurm_training_request
 from archscale.training.job import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
+from archscale.workflow.rule_params import data_params, evaluation_params, fit_params
 from archscale.workflow.snakemake import (check_engines_run_shapes, check_losses,
                                          check_no_future_files,
                                          check_outputs_present, check_tables_present,
@@ -64,14 +65,11 @@ wildcard_constraints:
 
 
 # --- architectures ---------------------------------------------------------------
-
-
-def architecture_of(wildcards):
-    """A configured architecture ({arch}) or a shape the frontier check or the optimum check
-    chose ({varch})."""
-    if "varch" in wildcards.keys():
-        return STUDY.shape_architecture(wildcards.varch)
-    return STUDY.architectures[configured_architecture(wildcards.arch)]
+# Two families of rules build, train, evaluate and measure models: the study's grid ({arch}, a
+# configured architecture, with {tokens} and {seed}) and the shapes the frontier check, the GQA
+# step and the optimum check chose ({varch}), whose rules reuse the grid's with `use rule ...
+# with:`. Each family passes its own functions (grid_* or shape_*) to the functions below that
+# build a rule's params and resources, so no function asks which wildcards a job has.
 
 
 def configured_architecture(name):
@@ -83,43 +81,25 @@ def configured_architecture(name):
     return name
 
 
-def configured_architecture_input(wildcards):
-    """No input: refuses an unknown {arch} while the DAG is built (see configured_architecture).
-    A shape the frontier check chose ({varch}) needs no config entry."""
-    check_study_files()
-    if "arch" in wildcards.keys():
-        configured_architecture(wildcards.arch)
-    return []
+def grid_architecture(wildcards):
+    """The configured architecture {arch} (an unknown name gets configured_architecture's
+    error)."""
+    return STUDY.architectures[configured_architecture(wildcards.arch)]
 
 
-def configured_run(wildcards):
-    """No input: refuses, while the DAG is built, a run that the study does not configure
-    (it would train, but no table would ever collect it)."""
-    check_study_files()
-    arch = configured_architecture(wildcards.arch)
-    tokens, seed = int(wildcards.tokens), int(wildcards.seed)
-    budgets, seeds = STUDY.token_budgets(arch), STUDY.training_settings(arch)["seeds"]
-    if tokens not in budgets or seed not in seeds:
-        raise WorkflowError(
-            f"results/runs/{arch}/{tokens}/seed{seed} is not a run of the study in "
-            f"{CONFIG_SOURCE}: {arch} trains token budgets {budgets} with seeds {seeds}. "
-            "Add the budget or seed to the config (then runs.csv collects it) or fix the target")
-    return []
+def shape_architecture(wildcards):
+    """The shape {varch} that the frontier check, the GQA step or the optimum check chose: its
+    name is its shape, so it needs no config entry."""
+    return STUDY.shape_architecture(wildcards.varch)
 
 
-def arch_params(wildcards):
-    """The resolved shape of one architecture: the only thing its config.json depends on."""
-    return architecture_of(wildcards).to_dict()
+def arch_params(architecture):
+    """The params function of the resolved shape, the only thing a config.json depends on;
+    `architecture` is the family's (grid_architecture or shape_architecture)."""
+    return lambda wildcards: architecture(wildcards).to_dict()
 
 
 # --- data ------------------------------------------------------------------------
-
-
-def data_params(*keys):
-    """The data fields a data rule reads (the tokenizer never sees the split or seq_len)."""
-    data = config["data"]
-    keys = keys or ("source", "tokenizer", "val_fraction", "shards", "seq_len")
-    return {k: data[k] for k in keys}
 
 
 def shard_files(wildcards=None):
@@ -130,7 +110,7 @@ def shard_files(wildcards=None):
 DATA_RULES = ("tokenizer", "tokenize_shard", "merge_shards")  # a run forcing one rebuilds the data
 
 
-# --- training --------------------------------------------------------------------
+# --- the study's runs, and the checks of its files on disk ------------------------
 
 
 def run_paths(pattern):
@@ -217,6 +197,22 @@ def check_run_losses():
         check_losses(workflow, paths, keys, fix)
 
 
+def valid_json(paths):
+    """An input function's paths, each existing one checked to be readable JSON while the DAG
+    is built: a damaged metrics.json stops the run with its name, before the job that reads it
+    starts (its failure would delete the table it writes)."""
+    try:
+        check_json_files([paths] if isinstance(paths, str) else paths)
+    except DamagedFileError as exc:
+        raise WorkflowError(str(exc)) from None
+    return paths
+
+
+def measurement_paths():
+    """The throughput measurement of every architecture with every engine of the study."""
+    return expand("results/throughput/{arch}/{engine}.json", arch=ARCHS, engine=THROUGHPUT_ENGINES)
+
+
 def check_study_files():
     """The checks of the study's files on disk, run once, by the first input function of the
     run (rule all's, or the target's: an input function's error deeper in the DAG is dropped
@@ -242,6 +238,29 @@ def study_checks(wildcards=None):
     return []
 
 
+def configured_architecture_input(wildcards):
+    """No input: refuses an unknown {arch} while the DAG is built (see configured_architecture).
+    The {varch} rules take study_checks instead: a chosen shape needs no config entry."""
+    check_study_files()
+    configured_architecture(wildcards.arch)
+    return []
+
+
+def configured_run(wildcards):
+    """No input: refuses, while the DAG is built, a run that the study does not configure
+    (it would train, but no table would ever collect it)."""
+    check_study_files()
+    arch = configured_architecture(wildcards.arch)
+    tokens, seed = int(wildcards.tokens), int(wildcards.seed)
+    budgets, seeds = STUDY.token_budgets(arch), STUDY.training_settings(arch)["seeds"]
+    if tokens not in budgets or seed not in seeds:
+        raise WorkflowError(
+            f"results/runs/{arch}/{tokens}/seed{seed} is not a run of the study in "
+            f"{CONFIG_SOURCE}: {arch} trains token budgets {budgets} with seeds {seeds}. "
+            "Add the budget or seed to the config (then runs.csv collects it) or fix the target")
+    return []
+
+
 STUDY_TABLES = []  # every path given to table(), checked together
 
 
@@ -262,27 +281,11 @@ def table(path):
     return table_input
 
 
-def valid_json(paths):
-    """An input function's paths, each existing one checked to be readable JSON while the DAG
-    is built: a damaged metrics.json stops the run with its name, before the job that reads it
-    starts (its failure would delete the table it writes)."""
-    try:
-        check_json_files([paths] if isinstance(paths, str) else paths)
-    except DamagedFileError as exc:
-        raise WorkflowError(str(exc)) from None
-    return paths
-
-
 def run_results(name):
     """Every run's `name` (metrics.json, eval.json), after check_study_files, which checks
     that each one is readable JSON with finite losses (RUN_LOSSES)."""
     check_study_files()
     return run_paths(f"{RUN}/{name}")
-
-
-def measurement_paths():
-    """The throughput measurement of every architecture with every engine of the study."""
-    return expand("results/throughput/{arch}/{engine}.json", arch=ARCHS, engine=THROUGHPUT_ENGINES)
 
 
 def measurements(wildcards):
@@ -292,65 +295,69 @@ def measurements(wildcards):
     return measurement_paths()
 
 
-def training_settings(wildcards):
-    """The training section, with the architecture's overrides (none for a checked shape)."""
-    if "varch" in wildcards.keys():
-        return config["training"]
+# --- training --------------------------------------------------------------------
+
+
+def grid_training_settings(wildcards):
+    """The training section with {arch}'s own overrides."""
     return STUDY.training_settings(wildcards.arch)
 
 
-def training_params(wildcards):
-    """The training settings that change the trained model (per-architecture overrides
-    applied); throughput knobs (threads, gpus, checkpoint cadence, compile) are left out."""
-    return result_settings(training_settings(wildcards))
+def shape_training_settings(wildcards):
+    """The training section as configured: a chosen shape ({varch}) has no overrides."""
+    return config["training"]
 
 
 def run_tokens(wildcards):
-    return int(wildcards.tokens) if "tokens" in wildcards.keys() else SEARCH_TOKENS
+    """The token budget a run's path names ({tokens}: the grid's and the optimum check's)."""
+    return int(wildcards.tokens)
 
 
 def run_seed(wildcards):
-    return int(wildcards.seed) if "seed" in wildcards.keys() else VALIDATION_SEED
+    """The seed a run's path names ({seed}: the grid's and the optimum check's)."""
+    return int(wildcards.seed)
 
 
-def training_threads(wildcards):
-    return training_settings(wildcards)["threads"]
+# Each function below takes the family's own functions (`architecture`, `settings`: grid_* or
+# shape_*; `tokens`: run_tokens or the frontier check's validation_tokens) and returns the
+# callable Snakemake evaluates for each job of a train or evaluate rule.
 
 
-def training_gpus(wildcards):
-    return training_settings(wildcards)["gpus"]
+def training_params(settings):
+    """The training settings that change the trained model (per-architecture overrides
+    applied); throughput knobs (threads, gpus, checkpoint cadence, compile) are left out."""
+    return lambda wildcards: result_settings(settings(wildcards))
 
 
-def training_gpu_request(wildcards):
+def training_threads(settings):
+    return lambda wildcards: settings(wildcards)["threads"]
+
+
+def training_gpu_request(settings):
     """GPUs a training job asks SLURM for, in all (the plugin's `gpu` is a total for the job,
     sent as --gpus): `gpus` per node, at least one, times `nodes`."""
-    return slurm_training_request(training_settings(wildcards))["gpu"]
+    return lambda wildcards: slurm_training_request(settings(wildcards))["gpu"]
 
 
-def training_nodes(wildcards):
-    return slurm_training_request(training_settings(wildcards))["nodes"]
+def training_nodes(settings):
+    return lambda wildcards: slurm_training_request(settings(wildcards))["nodes"]
 
 
-def training_slurm_extra(wildcards):
-    return slurm_training_request(training_settings(wildcards))["slurm_extra"]
+def training_slurm_extra(settings):
+    return lambda wildcards: slurm_training_request(settings(wildcards))["slurm_extra"]
 
 
-def training_mem_mb(wildcards, attempt):
-    return training_memory_mb(architecture_of(wildcards), training_settings(wildcards),
-                              SEQ_LEN, attempt)
+def training_mem_mb(architecture, settings):
+    return lambda wildcards, attempt: training_memory_mb(architecture(wildcards),
+                                                         settings(wildcards), SEQ_LEN, attempt)
 
 
-def training_runtime(wildcards):
-    return training_runtime_minutes(architecture_of(wildcards), training_settings(wildcards),
-                                    run_tokens(wildcards), SEQ_LEN)
+def training_runtime(architecture, settings, tokens):
+    return lambda wildcards: training_runtime_minutes(architecture(wildcards), settings(wildcards),
+                                                      tokens(wildcards), SEQ_LEN)
 
 
 # --- evaluation ------------------------------------------------------------------
-
-
-def evaluation_params():
-    """The evaluation settings that change eval.json (threads only change speed)."""
-    return {k: v for k, v in config["evaluation"].items() if k != "threads"}
 
 
 def local_task_files(wildcards=None):
@@ -358,8 +365,13 @@ def local_task_files(wildcards=None):
     return [f"{MC_DIR}/corpus_mc.yaml"] if "corpus_mc" in EVAL_TASKS else []
 
 
-def evaluation_mem_mb(wildcards, attempt):
-    return evaluation_memory_mb(architecture_of(wildcards), attempt)
+def evaluation_mem_mb(architecture):
+    return lambda wildcards, attempt: evaluation_memory_mb(architecture(wildcards), attempt)
+
+
+def evaluation_gpu(settings):
+    """One GPU when the run trained on GPUs, none when it trained on the CPU."""
+    return lambda wildcards: 1 if settings(wildcards)["gpus"] > 0 else 0
 
 
 # --- throughput ------------------------------------------------------------------
@@ -393,69 +405,3 @@ def throughput_cores(wildcards):
 def throughput_gpus(wildcards):
     """One GPU unless the study measures on the CPU (the default laptop study)."""
     return 0 if config["throughput"]["device"] == "cpu" else 1
-
-
-# --- the frontier check (search.validation) --------------------------------------
-
-
-def validation_paths(pattern):
-    """`pattern` for every shape the checkpoint chose (read once it has run)."""
-    import pandas as pd
-
-    plan = pd.read_csv(checkpoints.validation_plan.get().output.plan)
-    return [pattern.format(varch=name) for name in plan.loc[plan.status == "validate", "name"]]
-
-
-# --- the optimum check (optimum_check) ------------------------------------------------
-
-
-def optimum_check_paths(pattern):
-    """`pattern` for every (varch, tokens, seed) run the checkpoint planned (read once it has
-    run)."""
-    plan = read_plan(checkpoints.optimum_check_plan.get().output.plan)
-    return [pattern.format(varch=v, tokens=t, seed=s) for v, t, s in planned_runs(plan)]
-
-
-# --- the GQA step by measurement (search.gqa_search) ---------------------------------
-
-
-def _gqa_size(size):
-    """The plan's entry for one size (its budget, as an integer, names it in paths)."""
-    plan = read_json(checkpoints.gqa_plan.get().output[0])
-    for entry in plan["sizes"]:
-        if int(entry["budget"]) == int(size) and "steps" in entry:
-            return entry
-    raise WorkflowError(f"results/gqa/plan.json plans no GQA steps for size {size}")
-
-
-def gqa_step_inputs(wildcards):
-    """Step k reads the baseline's and its own shape's evaluation and measurement, and step
-    k-1's decision (which orders the chain)."""
-    entry, k = _gqa_size(wildcards.size), int(wildcards.k)
-    if k >= len(entry["steps"]):
-        raise WorkflowError(f"size {wildcards.size} has {len(entry['steps'])} planned GQA steps, "
-                            f"no step {k}")
-    base, name = entry["baseline"], entry["steps"][k]["name"]
-    files = {"plan": checkpoints.gqa_plan.get().output[0],
-             "baseline_eval": f"{VAL}/runs/{base}/eval.json",
-             "baseline_speed": f"{VAL}/throughput/{base}/{SEARCH_ENGINE}.json",
-             "eval": f"{VAL}/runs/{name}/eval.json",
-             "speed": f"{VAL}/throughput/{name}/{SEARCH_ENGINE}.json"}
-    if k > 0:
-        files["previous"] = f"{GQA_DIR}/{wildcards.size}/step{k - 1}.json"
-    return files
-
-
-def gqa_chain(wildcards):
-    """Every decided step of every planned size: walk each chain until a step says stop."""
-    plan = read_json(checkpoints.gqa_plan.get().output[0])
-    steps = []
-    for entry in plan["sizes"]:
-        if "steps" not in entry:
-            continue
-        for k in range(len(entry["steps"])):
-            path = checkpoints.gqa_step.get(size=str(int(entry["budget"])), k=str(k)).output[0]
-            steps.append(path)
-            if read_json(path)["row"]["decision"] != "continue":
-                break
-    return steps

@@ -8,7 +8,7 @@ rule tokenizer:
         json=f"{DATA}/tokenizer/tokenizer.json",
         config=f"{DATA}/tokenizer/tokenizer_config.json",
     params:
-        data=data_params("source", "tokenizer", "shards"),
+        data=data_params(STUDY, "tokenizer"),
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/tokenizer.log",
@@ -30,7 +30,7 @@ rule tokenize_shard:
         val=f"{DATA}/shards/{{shard}}.val.bin",
         summary=f"{DATA}/shards/{{shard}}.json",
     params:
-        data=data_params("source", "tokenizer", "shards", "val_fraction"),
+        data=data_params(STUDY, "tokenize_shard"),
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/shard_{{shard}}.log",
@@ -53,7 +53,7 @@ rule merge_shards:
         val=f"{DATA}/val.bin",
         meta=f"{DATA}/meta.json",
     params:
-        data=data_params(),
+        data=data_params(STUDY, "merge_shards"),
         code=code_version("data"),
     log:
         f"logs/data/{CORPUS}/merge.log",

@@ -39,15 +39,15 @@ rule evaluate:
     output:
         f"{RUN}/eval.json",
     params:
-        evaluation=evaluation_params(),
+        evaluation=evaluation_params(STUDY),
         seq_len=SEQ_LEN,
         label=lambda wildcards: {"arch": wildcards.arch, "tokens": run_tokens(wildcards),
                                  "seed": run_seed(wildcards)},
         code=code_version("evaluate"),
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=evaluation_mem_mb,
-        gpu=lambda wildcards: 1 if training_gpus(wildcards) > 0 else 0,
+        mem_mb=evaluation_mem_mb(grid_architecture),
+        gpu=evaluation_gpu(grid_training_settings),
     log:
         "logs/evaluate/{arch}/{tokens}/seed{seed}.log",
     benchmark:

@@ -14,7 +14,7 @@ rule fit_chinchilla:
                     caption="../report/chinchilla.rst"),
         svg="results/plots/chinchilla.svg",  # every figure is also written as SVG (figures.py)
     params:
-        fit=config["fit"],
+        fit=fit_params(STUDY, "fit_chinchilla"),
         code=code_version("fit"),
     log:
         "logs/fits/chinchilla.log",
@@ -40,7 +40,7 @@ rule fit_conditional:
                          caption="../report/predicted.rst"),
         svg=["results/plots/u_curves.svg", "results/plots/predicted_vs_observed.svg"],
     params:
-        fit=config["fit"],
+        fit=fit_params(STUDY, "fit_conditional"),
         code=code_version("fit"),
     log:
         "logs/fits/conditional.log",
@@ -59,9 +59,7 @@ rule fit_quality:
     output:
         csv="results/fits/quality.csv",
     params:
-        # only what progressive extrapolation reads (bootstrap, seed, l_opt do not change it)
-        fit={k: config["fit"][k] for k in ("loss_column", "form", "r_range", "huber_delta",
-                                           "size_tolerance", "min_train_sizes", "n_starts")},
+        fit=fit_params(STUDY, "fit_quality"),
         code=code_version("fit"),
     log:
         "logs/fits/quality.log",
@@ -80,10 +78,7 @@ rule fit_forms:
     output:
         json="results/fits/forms.json",
     params:
-        # every setting compare_forms reads (fit.l_opt does not: the reference-loss rule is fixed)
-        fit={k: config["fit"][k] for k in ("loss_column", "form", "r_range", "bootstrap", "seed",
-                                           "size_tolerance", "huber_delta", "n_starts",
-                                           "min_train_sizes")},
+        fit=fit_params(STUDY, "fit_forms"),
         code=code_version("fit"),
     log:
         "logs/fits/forms.log",

@@ -34,6 +34,33 @@ checkpoint gqa_plan:
         "../scripts/gqa_plan.py"
 
 
+def _gqa_size(size):
+    """The plan's entry for one size (its budget, as an integer, names it in paths)."""
+    plan = read_json(checkpoints.gqa_plan.get().output[0])
+    for entry in plan["sizes"]:
+        if int(entry["budget"]) == int(size) and "steps" in entry:
+            return entry
+    raise WorkflowError(f"results/gqa/plan.json plans no GQA steps for size {size}")
+
+
+def gqa_step_inputs(wildcards):
+    """Step k reads the baseline's and its own shape's evaluation and measurement, and step
+    k-1's decision (which orders the chain)."""
+    entry, k = _gqa_size(wildcards.size), int(wildcards.k)
+    if k >= len(entry["steps"]):
+        raise WorkflowError(f"size {wildcards.size} has {len(entry['steps'])} planned GQA steps, "
+                            f"no step {k}")
+    base, name = entry["baseline"], entry["steps"][k]["name"]
+    files = {"plan": checkpoints.gqa_plan.get().output[0],
+             "baseline_eval": f"{VAL}/runs/{base}/eval.json",
+             "baseline_speed": f"{VAL}/throughput/{base}/{SEARCH_ENGINE}.json",
+             "eval": f"{VAL}/runs/{name}/eval.json",
+             "speed": f"{VAL}/throughput/{name}/{SEARCH_ENGINE}.json"}
+    if k > 0:
+        files["previous"] = f"{GQA_DIR}/{wildcards.size}/step{k - 1}.json"
+    return files
+
+
 checkpoint gqa_step:
     input:
         unpack(gqa_step_inputs),
@@ -52,6 +79,21 @@ checkpoint gqa_step:
         "../envs/analysis.yaml"
     script:
         "../scripts/gqa_step.py"
+
+
+def gqa_chain(wildcards):
+    """Every decided step of every planned size: walk each chain until a step says stop."""
+    plan = read_json(checkpoints.gqa_plan.get().output[0])
+    steps = []
+    for entry in plan["sizes"]:
+        if "steps" not in entry:
+            continue
+        for k in range(len(entry["steps"])):
+            path = checkpoints.gqa_step.get(size=str(int(entry["budget"])), k=str(k)).output[0]
+            steps.append(path)
+            if read_json(path)["row"]["decision"] != "continue":
+                break
+    return steps
 
 
 rule gqa_search:

@@ -11,6 +11,9 @@ OPT = "results/optimum_check"
 ORUN = f"{OPT}/runs/{{varch}}/{{tokens}}/seed{{seed}}"
 
 
+forms_table = table(FORMS_PATH)
+
+
 def optimum_check_forms(wildcards):
     """forms.json, as a study table; refused while the check is off (the config's switch)."""
     if not OPTIMUM_CHECK["enabled"]:
@@ -19,7 +22,6 @@ def optimum_check_forms(wildcards):
     return forms_table(wildcards)
 
 
-forms_table = table(FORMS_PATH)
 optimum_check_forms.table_path = FORMS_PATH  # check_tables_present follows it to plan.csv
 
 
@@ -42,19 +44,30 @@ checkpoint optimum_check_plan:
         "../scripts/optimum_check_plan.py"
 
 
+def optimum_check_paths(pattern):
+    """`pattern` for every (varch, tokens, seed) run the checkpoint planned (read once it has
+    run)."""
+    plan = read_plan(checkpoints.optimum_check_plan.get().output.plan)
+    return [pattern.format(varch=v, tokens=t, seed=s) for v, t, s in planned_runs(plan)]
+
+
 # A planned shape's config.json follows from its name (the shape) and the study's defaults
 # alone, not from the plan: a new fit that predicts the same shape again reuses its training.
 use rule architecture_config as optimum_check_config with:
+    input:
+        study_checks,
     output:
         f"{OPT}/architectures/{{varch}}/config.json",
+    params:
+        arch=arch_params(shape_architecture),
     log:
         "logs/optimum_check/architectures/{varch}.log",
     benchmark:
         "logs/benchmarks/optimum_check_config/{varch}.tsv"
 
 
-# Trained like the grid's runs: the study's training section (training_settings in common.smk
-# gives a {varch} no per-architecture override), the token budget and seed of its path.
+# Trained like the grid's runs: the study's training section (shape_training_settings: a
+# {varch} has no per-architecture override), the token budget and seed of its path.
 use rule train as optimum_check_train with:
     input:
         arch=f"{OPT}/architectures/{{varch}}/config.json",
@@ -70,8 +83,8 @@ use rule train as optimum_check_train with:
         log_csv=f"{ORUN}/train_log.csv",
         metrics=f"{ORUN}/metrics.json",
     params:
-        arch=arch_params,
-        training=training_params,
+        arch=arch_params(shape_architecture),
+        training=training_params(shape_training_settings),
         tokens=run_tokens,
         seed=run_seed,
         seq_len=SEQ_LEN,
@@ -79,6 +92,13 @@ use rule train as optimum_check_train with:
         resume=lambda wildcards: (f"{OPT}/resume/{wildcards.varch}/{wildcards.tokens}/"
                                   f"seed{wildcards.seed}"),
         code=code_version("train"),
+    threads: training_threads(shape_training_settings)
+    resources:
+        mem_mb=training_mem_mb(shape_architecture, shape_training_settings),
+        runtime=training_runtime(shape_architecture, shape_training_settings, run_tokens),
+        gpu=training_gpu_request(shape_training_settings),
+        nodes=training_nodes(shape_training_settings),
+        slurm_extra=training_slurm_extra(shape_training_settings),
     log:
         "logs/optimum_check/train/{varch}/{tokens}/seed{seed}.log",
     benchmark:
@@ -97,11 +117,14 @@ use rule evaluate as optimum_check_evaluate with:
     output:
         f"{ORUN}/eval.json",
     params:
-        evaluation=evaluation_params(),
+        evaluation=evaluation_params(STUDY),
         seq_len=SEQ_LEN,
         label=lambda wildcards: {"arch": wildcards.varch, "tokens": run_tokens(wildcards),
                                  "seed": run_seed(wildcards)},
         code=code_version("evaluate"),
+    resources:
+        mem_mb=evaluation_mem_mb(shape_architecture),
+        gpu=evaluation_gpu(shape_training_settings),
     log:
         "logs/optimum_check/evaluate/{varch}/{tokens}/seed{seed}.log",
     benchmark:

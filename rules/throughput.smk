@@ -13,7 +13,7 @@ rule throughput:
     output:
         "results/throughput/{arch}/{engine}.json",
     params:
-        arch=arch_params,
+        arch=arch_params(grid_architecture),
         settings=throughput_settings,
         code=code_version("throughput"),
     log:

@@ -19,21 +19,21 @@ rule train:
         log_csv=f"{RUN}/train_log.csv",
         metrics=f"{RUN}/metrics.json",
     params:
-        arch=arch_params,
-        training=training_params,
+        arch=arch_params(grid_architecture),
+        training=training_params(grid_training_settings),
         tokens=run_tokens,
         seed=run_seed,
         seq_len=SEQ_LEN,
         label=lambda wildcards: {"arch": wildcards.arch},
         resume=lambda wildcards: resume_dir(wildcards.arch, wildcards.tokens, wildcards.seed),
         code=code_version("train"),
-    threads: training_threads
+    threads: training_threads(grid_training_settings)
     resources:
-        mem_mb=training_mem_mb,
-        runtime=training_runtime,
-        gpu=training_gpu_request,
-        nodes=training_nodes,
-        slurm_extra=training_slurm_extra,
+        mem_mb=training_mem_mb(grid_architecture, grid_training_settings),
+        runtime=training_runtime(grid_architecture, grid_training_settings, run_tokens),
+        gpu=training_gpu_request(grid_training_settings),
+        nodes=training_nodes(grid_training_settings),
+        slurm_extra=training_slurm_extra(grid_training_settings),
     log:
         "logs/train/{arch}/{tokens}/seed{seed}.log",
     benchmark:

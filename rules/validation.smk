@@ -10,6 +10,17 @@ VAL = "results/validation"
 VRUN = f"{VAL}/runs/{{varch}}"
 
 
+def validation_tokens(wildcards):
+    """The search's token budget: the D its predictions are for (a shape's path has no
+    {tokens})."""
+    return SEARCH_TOKENS
+
+
+def validation_seed(wildcards):
+    """The study's first seed (a shape's path has no {seed})."""
+    return VALIDATION_SEED
+
+
 checkpoint validation_plan:
     input:
         pareto="results/pareto.csv",
@@ -34,11 +45,23 @@ checkpoint validation_plan:
         "../scripts/validation_plan.py"
 
 
+def validation_paths(pattern):
+    """`pattern` for every shape the checkpoint chose (read once it has run)."""
+    import pandas as pd
+
+    plan = pd.read_csv(checkpoints.validation_plan.get().output.plan)
+    return [pattern.format(varch=name) for name in plan.loc[plan.status == "validate", "name"]]
+
+
 # A chosen shape's config.json follows from its name (the shape) and the study's defaults alone,
 # not from the plan: a new plan that picks the same shape again reuses its training.
 use rule architecture_config as validation_config with:
+    input:
+        study_checks,
     output:
         f"{VAL}/architectures/{{varch}}/config.json",
+    params:
+        arch=arch_params(shape_architecture),
     log:
         "logs/validation/architectures/{varch}.log",
     benchmark:
@@ -46,7 +69,7 @@ use rule architecture_config as validation_config with:
 
 
 # Trained at the search's token budget (SEARCH_TOKENS) with the first seed and the study's
-# training section (run_tokens, run_seed and training_settings in common.smk read {varch}).
+# training section (validation_tokens, validation_seed, shape_training_settings).
 use rule train as validation_train with:
     input:
         arch=f"{VAL}/architectures/{{varch}}/config.json",
@@ -62,14 +85,21 @@ use rule train as validation_train with:
         log_csv=f"{VRUN}/train_log.csv",
         metrics=f"{VRUN}/metrics.json",
     params:
-        arch=arch_params,
-        training=training_params,
-        tokens=run_tokens,
-        seed=run_seed,
+        arch=arch_params(shape_architecture),
+        training=training_params(shape_training_settings),
+        tokens=validation_tokens,
+        seed=validation_seed,
         seq_len=SEQ_LEN,
         label=lambda wildcards: {"arch": wildcards.varch, "validation": True},
         resume=lambda wildcards: f"{VAL}/resume/{wildcards.varch}",
         code=code_version("train"),
+    threads: training_threads(shape_training_settings)
+    resources:
+        mem_mb=training_mem_mb(shape_architecture, shape_training_settings),
+        runtime=training_runtime(shape_architecture, shape_training_settings, validation_tokens),
+        gpu=training_gpu_request(shape_training_settings),
+        nodes=training_nodes(shape_training_settings),
+        slurm_extra=training_slurm_extra(shape_training_settings),
     log:
         "logs/validation/train/{varch}.log",
     benchmark:
@@ -88,11 +118,14 @@ use rule evaluate as validation_evaluate with:
     output:
         f"{VRUN}/eval.json",
     params:
-        evaluation=evaluation_params(),
+        evaluation=evaluation_params(STUDY),
         seq_len=SEQ_LEN,
-        label=lambda wildcards: {"arch": wildcards.varch, "tokens": run_tokens(wildcards),
-                                 "seed": run_seed(wildcards)},
+        label=lambda wildcards: {"arch": wildcards.varch, "tokens": validation_tokens(wildcards),
+                                 "seed": validation_seed(wildcards)},
         code=code_version("evaluate"),
+    resources:
+        mem_mb=evaluation_mem_mb(shape_architecture),
+        gpu=evaluation_gpu(shape_training_settings),
     log:
         "logs/validation/evaluate/{varch}.log",
     benchmark:
@@ -104,6 +137,8 @@ use rule throughput as validation_throughput with:
         config=f"{VAL}/architectures/{{varch}}/config.json",
     output:
         f"{VAL}/throughput/{{varch}}/{{engine}}.json",
+    params:
+        arch=arch_params(shape_architecture),
     log:
         "logs/validation/throughput/{varch}/{engine}.log",
     benchmark:

@@ -14,10 +14,13 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     sm = snakemake  # noqa: F821
     study = load_study(sm.config)
     label = dict(sm.params.label)
-    # the speed knobs: a configured architecture may override them; a checked shape (the
-    # frontier check's, the optimum check's) never does. The result settings are the params.
-    speed = (study.config["training"] if label.get("validation") or label.get("optimum_check")
-             else study.training_settings(label["arch"]))
+    # the speed knobs: a configured architecture may override them (also when the closed loop
+    # trains another seed of it); a checked or proposed shape never does. The result settings
+    # are the params.
+    checked = label.get("validation") or label.get("optimum_check")
+    speed = (study.training_settings(label["arch"])
+             if not checked and label["arch"] in study.architectures
+             else study.config["training"])
     job = rule_train_job(sm, speed)
     settings = job.settings
     log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs x %d nodes)", label["arch"],
