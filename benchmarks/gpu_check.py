@@ -183,6 +183,18 @@ def prepare_environment(dry: bool) -> None:
             os.environ.setdefault(name, "1")
 
 
+def cuda_missing(dry: bool) -> str | None:
+    """Why a full check cannot run here (no CUDA device), or None. Its parts would run the
+    real shapes on the CPU until their deadlines; a dry run is for CPUs."""
+    import torch
+
+    if dry or torch.cuda.is_available():
+        return None
+    return ("gpu_check: no CUDA device here (torch.cuda.is_available() is False): the check "
+            "measures a GPU. On a CPU, `bash benchmarks/gpu_check.sh --dry` runs every part "
+            "with tiny shapes in seconds.")
+
+
 def start_results(args: argparse.Namespace) -> dict[str, Any]:
     """The results before any part: the mode, the blocker and its probe, the host."""
     return {"format": "archscale-gpu-check/1", "dry": args.dry,
@@ -249,11 +261,15 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     args = parse_args(argv)
+    prepare_environment(args.dry)
+    missing = cuda_missing(args.dry)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     folder, json_path, md_path = output_paths(args)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"[gpu_check] results: {json_path} and {md_path}", flush=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    prepare_environment(args.dry)
     results = start_results(args)
     selected = [p for p in parts() if p.name in args.parts.split(",")]
     for part in parts():

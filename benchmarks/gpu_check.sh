@@ -42,6 +42,7 @@ timeout --signal=TERM --kill-after=10 "$limit" "${PYTHON:-python3}" benchmarks/g
 status=$?
 case $status in
     0) echo "gpu_check: every part ok or skipped." ;;
+    2) echo "gpu_check: nothing was run (see the message above)."; exit 2 ;;
     124) echo "gpu_check: stopped by the ${limit} s limit; the finished parts are kept." ;;
     137) echo "gpu_check: killed after the ${limit} s limit; the parts written before remain." ;;
     *) echo "gpu_check: exit status $status (a part failed or timed out: see the JSON)." ;;

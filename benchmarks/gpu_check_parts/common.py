@@ -1,4 +1,5 @@
-"""What the training parts share: synthetic data, trainer settings and jobs, device facts.
+"""What the training parts share: the model, synthetic data, trainer settings and jobs, device
+facts.
 
 The data are synthetic (nothing can be downloaded on the lent machine): a noisy walk over a
 small alphabet of token ids, so a model's loss falls fast (a wrong gradient would show in a
@@ -14,6 +15,12 @@ from typing import Any
 import numpy as np
 
 from archscale.architecture import Architecture
+
+# The 124M LLaMA the training parts run (d_model 768, 12 layers, 12 heads of 64, SwiGLU 2048,
+# vocab 50304 tied: N = 84.9M non-embedding, 123.6M parameters in all).
+SHAPE: dict[str, int] = dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, head_dim=64,
+                             ffn_dim=2048)
+VOCAB = 50304
 
 # The trainer's settings for a benchmark run (the schema's defaults, spelled out, with
 # checkpoints off: a resume state is not what is measured). threads counts on a CPU only,

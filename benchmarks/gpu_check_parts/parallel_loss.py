@@ -15,10 +15,10 @@ import os
 import socket
 from typing import Any
 
-from gpu_check_parts.common import (BASE_SETTINGS, architecture, device_facts, device_is_gpu,
-                                    fsdp_unavailable, log_rows, train_job, write_data)
+from gpu_check_parts.common import (BASE_SETTINGS, SHAPE, VOCAB, architecture, device_facts,
+                                    device_is_gpu, fsdp_unavailable, log_rows, train_job,
+                                    write_data)
 from gpu_check_parts.runner import Context, Recorder, Skip
-from gpu_train_mfu import SHAPE, VOCAB
 
 MODES = ("ddp", "fsdp")
 TINY_SHAPE = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128)

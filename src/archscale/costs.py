@@ -3,8 +3,9 @@
 One module so every estimate rests on the same assumptions:
 - Training time = training FLOPs (3x forward, attention included, see architecture.py) over
   (the device preset's dense bf16 peak x ASSUMED_MFU). That MFU is a stated assumption, not a
-  measurement: benchmarks/gpu_train_mfu.py measures it on your GPU. On a CPU study a training
-  job is assumed to run CPU_TOKENS_PER_S_PER_THREAD tokens/s per thread.
+  measurement: the GPU check measures it on your GPU (benchmarks/gpu_check.sh, part
+  train_mfu). On a CPU study a training job is assumed to run CPU_TOKENS_PER_S_PER_THREAD
+  tokens/s per thread.
 - Host memory of a job: the process (torch, transformers, lm-eval) plus bytes per parameter,
   and on a CPU one micro-batch's activations.
 - GPU memory of a training job (`training_gpu_memory`): model states (divided over the ranks
