@@ -36,6 +36,7 @@ include: "rules/search.smk"
 include: "rules/validation.smk"
 include: "rules/gqa.smk"
 include: "rules/optimum_check.smk"
+include: "rules/loop.smk"
 include: "rules/report.smk"
 
 
@@ -60,6 +61,8 @@ rule all:
         ["results/gqa_search.csv"] if GQA_SEARCH["enabled"] else [],
         # the optimum check, when optimum_check.enabled (see rules/optimum_check.smk)
         ["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
+        # the closed loop, when loop.enabled (see rules/loop.smk)
+        ["results/loop/rounds.csv"] if LOOP["enabled"] else [],
 
 
 onsuccess:

@@ -60,6 +60,7 @@ wildcard_constraints:
     shard=r"\d+",
     engine="|".join(engine_names()),  # the registry's names: lowercase words, no regex
     varch=SHAPE_NAME_PATTERN,
+    larch=r"[A-Za-z0-9_][A-Za-z0-9_.-]*",  # the loop's: a configured name or a shape name
     size=r"\d+",
     k=r"\d+",
 

@@ -17,51 +17,19 @@ removed the last ones.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from archscale.workflow.imports import archscale_imports, import_graph as package_graph
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "archscale"
 
 
-
-def module_name(path: Path, package: Path = PACKAGE) -> str:
-    """archscale.a.b for src/archscale/a/b.py, archscale.a for src/archscale/a/__init__.py."""
-    parts = path.relative_to(package.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def archscale_imports(source: str, module: str, is_package: bool,
-                      modules: set[str]) -> set[str]:
-    """The archscale modules a module's source imports, anywhere in it (functions and
-    TYPE_CHECKING blocks included), resolved to names in `modules`; itself excluded."""
-    named: list[str] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            named += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            origin = node.module or ""
-            if node.level:  # relative: from the module's own package, up level - 1 packages
-                anchor = module.split(".")[:len(module.split(".")) - node.level + is_package]
-                origin = ".".join(anchor + ([node.module] if node.module else []))
-            named += [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules
-                      else origin for alias in node.names]
-    found = set()
-    for name in named:
-        while name and name not in modules:  # archscale.a.b.SomeName -> archscale.a.b
-            name = name.rpartition(".")[0]
-        if name.split(".")[0] == "archscale" and name != module:
-            found.add(name)
-    return found
-
-
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """module -> the archscale modules it imports, for every .py file under the package."""
-    files = {module_name(path, package): path for path in sorted(package.rglob("*.py"))}
-    return {module: archscale_imports(path.read_text(), module, path.name == "__init__.py",
-                                      set(files))
-            for module, path in files.items()}
+    """module -> the archscale modules it imports (the parser code_version follows too:
+    archscale.workflow.imports), for every .py file under the package."""
+    return package_graph(package)
 
 
 def import_cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:

@@ -12,7 +12,6 @@ issue-8 test modules.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import re
 import shutil
@@ -623,61 +622,10 @@ def test_editing_plan_reruns_plan(dry_runs):
 
 
 # ---------------------------------------------------------------------------------------------
-# code_version itself, and that every rule's library code is hashed by it or by an ancestor
+# That every rule's library code is hashed by it or by an ancestor (code_version itself, and
+# each script against its own stage: tests/test_code_versions.py; every setting against the
+# stages it declares: tests/test_settings.py)
 # ---------------------------------------------------------------------------------------------
-
-def _hash_copy(monkeypatch, package: Path) -> dict[str, str]:
-    """code_version of every stage, computed over a copy of the package."""
-    from archscale.workflow import code_versions as stages
-
-    monkeypatch.setattr(stages, "PACKAGE_DIR", package)
-    return {stage: stages.code_version.__wrapped__(stage) for stage in stages.STAGE_MODULES}
-
-
-def _module_files(package: Path, entry: str) -> list[Path]:
-    path = package / entry
-    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
-
-
-def test_code_version_changes_exactly_for_the_stages_of_an_edited_module(tmp_path, monkeypatch):
-    from archscale.workflow import code_versions as stages
-
-    package = tmp_path / "archscale"
-    shutil.copytree(stages.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    base = _hash_copy(monkeypatch, package)
-    from archscale.workflow.code_versions import code_version
-    assert base == {s: code_version(s) for s in stages.STAGE_MODULES}, "copy hashes differently"
-    edited = sorted({f for entries in stages.STAGE_MODULES.values() for e in entries
-                     for f in _module_files(package, e)})
-    assert edited, "no stage module found"
-    for module in edited:
-        original = module.read_bytes()
-        module.write_bytes(original + b"\n# edited\n")
-        now = _hash_copy(monkeypatch, package)
-        module.write_bytes(original)
-        rel = module.relative_to(package)
-        owners = {s for s, entries in stages.STAGE_MODULES.items()
-                  if any(module in _module_files(package, e) for e in entries)}
-        changed = {s for s in now if now[s] != base[s]}
-        assert changed == owners, f"editing {rel}: changed {changed}, owners {owners}"
-    # a module of no stage (the README-like CLI) changes nothing
-    cli = package / "cli" / "main.py"
-    cli.write_text(cli.read_text() + "\n# edited\n")
-    assert _hash_copy(monkeypatch, package) == base
-
-
-def test_code_version_rejects_an_unknown_stage():
-    from archscale.workflow.code_versions import code_version
-
-    with pytest.raises(KeyError, match="unknown stage"):
-        code_version("no-such-stage")
-
-
-# Modules every stage uses for bookkeeping (atomic writes, provenance, logging, config loading):
-# they change no number in a result, so they are hashed by no stage on purpose.
-INFRASTRUCTURE = {"__init__.py", "io.py", "provenance.py", "config.py", "schema.py",
-                  "workflow/__init__.py", "workflow/snakemake.py", "workflow/code_versions.py"}
-
 
 def _rule_blocks() -> dict[str, str]:
     """rule name -> its text, from rules/*.smk."""
@@ -691,97 +639,28 @@ def _rule_blocks() -> dict[str, str]:
 
 def _stage_of(body: str) -> str | None:
     match = re.search(r"code=code_version\(\"(\w+)\"\)", body)
-    if match:
-        return match.group(1)
-    if re.search(r"code=CORPUS_MC_CODE", body):
-        from archscale.workflow.code_versions import STAGE_MODULES
-        return "corpus_mc" if "corpus_mc" in STAGE_MODULES else "evaluate"
-    return None
+    return match.group(1) if match else None
 
 
-def _imports_of(source: str, package: Path, current: Path | None) -> set[Path]:
-    """archscale module files imported (anywhere, also inside functions) by a source text, and
-    modules named in strings such as `-m archscale.throughput.measure`."""
-    found: set[Path] = set()
+def _closure(source: str) -> set[str]:
+    """The files of the archscale modules a rule's script runs: its imports followed the way
+    code_version follows them, bookkeeping left out (archscale.workflow.code_versions)."""
+    from archscale.workflow.code_versions import (BOOKKEEPING_IMPORTS, PACKAGE_DIR,
+                                                  is_bookkeeping)
+    from archscale.workflow.imports import PackageReader, archscale_imports, enclosing_packages
 
-    def resolve(dotted: str) -> None:
-        parts = dotted.split(".")
-        for n in range(len(parts), 0, -1):
-            base = package.joinpath(*parts[:n])
-            for cand in (base.with_suffix(".py"), base / "__init__.py"):
-                if cand.is_file():
-                    found.add(cand)
-                    # importing a.b.c runs the __init__.py of a and a.b too
-                    found.update(package.joinpath(*parts[:k], "__init__.py")
-                                 for k in range(1, n) if package.joinpath(*parts[:k]).is_dir())
-                    return
-
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and node.module.startswith("archscale"):
-                mod = node.module.split(".", 1)[1] if "." in node.module else ""
-                names = [f"{mod}.{a.name}" if mod else a.name for a in node.names]
-                for name in names + ([mod] if mod else []):
-                    resolve(name)
-            elif node.level > 0 and current is not None:
-                anchor = current.parent
-                for _ in range(node.level - 1):
-                    anchor = anchor.parent
-                prefix = ".".join(anchor.relative_to(package).parts)
-                mod = ".".join(p for p in (prefix, node.module or "") if p)
-                for alias in node.names:
-                    resolve(f"{mod}.{alias.name}" if mod else alias.name)
-                if mod:
-                    resolve(mod)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("archscale."):
-                    resolve(alias.name.split(".", 1)[1])
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            match = re.fullmatch(r"archscale\.([\w.]+)", node.value)
-            if match:
-                resolve(match.group(1))
-    return found
-
-
-# Imports that feed bookkeeping only, not a result: model.py reads the GPU presets for the MFU
-# estimate that metrics.json reports beside the trained model.
-BOOKKEEPING_EDGES = {("training/model.py", "devices.py")}
-
-
-def _reexport_only(path: Path) -> bool:
-    """A package __init__.py that only imports names and sets __all__ runs no code of its own."""
-    if path.name != "__init__.py":
-        return False
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            continue
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue
-        if isinstance(node, ast.Assign) and all(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            continue
-        return False
-    return True
-
-
-def _closure(source: str, package: Path) -> set[str]:
-    """The archscale modules a rule's code runs: imports followed transitively, except through
-    the infrastructure modules (their own imports are bookkeeping too)."""
-    todo = list(_imports_of(source, package, None))
-    seen: set[Path] = set()
+    reader = PackageReader(PACKAGE_DIR)
+    todo = sorted(archscale_imports(source, "script", False, reader.names, dynamic=True))
+    seen: set[str] = set()
     while todo:
-        path = todo.pop()
-        if path in seen:
+        module = todo.pop()
+        if module in seen or is_bookkeeping(module):
             continue
-        seen.add(path)
-        rel = str(path.relative_to(package))
-        if rel in INFRASTRUCTURE:
-            continue
-        todo.extend(p for p in _imports_of(path.read_text(), package, path) - seen
-                    if (rel, str(p.relative_to(package))) not in BOOKKEEPING_EDGES)
-    return {str(p.relative_to(package)) for p in seen if not _reexport_only(p)}
+        seen.add(module)
+        todo += enclosing_packages(module)
+        todo += [m for m in reader.read(module).imports if (module, m) not in BOOKKEEPING_IMPORTS]
+    return {reader.files[m].relative_to(PACKAGE_DIR).as_posix() for m in seen
+            if reader.read(m).runs_code}
 
 
 def _rule_source(body: str) -> str:
@@ -819,12 +698,13 @@ AFTER_CHECKPOINT = {"validation_config": "architecture_config", "validation_trai
 def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     """rule -> the archscale modules it runs that neither its code param nor any upstream
     rule's code param hashes (an upstream rerun rewrites this rule's inputs, so it reruns)."""
-    from archscale.workflow.code_versions import PACKAGE_DIR, STAGE_MODULES
+    from archscale.workflow.code_versions import STAGE_MODULES
 
     config = tiny_config()
     config["search"]["validation"] = {"enabled": True}   # its checkpoint is in the graph too
     config["search"]["gqa_search"] = {"enabled": True}   # and the GQA search's
     config["optimum_check"] = {"enabled": True}          # and the optimum check's
+    config["loop"] = {"enabled": True}                    # and the closed loop's
     workdir = write_workflow(tmp_path_factory.mktemp("rulegraph") / "study", config)
     graph = run_snakemake(workdir, "--rulegraph", check=True).stdout
     ancestors = _ancestors(graph)
@@ -835,18 +715,21 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     ancestors["gqa_step"] = ({"gqa_plan"} | ancestors["gqa_plan"]
                              | {r for twin in AFTER_CHECKPOINT.values()
                                 for r in {twin} | ancestors[twin]})
+    # loop_runs enters once a loop round has run: it reads the round's plan and the loop's
+    # runs, which the study's rules train, evaluate and describe (use rule ... with:)
+    ancestors["loop_runs"] = ({"loop_round"} | ancestors["loop_round"]
+                              | {r for twin in ("architecture_config", "train", "evaluate")
+                                 for r in {twin} | ancestors[twin]})
     blocks = _rule_blocks()
     assert set(blocks) <= set(ancestors) | {"all"}, set(blocks) - set(ancestors)
     uncovered = {}
     for rule, body in blocks.items():
-        used = _closure(_rule_source(body), PACKAGE_DIR) - INFRASTRUCTURE
+        used = _closure(_rule_source(body))
         covered: set[str] = set()
         for r in {rule} | ancestors.get(rule, set()):
             stage = _stage_of(blocks[r])
             if stage:
-                for entry in STAGE_MODULES[stage]:
-                    covered |= {str(p.relative_to(PACKAGE_DIR))
-                                for p in _module_files(PACKAGE_DIR, entry)}
+                covered |= set(STAGE_MODULES[stage])
         uncovered[rule] = used - covered
     return uncovered
 

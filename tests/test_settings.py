@@ -45,6 +45,8 @@ EXPLICIT = {
     "fit.form": ["additive"],
     "search.budgets": [[30000.0]],
     "search.engine": ["torch", "vllm"],
+    "loop.target_widths": [{"x": 0.05}],
+    "loop.target_verdicts": [{"u_r": "supported"}],
 }
 
 

@@ -48,6 +48,7 @@ STAGES: dict[str, str] = {
     "optimum_check": "the optimum check's plan (optimum_check)",
     "loop_tables": "the tables of the frontier check, GQA step and optimum check runs",
     "proposals": "results/proposals.csv",
+    "loop_round": "each round's decision of the closed loop (results/loop/round<k>/plan.csv)",
 }
 
 #: Stages whose params hold every resolved architecture, so a setting that changes the
@@ -292,9 +293,23 @@ class OptimumCheckSettings(Section):
     sizes: int = changes("optimum_check")
 
 
+@dataclass(frozen=True)
+class LoopSection(Section):
+    """`loop`: the closed loop's rounds, device-hour budget and targets. Its checks and
+    meaning are archscale.search.design_loop.LoopSettings's, built from these values."""
+
+    SECTION: ClassVar[str] = "loop"
+    enabled: bool = changes(why="whether the loop's jobs exist")
+    rounds: int = changes("loop_round")
+    budget_hours: float = changes("loop_round")
+    runs_per_round: int = changes("loop_round")
+    target_widths: dict[str, float] = changes("loop_round")
+    target_verdicts: dict[str, str] = changes("loop_round")
+
+
 SECTIONS: tuple[type[Section], ...] = (DataSettings, TrainingSettings, EvaluationSettings,
                                        ThroughputSettings, FitSettings, SearchSettings,
-                                       OptimumCheckSettings)
+                                       OptimumCheckSettings, LoopSection)
 
 
 @dataclass(frozen=True)
@@ -308,6 +323,7 @@ class StudySettings:
     fit: FitSettings
     search: SearchSettings
     optimum_check: OptimumCheckSettings
+    loop: LoopSection
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "StudySettings":

@@ -142,3 +142,41 @@ def _view(front: pd.DataFrame, rec: dict[str, Any] | None, near: pd.DataFrame | 
         middle = (y_lo + y_hi) / 2
         y_lo, y_hi = middle - min_span / 2, middle + min_span / 2
     return padded(losses), (y_lo, y_hi)
+
+
+def plot_loop_rounds(rounds: pd.DataFrame, path: str | Path) -> None:
+    """The closed loop's x* and r* with their intervals, one point per round's fit (round k's
+    point is the fit round k decided from: round 1's is the study's own), so a reader sees the
+    intervals narrow, or not, as the device-hours are spent. A fit without an interval (its
+    bootstrap found no minimum often enough) is drawn hollow and says so."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0), squeeze=False)
+    spent = (rounds["spent_after_hours"] - rounds["device_hours"]).to_numpy()
+    for ax, axis, label in zip(axes[0], ("x", "r"), ("x* = d/sqrt(N)", "r* = MLP/attention")):
+        star = rounds[f"{axis}_star"].to_numpy(dtype=float)
+        low = rounds[f"{axis}_star_low"].to_numpy(dtype=float)
+        high = rounds[f"{axis}_star_high"].to_numpy(dtype=float)
+        has = ~(pd.isna(low) | pd.isna(high))
+        k = rounds["round"].to_numpy()
+        ax.errorbar(k[has], star[has], yerr=[star[has] - low[has], high[has] - star[has]],
+                    fmt="o", capsize=4, color="tab:blue", label="bootstrap interval")
+        ax.plot(k[~has], star[~has], "o", mfc="none", color="tab:blue",
+                label="no interval (too few bootstrap minima)")
+        for i in range(len(k)):
+            top = high[i] if has[i] else star[i]
+            ax.annotate(f"{spent[i]:.2g} h", (k[i], top), textcoords="offset points",
+                        xytext=(0, 5), ha="center", fontsize=7)
+        ax.set_xticks(list(k))
+        ax.margins(x=0.15, y=0.15)  # room for the labels above the points
+        ax.set_xlabel("round (round 1: the study's fit; then each refit)")
+        ax.set_ylabel(label)
+        if axis == "r" and (star[~pd.isna(star)] > 0).all():
+            ax.set_yscale("log")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("The closed loop: the optimum before each round "
+                 "(device-hours the loop had spent, above each point)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    save_figure(fig, path)

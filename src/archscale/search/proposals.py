@@ -405,8 +405,12 @@ def interval_widths(doc: Mapping[str, Any]) -> dict[str, float] | None:
     """The x* and r* interval widths a conditional.json reports (its bootstrap), or None
     without a bootstrap."""
     optimum = (doc.get("confidence_intervals") or {}).get("optimum") or {}
-    widths = {a: float(optimum[f"{a}_star"]["high"]) - float(optimum[f"{a}_star"]["low"])
-              for a in AXES if optimum.get(f"{a}_star")}
+    widths = {}
+    for a in AXES:
+        interval = optimum.get(f"{a}_star") or {}
+        low, high = interval.get("low"), interval.get("high")
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            widths[a] = float(high) - float(low)  # an axis without an interval has no width
     return widths if widths else None
 
 

@@ -41,6 +41,7 @@ STAGE_ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "gqa": ("costs", "search.gqa_search"),
     "optimum_check": ("search.optimum_plan",),
     "proposals": ("search.proposals",),
+    "loop": ("search.design_loop", "search.loop_rounds", "search.plots", "search.proposals"),
     "report": ("training.plots", "throughput.plots", "data.summary", "tables"),
 }
 

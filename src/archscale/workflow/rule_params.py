@@ -74,4 +74,5 @@ def stage_params(study: "Study") -> dict[str, Any]:
         "optimum_check": optimum_check_params(study),
         "loop_tables": {"loss_column": settings.fit.loss_column},
         "proposals": proposals_params(study),
+        "loop_round": settings.loop.params("loop_round"),
     }
