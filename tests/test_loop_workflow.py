@@ -112,3 +112,17 @@ def test_the_loop_is_off_by_default():
     from conftest import tiny_config
 
     assert load_study(tiny_config()).settings.loop.enabled is False
+
+
+@pytest.mark.workflow
+def test_a_dry_run_of_the_paper_config_shows_the_first_round(tmp_path):
+    """configs/paper-1b.yaml runs the loop after its grid: its dry run plans round 1's
+    decision and the table of rounds (the round's runs follow from the decision)."""
+    from conftest import REPO, run_snakemake, write_workflow
+    from archscale.config import read_config_file
+
+    workdir = write_workflow(tmp_path / "study", read_config_file(REPO / "configs/paper-1b.yaml"))
+    proc = run_snakemake(workdir, "-n", "--cores", "2", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "results/loop/round1/decision.json" in text and "loop_rounds" in text

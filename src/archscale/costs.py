@@ -224,6 +224,23 @@ def study_plan(study: "Study", mfu: float = ASSUMED_MFU, gpu: str = TRAINING_GPU
     return study_plan_from_inputs(study_plan_inputs(study), mfu=mfu, gpu=gpu)
 
 
+def loop_round_cost(plan: "pd.DataFrame", loop: Mapping[str, Any]) -> dict[str, Any]:
+    """What one round of the closed loop (config section `loop`) may cost, from the study plan,
+    before any run: a round trains at most `runs_per_round` runs, each priced later by the
+    study's fitted costs; here each is priced as the study's own runs are. `typical` is a round
+    of runs like the study's median run, `most` a round of its costliest; a run one size above
+    the largest (twice its parameters at the same tokens per parameter) costs about four times
+    the costliest. The loop never spends more than `budget_hours` in all."""
+    rows = plan[plan.architecture != "TOTAL"]
+    per_run = (rows["gpu_hours"] / rows["runs"]).astype(float)
+    n = int(loop["runs_per_round"])
+    return {"runs_per_round": n, "rounds": int(loop["rounds"]),
+            "budget_hours": float(loop["budget_hours"]),
+            "typical_round_hours": n * float(per_run.median()),
+            "most_round_hours": n * float(per_run.max()),
+            "new_size_run_hours": 4 * float(per_run.max())}
+
+
 def study_plan_from_inputs(inputs: Mapping[str, Any], mfu: float = ASSUMED_MFU,
                            gpu: str = TRAINING_GPU) -> "pd.DataFrame":
     """The plan table from `study_plan_inputs` (so the Snakemake rule needs no full config).

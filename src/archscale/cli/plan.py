@@ -32,10 +32,11 @@ def _study(args: argparse.Namespace) -> Any:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from archscale.costs import study_plan
+    from archscale.costs import loop_round_cost, study_plan
     from archscale.io import write_csv
 
-    table = study_plan(_study(args), mfu=args.mfu, gpu=args.gpu)
+    study = _study(args)
+    table = study_plan(study, mfu=args.mfu, gpu=args.gpu)
     if args.out:
         write_csv(args.out, table)
         total = table[table.architecture == "TOTAL"].iloc[0]
@@ -43,6 +44,14 @@ def _plan(args: argparse.Namespace) -> int:
               f"{total.gpu_hours:,.0f} {args.gpu} GPU-hours at MFU {args.mfu}")
     else:
         print(table.to_csv(index=False), end="")
+    if study.config["loop"]["enabled"]:
+        cost = loop_round_cost(table, study.config["loop"])
+        print(f"closed loop: up to {cost['rounds']} round(s) of up to {cost['runs_per_round']} "
+              f"runs, at most {cost['budget_hours']:,.4g} device-hours in all; one round "
+              f"about {cost['typical_round_hours']:,.4g} {args.gpu} GPU-hours at the study's "
+              f"median run, {cost['most_round_hours']:,.4g} at its costliest; a run one size "
+              f"above the largest about {cost['new_size_run_hours']:,.4g}; the budget caps "
+              "every round")
     return 0
 
 
