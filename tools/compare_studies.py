@@ -5,8 +5,9 @@ Usage: python tools/compare_studies.py BEFORE AFTER
 It compares, byte for byte or value for value:
 - the token files (train.bin, val.bin) by sha256;
 - every run's model.safetensors by sha256, and every loss in runs.csv;
-- the fits (chinchilla.json, conditional.json, forms.json) without their provenance (code
-  versions, timing), which name when and how they were made, not what they found;
+- the fits (chinchilla.json, conditional.json, forms.json) without their provenance, step
+  times and worker counts (NOT_RESULTS), which say when and how they were made, not what they
+  found;
 - candidates.csv and pareto.csv.
 
 Prints one line per compared item and exits 1 when any result differs. Timing columns
@@ -24,7 +25,9 @@ from typing import Any
 import pandas as pd
 
 TIMING_COLUMNS = {"wall_s", "tokens_per_s"}
-NOT_RESULTS = {"provenance"}  # keys of a fit's JSON that say how it was made, not what it found
+# keys of a fit's JSON that say how it was made, not what it found: its provenance, how long a
+# step took and how many bootstrap processes ran it (the bootstrap's draws do not depend on it)
+NOT_RESULTS = {"provenance", "time_s", "workers"}
 
 
 def sha256(path: Path) -> str:
