@@ -62,7 +62,7 @@ rule all:
         # the optimum check, when optimum_check.enabled (see rules/optimum_check.smk)
         ["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
         # the closed loop, when loop.enabled (see rules/loop.smk)
-        ["results/loop/rounds.csv"] if LOOP["enabled"] else [],
+        ["results/loop/rounds.csv"] if config["loop"]["enabled"] else [],
 
 
 onsuccess:

@@ -27,6 +27,7 @@ import numpy as np
 from archscale.architecture import SHAPE_FIELDS, Architecture
 from archscale.data.corpus import token_dtype
 from archscale.devices import Device, get_device
+from archscale.settings import TrainingSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,6 +88,7 @@ def training_memory_mb(arch: Architecture, settings: Mapping[str, Any], seq_len:
     bytes (rank 0 gathers the float32 weights for the final checkpoint) and the node's shards
     of the resume state that DCP stages in host memory (12 bytes a parameter over the nodes).
     """
+    settings = TrainingSettings.complete(settings)  # the schema's defaults, not ours
     n = arch.n_params_total
     if settings["gpus"] == 0:
         per_token = arch.n_layers * (12 * arch.d_model + 4 * arch.n_heads * arch.head_dim
@@ -94,8 +96,8 @@ def training_memory_mb(arch: Architecture, settings: Mapping[str, Any], seq_len:
             + 4 * arch.vocab_size
         mb = PROCESS_MB + 24 * n / 1e6 \
             + 4 * per_token * settings["micro_batch_size"] * seq_len / 1e6
-    elif settings.get("parallel", "ddp") == "fsdp":
-        mb = settings["gpus"] * PROCESS_MB + (4 + 12 / settings.get("nodes", 1)) * n / 1e6
+    elif settings["parallel"] == "fsdp":
+        mb = settings["gpus"] * PROCESS_MB + (4 + 12 / settings["nodes"]) * n / 1e6
     else:
         mb = settings["gpus"] * PROCESS_MB + 24 * n / 1e6
     return int(mb * attempt)
@@ -158,9 +160,10 @@ def training_gpu_memory(arch: Architecture, settings: Mapping[str, Any], seq_len
     - Logits: micro_batch_size x seq_len x vocab values of c + 12 bytes (the logits, their
       float32 copy, the float32 log-probabilities kept for the backward, their gradient).
     """
-    ranks = max(1, int(settings["gpus"])) * int(settings.get("nodes", 1))
-    fsdp = settings.get("parallel", "ddp") == "fsdp"
-    c = 4 if settings.get("dtype", "auto") == "float32" else 2
+    settings = TrainingSettings.complete(settings)  # the schema's defaults, not ours
+    ranks = max(1, int(settings["gpus"])) * int(settings["nodes"])
+    fsdp = settings["parallel"] == "fsdp"
+    c = 4 if settings["dtype"] == "float32" else 2
     n = arch.n_params_total
     layer = arch.n_params_non_embedding / arch.n_layers + 2 * arch.d_model
     root = n - arch.n_layers * layer

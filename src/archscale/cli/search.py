@@ -24,6 +24,10 @@ from archscale.config import load_study, search_engine
 from archscale.schema import section_defaults
 from archscale.throughput.engines.registry import names as engine_names
 
+#: The device preset without --gpu and without --configfile (no throughput section to read):
+#: the paper's, as the engine defaults to the paper's vLLM then. A config's throughput.gpu wins.
+GPU_WITHOUT_CONFIG = "H100"
+
 
 def _coefficients(text: str) -> str:
     """--coefficients: 'paper' or a path; a directory is refused here, as reading it would
@@ -104,7 +108,7 @@ def _settings(args: argparse.Namespace) -> Any:
                           if args.calibration else None),
         # without --configfile there is no throughput section: vLLM, as the paper measured
         engine=args.engine or search_engine(settings, throughput or {"engines": ["vllm"]}),
-        gpu=args.gpu or throughput.get("gpu", "H100"))
+        gpu=args.gpu or throughput.get("gpu") or GPU_WITHOUT_CONFIG)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -146,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coefficients", required=True, type=_coefficients,
                    help="a conditional.json from the fit stage, or 'paper'")
     p.add_argument("--configfile", help="a study config for sizes, search and throughput settings")
-    p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu)")
+    p.add_argument("--gpu", help="device preset (A100-40GB, A100-80GB, H100, H200, cpu); default: "
+                                 f"the config's throughput.gpu, else {GPU_WITHOUT_CONFIG}")
     p.add_argument("--engine", choices=engine_names())
     p.add_argument("--calibration", type=calibration_file,
                    help="results/throughput/calibration.json (default: uncalibrated)")

@@ -45,6 +45,7 @@ from archscale.architecture import (DTYPE_BYTES, Architecture, forward_flops_per
                                     kv_bytes_per_token, non_embedding_params, prefill_flops)
 from archscale.io import write_json
 from archscale.devices import Device
+from archscale.settings import ThroughputSettings
 from archscale.throughput.engine_defaults import FACTOR_NAMES, EngineDefaults, Factors
 from archscale.throughput.engines.registry import ENGINE_SCHEDULING, Declared, names
 
@@ -133,17 +134,19 @@ class Workload:
     @classmethod
     def from_settings(cls, throughput: Mapping[str, Any], engine: str,
                       on_gpu: bool = True) -> "Workload":
-        """From config.yaml's throughput section (dtype 'auto': bf16 on GPU, fp32 on CPU)."""
-        dtype = throughput.get("dtype", "auto")
+        """From config.yaml's throughput section (dtype 'auto': bf16 on GPU, fp32 on CPU); a
+        partial section takes the schema's defaults."""
+        throughput = ThroughputSettings.complete(throughput)
+        dtype = throughput["dtype"]
         if dtype == "auto":
             dtype = "bfloat16" if on_gpu else "float32"
-        return cls(batch=int(throughput.get("batch_size", 128)),
-                   input_len=int(throughput.get("input_len", 4096)),
-                   output_len=int(throughput.get("output_len", 1024)),
+        return cls(batch=int(throughput["batch_size"]),
+                   input_len=int(throughput["input_len"]),
+                   output_len=int(throughput["output_len"]),
                    dtype=dtype, engine=engine,
                    max_num_seqs=throughput.get("max_num_seqs"),
                    max_num_batched_tokens=throughput.get("max_num_batched_tokens"),
-                   memory_fraction=float(throughput.get("gpu_memory_utilization", 0.9)),
+                   memory_fraction=float(throughput["gpu_memory_utilization"]),
                    cuda_graph_max_batch=throughput.get("cuda_graph_max_batch"))
 
 
