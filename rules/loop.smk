@@ -23,15 +23,12 @@ ROUND = f"{LOOP_DIR}/round{{k}}"
 def loop_architecture(wildcards):
     """A loop run's architecture: a configured one (another seed of it) or a proposed shape,
     whose name is its shape."""
-    name = wildcards.larch
-    return STUDY.architectures[name] if name in STUDY.architectures else \
-        STUDY.shape_architecture(name)
+    return STUDY.named_architecture(wildcards.larch)
 
 
 def loop_training_settings(wildcards):
     """A configured architecture keeps its own overrides; a proposed shape has none."""
-    name = wildcards.larch
-    return STUDY.training_settings(name) if name in STUDY.architectures else config["training"]
+    return STUDY.named_training_settings(wildcards.larch)
 
 
 def loop_round_inputs(wildcards):

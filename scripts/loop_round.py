@@ -11,14 +11,14 @@ Expects:
     output.decision    the decision: train or stop, why, the budget before and after
     params.loop        the config's loop section; params.round: this round's number
 """
+import pandas as pd
+
 from archscale.io import read_json, write_csv, write_json
 from archscale.provenance import now, provenance
 from archscale.search.design_loop import LoopSettings, decide_round
 from archscale.search.loop_rounds import verdicts_by_finding
 from archscale.search.proposals import interval_widths
 from archscale.workflow.snakemake import log_to
-
-import pandas as pd
 
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:

@@ -9,8 +9,6 @@ Expects:
     output[0]      results/loop/round<k>/runs.csv (runs.csv's columns)
     params.tasks   the evaluation tasks (runs.csv has a column per task)
 """
-import pandas as pd
-
 from archscale.io import write_csv
 from archscale.search.loop_rounds import loop_run_rows, round_runs_table, unique_runs
 from archscale.workflow.snakemake import log_to
@@ -18,8 +16,7 @@ from archscale.workflow.snakemake import log_to
 sm = snakemake  # noqa: F821
 with log_to(sm.log[0]) as log:
     runs = unique_runs(sm.input.plans)
-    columns = list(pd.read_csv(sm.input.study, nrows=0).columns)
-    rows = loop_run_rows(runs, sm.input.configs, sm.input.metrics, sm.input.evals, columns,
+    rows = loop_run_rows(runs, sm.input.configs, sm.input.metrics, sm.input.evals,
                          list(sm.params.tasks))
     table = round_runs_table(sm.input.study, rows)
     write_csv(sm.output[0], table)

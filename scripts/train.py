@@ -18,9 +18,7 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     # trains another seed of it); a checked or proposed shape never does. The result settings
     # are the params.
     checked = label.get("validation") or label.get("optimum_check")
-    speed = (study.training_settings(label["arch"])
-             if not checked and label["arch"] in study.architectures
-             else study.config["training"])
+    speed = study.config["training"] if checked else study.named_training_settings(label["arch"])
     job = rule_train_job(sm, speed)
     settings = job.settings
     log.info("train %s, %d tokens, seed %d (%d threads, %d GPUs x %d nodes)", label["arch"],

@@ -174,7 +174,7 @@ def test_training_result_settings_follow_the_declarations() -> None:
     assert "lr" not in RESULT_FREE_SETTINGS
     study = load_study(tiny_config())
     assert (result_settings(study.training_settings("a1"))
-            == study.arch_training("a1").params("train"))
+            == training.from_mapping(study.training_settings("a1")).params("train"))
 
 
 def test_a_partial_section_takes_the_schema_defaults(tmp_path) -> None:

@@ -16,7 +16,6 @@ Prints one line per compared item and exits 1 when any result differs. Timing co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -24,18 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from archscale.io import sha256_file
+
 TIMING_COLUMNS = {"wall_s", "tokens_per_s"}
 # keys of a fit's JSON that say how it was made, not what it found: its provenance, how long a
 # step took and how many bootstrap processes ran it (the bootstrap's draws do not depend on it)
 NOT_RESULTS = {"provenance", "time_s", "workers"}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _without(doc: Any, keys: set[str]) -> Any:
@@ -58,15 +51,13 @@ def compare(before: Path, after: Path) -> list[tuple[str, bool]]:
             return None
         return (a, b) if a.exists() else None
 
-    for path in sorted(before.glob("results/data/*/*.bin")):
+    binaries = (sorted(before.glob("results/data/*/*.bin"))
+                + sorted(before.glob("results/runs/*/*/*/model/model.safetensors")))
+    for path in binaries:
         pair = both(str(path.relative_to(before)))
         if pair:
-            out.append((pair[0].relative_to(before).as_posix(), sha256(pair[0]) == sha256(pair[1])))
-    models = sorted(before.glob("results/runs/*/*/*/model/model.safetensors"))
-    for path in models:
-        pair = both(str(path.relative_to(before)))
-        if pair:
-            out.append((pair[0].relative_to(before).as_posix(), sha256(pair[0]) == sha256(pair[1])))
+            out.append((pair[0].relative_to(before).as_posix(),
+                        sha256_file(pair[0]) == sha256_file(pair[1])))
     pair = both("results/runs.csv")
     if pair:
         a, b = (pd.read_csv(p).drop(columns=list(TIMING_COLUMNS), errors="ignore") for p in pair)

@@ -21,7 +21,7 @@ from archscale.architecture import (Architecture, ArchitectureError, ShapeTarget
                                     solve_shape)
 from archscale.devices import known_devices
 from archscale.schema import fill_defaults, schema_file
-from archscale.settings import StudySettings, TrainingSettings
+from archscale.settings import StudySettings
 from archscale.throughput.engines.registry import names as engine_names
 
 # The fit's loss columns the validation loop and the optimum check can observe on a run they
@@ -167,9 +167,6 @@ class Study:
         which stages' results it changes, and the rules' params follow from that."""
         return StudySettings.from_config(self.config)
 
-    def arch_training(self, arch: str) -> TrainingSettings:
-        """The training section with this architecture's overrides, typed."""
-        return TrainingSettings.from_mapping(self.training_settings(arch))
 
     def token_budgets(self, arch: str) -> list[int]:
         spec = self.arch_spec(arch)
@@ -198,6 +195,18 @@ class Study:
         at): search.tokens, else the study's largest token budget."""
         return int(self.config["search"]["tokens"]
                    or max(t for a in self.architectures for t in self.token_budgets(a)))
+
+    def named_architecture(self, name: str) -> Architecture:
+        """A configured architecture by its name, else the shape a shape name spells out (a
+        run the closed loop trains is either)."""
+        return self.architectures[name] if name in self.architectures else \
+            self.shape_architecture(name)
+
+    def named_training_settings(self, name: str) -> dict[str, Any]:
+        """A configured architecture's training settings, its overrides applied; a shape that
+        is only a name has none: the training section."""
+        return self.training_settings(name) if name in self.architectures else \
+            self.config["training"]
 
     def shape_architecture(self, name: str) -> Architecture:
         """A shape the search named (d64-L2-...), resolved as a configured architecture of that

@@ -14,7 +14,6 @@ seed of it) or a shape name (d..-L..-h..-kv..-dh..-f..), so a run proposed twice
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,7 +21,8 @@ import pandas as pd
 
 from archscale.architecture import Architecture
 from archscale.fit.forms.base import AXES
-from archscale.io import read_json
+from archscale.search.proposals import optimum_interval
+from archscale.training.evaluate import runs_table
 
 LOOP_DIR = "results/loop"
 LOOP_RUN = LOOP_DIR + "/runs/{name}/{tokens}/seed{seed}"
@@ -70,22 +70,15 @@ def verdicts_by_finding(doc: Mapping[str, Any]) -> dict[str, str]:
 
 def loop_run_rows(runs: list[tuple[str, int, int]], configs: Iterable[str | Path],
                   metrics: Iterable[str | Path], evals: Iterable[str | Path],
-                  columns: list[str], tasks: list[str]) -> pd.DataFrame:
-    """runs.csv rows of the loop's runs (the accounting of each run's config.json, then its
-    results), in runs.csv's `columns`: a round's runs.csv is the study's plus these."""
-    rows = []
-    for (name, tokens, seed), config, metrics_path, eval_path in zip(runs, configs, metrics,
-                                                                      evals):
-        m, e = read_json(metrics_path), read_json(eval_path)
-        row = Architecture.from_hf_config(config, name=name).accounting()
-        row.update({"tokens": tokens, "seed": seed, "epochs": m["epochs"],
-                    "train_loss": m["train_loss"], "val_loss": e["val_loss"],
-                    "val_bpb": e.get("val_bpb"), "acc_avg": e.get("acc_avg"),
-                    "wall_s": m["wall_s"], "tokens_per_s": m["tokens_per_s"],
-                    "lr": m["lr"]["lr"]})
-        row.update({f"acc_{t}": e.get(f"acc_{t}") for t in tasks})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+                  tasks: list[str]) -> pd.DataFrame:
+    """runs.csv rows of the loop's runs: the accounting of each run's config.json, then its
+    results (archscale.training.evaluate.runs_table, which builds the study's own rows); a
+    round's runs.csv is the study's plus these."""
+    configs = list(configs)
+    accounting = {name: Architecture.from_hf_config(config, name=name).accounting()
+                  for (name, _, _), config in zip(runs, configs)}
+    return runs_table(pd.DataFrame(list(accounting.values())),
+                      [(n, t, s, m, e) for (n, t, s), m, e in zip(runs, metrics, evals)], tasks)
 
 
 def round_runs_table(study_runs: str | Path, loop_rows: pd.DataFrame) -> pd.DataFrame:
@@ -94,14 +87,6 @@ def round_runs_table(study_runs: str | Path, loop_rows: pd.DataFrame) -> pd.Data
     if loop_rows.empty:
         return study
     return pd.concat([study, loop_rows[study.columns]], ignore_index=True)
-
-
-def _interval(doc: Mapping[str, Any], axis: str) -> tuple[float, float, float]:
-    """(estimate, low, high) of x* or r* in a conditional.json (NaN where absent)."""
-    star = (doc.get("optimum") or {}).get(f"{axis}_star")
-    ci = ((doc.get("confidence_intervals") or {}).get("optimum") or {}).get(f"{axis}_star") or {}
-    number = lambda v: float(v) if isinstance(v, (int, float)) else math.nan  # None: no interval
-    return number(star), number(ci.get("low")), number(ci.get("high"))
 
 
 def round_row(decision: Mapping[str, Any], conditional: Mapping[str, Any] | None,
@@ -114,7 +99,7 @@ def round_row(decision: Mapping[str, Any], conditional: Mapping[str, Any] | None
         "spent_after_hours": decision["spent_after_hours"],
         "budget_hours": decision["budget_hours"], "detail": decision["detail"]}
     for axis in AXES:
-        value, low, high = _interval(conditional or {}, axis)
+        value, low, high = optimum_interval(conditional or {}, axis)
         row.update({f"{axis}_star": value, f"{axis}_star_low": low, f"{axis}_star_high": high,
                     f"{axis}_width": high - low})
     found = verdicts_by_finding(verdicts or {})

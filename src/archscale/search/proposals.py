@@ -401,16 +401,23 @@ def _bootstrap_widths(law: ConditionalLaw) -> dict[str, float]:
     return out
 
 
+def optimum_interval(doc: Mapping[str, Any], axis: str) -> tuple[float, float, float]:
+    """(estimate, low, high) of x* or r* in a conditional.json; NaN where it has none (a
+    bootstrap that found too few minima gives no interval)."""
+    star = (doc.get("optimum") or {}).get(f"{axis}_star")
+    ci = ((doc.get("confidence_intervals") or {}).get("optimum") or {}).get(f"{axis}_star") or {}
+    number = lambda v: float(v) if isinstance(v, (int, float)) else math.nan  # noqa: E731
+    return number(star), number(ci.get("low")), number(ci.get("high"))
+
+
 def interval_widths(doc: Mapping[str, Any]) -> dict[str, float] | None:
     """The x* and r* interval widths a conditional.json reports (its bootstrap), or None
-    without a bootstrap."""
-    optimum = (doc.get("confidence_intervals") or {}).get("optimum") or {}
+    without a bootstrap; an axis without an interval has no width."""
     widths = {}
     for a in AXES:
-        interval = optimum.get(f"{a}_star") or {}
-        low, high = interval.get("low"), interval.get("high")
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            widths[a] = float(high) - float(low)  # an axis without an interval has no width
+        _, low, high = optimum_interval(doc, a)
+        if not (math.isnan(low) or math.isnan(high)):
+            widths[a] = high - low
     return widths if widths else None
 
 

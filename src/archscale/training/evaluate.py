@@ -313,16 +313,18 @@ def accuracy_summary(scores: dict[str, dict[str, Any]]) -> dict[str, float]:
 # The collected table
 # ---------------------------------------------------------------------------------------------
 
-def runs_table(architectures_csv: str | os.PathLike,
+def runs_table(architectures_csv: "str | os.PathLike | pd.DataFrame",
                runs: list[tuple[str, int, int, str | os.PathLike, str | os.PathLike]],
                tasks: list[str]) -> "pd.DataFrame":
     """One row per (arch, tokens, seed): accounting columns, then the run's results.
 
+    architectures_csv: architectures.csv, or its rows as a table (the closed loop's runs).
     runs: (arch, tokens, seed, metrics.json, eval.json) per run.
     """
     import pandas as pd
 
-    accounting = pd.read_csv(architectures_csv).set_index("name", drop=False)
+    accounting = (architectures_csv if isinstance(architectures_csv, pd.DataFrame)
+                  else pd.read_csv(architectures_csv)).set_index("name", drop=False)
     rows = []
     for arch, tokens, seed, metrics_path, eval_path in runs:
         if arch not in accounting.index:

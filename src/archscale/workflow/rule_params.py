@@ -17,16 +17,18 @@ from archscale.search.proposals import proposals_params
 from archscale.search.study import search_rule_params
 from archscale.throughput.engines.base import measurement_settings
 from archscale.throughput.engines.registry import names as engine_names
+from archscale.training.job import result_settings
 
 if TYPE_CHECKING:
     from archscale.config import Study
 
 
 def training_params(study: "Study", arch: str | None) -> dict[str, Any]:
-    """A run's result-deciding training settings (rule train's `training` param): the
-    architecture's overrides applied; a checked shape (arch None) has none."""
-    settings = study.settings.training if arch is None else study.arch_training(arch)
-    return settings.params("train")
+    """A run's result-deciding training settings (rule train's `training` param, built by the
+    same `result_settings` from the fields that declare "train"): the architecture's overrides
+    applied; a checked shape (arch None) has none."""
+    return result_settings(study.config["training"] if arch is None
+                           else study.training_settings(arch))
 
 
 def evaluation_params(study: "Study") -> dict[str, Any]:
