@@ -36,6 +36,7 @@ include: "rules/search.smk"
 include: "rules/validation.smk"
 include: "rules/gqa.smk"
 include: "rules/optimum_check.smk"
+include: "rules/lr_check.smk"
 include: "rules/loop.smk"
 include: "rules/report.smk"
 
@@ -61,6 +62,8 @@ rule all:
         ["results/gqa_search.csv"] if GQA_SEARCH["enabled"] else [],
         # the optimum check, when optimum_check.enabled (see rules/optimum_check.smk)
         ["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
+        # the learning-rate check, when lr_check.enabled (see rules/lr_check.smk)
+        ["results/lr_check/transfer.csv"] if LR_CHECK["enabled"] else [],
         # the closed loop, when loop.enabled (see rules/loop.smk)
         ["results/loop/rounds.csv"] if config["loop"]["enabled"] else [],
 

@@ -7,6 +7,7 @@ from archscale.architecture import SHAPE_NAME_PATTERN
 from archscale.config import ConfigError, load_study
 from archscale.schema import schema_path
 from archscale.io import DamagedFileError, check_json_files, read_json
+from archscale.fit.lr_check import grid_runs as lr_grid_runs, planned_runs as lr_planned_runs
 from archscale.costs import (evaluation_memory_mb, study_plan_inputs, training_memory_mb,
                              training_runtime_minutes)
 from archscale.search.frontier_check import selection_params
@@ -19,7 +20,8 @@ from archscale.training.launch import slurm_training_request
 from archscale.training.job import result_settings
 from archscale.training.state import resume_dir
 from archscale.workflow.code_versions import code_version
-from archscale.workflow.rule_params import data_params, evaluation_params, fit_params
+from archscale.workflow.rule_params import (data_params, evaluation_params, fit_params,
+                                           lr_check_params)
 from archscale.workflow.snakemake import (check_engines_run_shapes, check_losses,
                                          check_no_future_files,
                                          check_outputs_present, check_tables_present,
@@ -51,6 +53,7 @@ VALIDATION = config["search"]["validation"]
 GQA_SEARCH = config["search"]["gqa_search"]
 VALIDATION_SEED = int(config["training"]["seeds"][0])
 OPTIMUM_CHECK = config["optimum_check"]
+LR_CHECK = config["lr_check"]
 
 
 wildcard_constraints:
@@ -63,6 +66,7 @@ wildcard_constraints:
     larch=r"[A-Za-z0-9_][A-Za-z0-9_.-]*",  # the loop's: a configured name or a shape name
     size=r"\d+",
     k=r"\d+",
+    factor=r"\d+(\.\d+)?",  # the lr check's multiple of the rule's lr (archscale.fit.lr_check)
 
 
 # --- architectures ---------------------------------------------------------------

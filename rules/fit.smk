@@ -98,6 +98,8 @@ rule verdicts:
         throughput="results/throughput.csv",
         # the trained optimum, when optimum_check.enabled (rules/optimum_check.smk)
         check=["results/optimum_check/runs.csv"] if OPTIMUM_CHECK["enabled"] else [],
+        # whether the lr rule transfers, when lr_check.enabled (rules/lr_check.smk)
+        lr_check=["results/lr_check/transfer.csv"] if LR_CHECK["enabled"] else [],
     output:
         json="results/fits/verdicts.json",
     params:

@@ -240,6 +240,7 @@ use rule verdicts as loop_verdicts with:
         recommendations=f"{ROUND}/recommendations.json",
         throughput="results/throughput.csv",
         check=[],
+        lr_check=["results/lr_check/transfer.csv"] if LR_CHECK["enabled"] else [],
     output:
         json=f"{ROUND}/verdicts.json",
     log:

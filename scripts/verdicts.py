@@ -6,6 +6,8 @@ Expects:
     input.throughput                 results/throughput.csv (its held-out throughput error)
     input.check                      results/optimum_check/runs.csv, or nothing when the
                                      optimum check is off
+    input.lr_check                   results/lr_check/transfer.csv, or nothing when the
+                                     learning-rate check is off
     output.json                      results/fits/verdicts.json
     log[0]                           (optional) the rule's log file
 """
@@ -18,6 +20,7 @@ with log_to(sm.log[0] if sm.log else None) as log:
     doc = verdicts_stage(sm.input.forms, sm.output.json,
                          check_runs=sm.input.check[0] if sm.input.check else None,
                          recommendations=sm.input.recommendations,
-                         throughput=sm.input.throughput)
+                         throughput=sm.input.throughput,
+                         lr_transfer=sm.input.lr_check[0] if sm.input.lr_check else None)
     for line in summary_lines(doc):
         log.info(line)

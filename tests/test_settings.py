@@ -26,6 +26,8 @@ def _configs() -> dict[str, dict[str, Any]]:
     tiny["search"].setdefault("validation", {})["enabled"] = True
     tiny["search"].setdefault("gqa_search", {})["enabled"] = True
     tiny.setdefault("optimum_check", {})["enabled"] = True
+    tiny["training"]["seeds"] = [0, 1]  # so the lr check has another trained seed to move to
+    tiny["lr_check"] = {"enabled": True, "architectures": ["a1"]}
     tiny["throughput"]["threads"] = 2  # so a CPU measurement's device count shows a device change
     return {"tiny": tiny, "paper-1b": read_config_file(REPO / "configs" / "paper-1b.yaml")}
 
@@ -45,6 +47,8 @@ EXPLICIT = {
     "fit.form": ["additive"],
     "search.budgets": [[30000.0]],
     "search.engine": ["torch", "vllm"],
+    "lr_check.architectures": [["a2"]],
+    "lr_check.seeds": [[1]],
     "loop.target_widths": [{"x": 0.05}],
     "loop.target_verdicts": [{"u_r": "supported"}],
 }

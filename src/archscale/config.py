@@ -373,6 +373,7 @@ def _check_semantics(config: dict[str, Any]) -> None:
         raise ConfigError(f"fit.loss_column: the optimum check observes only "
                           f"{list(VALIDATION_LOSS_COLUMNS)} on the shapes it trains, not "
                           f"{loss_column!r}; pick one or set optimum_check.enabled: false")
+    _check_lr_check(config, names)
     tasks = config["evaluation"]["tasks"]
     repeated = sorted({t for t in tasks if tasks.count(t) > 1})
     if repeated:
@@ -411,6 +412,31 @@ def _check_data_name(name: str) -> None:
         raise ConfigError(f"data.name: {name!r} is not a folder name (it names "
                           "results/data/<name>/): use letters, digits, '_', '.', '-', not "
                           "starting with '.' or '-', e.g. 'stdlib'")
+
+
+def _check_lr_check(config: dict[str, Any], names: list[str]) -> None:
+    """The learning-rate check names configured architectures, leaves factor 1 to the grid
+    (its runs are the rule's lr) and uses seeds each architecture trains (its comparison)."""
+    check = config["lr_check"]
+    unknown = [a for a in check["architectures"] if a not in names]
+    if unknown:
+        raise ConfigError(f"lr_check.architectures: {unknown} are not configured "
+                          f"architectures; known: {names}")
+    if any(float(f) == 1.0 for f in check["factors"]):
+        raise ConfigError("lr_check.factors: 1 is the rule's own lr, which the grid's runs "
+                          "already train; list only the other multiples (e.g. [0.5, 2])")
+    for arch in check["architectures"]:
+        spec = next(a for a in config["architectures"] if a["name"] == arch)
+        seeds = (spec.get("training") or {}).get("seeds", config["training"]["seeds"])
+        extra = [s for s in check["seeds"] if s not in seeds]
+        if extra:
+            raise ConfigError(f"lr_check.seeds: {arch} trains seeds {list(seeds)}, not {extra}, "
+                              "so its rule's lr has no run to compare against; list seeds it "
+                              "trains")
+    if check["enabled"] and config["fit"]["loss_column"] not in VALIDATION_LOSS_COLUMNS:
+        raise ConfigError(f"fit.loss_column: the lr check observes only "
+                          f"{list(VALIDATION_LOSS_COLUMNS)} on the runs it trains; pick one or "
+                          "set lr_check.enabled: false")
 
 
 def _check_budgets_fill_steps(config: dict[str, Any]) -> None:

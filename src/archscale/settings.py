@@ -46,6 +46,7 @@ STAGES: dict[str, str] = {
     "gqa_plan": "the GQA step's plan (search.gqa_search)",
     "gqa_step": "each decided GQA step",
     "optimum_check": "the optimum check's plan (optimum_check)",
+    "lr_check": "the learning-rate check's runs and tables (lr_check)",
     "loop_tables": "the tables of the frontier check, GQA step and optimum check runs",
     "proposals": "results/proposals.csv",
     "loop_round": "each round's decision of the closed loop (results/loop/round<k>/plan.csv)",
@@ -251,7 +252,8 @@ class FitSettings(Section):
         "fit_forms": ("loss_column", "form", "r_range", "bootstrap", "seed", "size_tolerance",
                       "huber_delta", "n_starts", "min_train_sizes"),
     }
-    loss_column: str = changes(*_FIT_READERS, "proposals", "loop_tables", "gqa_step")
+    loss_column: str = changes(*_FIT_READERS, "proposals", "loop_tables", "gqa_step",
+                               "lr_check")
     l_opt: str = changes(*_ALL_FITS)
     form: str = changes(*_FIT_READERS)
     r_range: list[float] = changes(*_FIT_READERS, "proposals")
@@ -294,6 +296,18 @@ class OptimumCheckSettings(Section):
 
 
 @dataclass(frozen=True)
+class LrCheckSettings(Section):
+    """`lr_check`: train named architectures at other multiples of their rule's lr
+    (archscale.fit.lr_check)."""
+
+    SECTION: ClassVar[str] = "lr_check"
+    enabled: bool = changes(why="whether the check's jobs exist")
+    architectures: list[str] = changes("lr_check")
+    factors: list[float] = changes("lr_check")
+    seeds: list[int] = changes("lr_check")
+
+
+@dataclass(frozen=True)
 class LoopSection(Section):
     """`loop`: the closed loop's rounds, device-hour budget and targets. Its checks and
     meaning are archscale.search.design_loop.LoopSettings's, built from these values."""
@@ -309,7 +323,7 @@ class LoopSection(Section):
 
 SECTIONS: tuple[type[Section], ...] = (DataSettings, TrainingSettings, EvaluationSettings,
                                        ThroughputSettings, FitSettings, SearchSettings,
-                                       OptimumCheckSettings, LoopSection)
+                                       OptimumCheckSettings, LrCheckSettings, LoopSection)
 
 
 @dataclass(frozen=True)
@@ -323,6 +337,7 @@ class StudySettings:
     fit: FitSettings
     search: SearchSettings
     optimum_check: OptimumCheckSettings
+    lr_check: LrCheckSettings
     loop: LoopSection
 
     @classmethod

@@ -132,10 +132,12 @@ def verdicts_stage(forms: str | Path, out: str | Path | None = None,
                    check_runs: str | Path | None = None,
                    recommendations: str | Path | None = None,
                    throughput: str | Path | None = None,
-                   extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   extra_provenance: Mapping[str, Any] | None = None,
+                   lr_transfer: str | Path | None = None) -> dict[str, Any]:
     """One verdict per finding (verdicts.json) from the fit outputs; `check_runs` is the
     optimum check's runs.csv when the study ran it (its absence caps x* and r* at "not
-    identified"), `recommendations` and `throughput` the search's and measurement's outputs."""
+    identified"), `recommendations` and `throughput` the search's and measurement's outputs,
+    `lr_transfer` the learning-rate check's transfer.csv when the study ran it."""
     import pandas as pd
 
     from archscale.fit.verdicts import verdicts
@@ -145,15 +147,17 @@ def verdicts_stage(forms: str | Path, out: str | Path | None = None,
     doc = verdicts(read_json(forms), check_runs=pd.read_csv(check_runs) if check_runs else None,
                    check_enabled=check_runs is not None,
                    recommendations=read_json(recommendations) if recommendations else None,
-                   throughput=pd.read_csv(throughput) if throughput else None)
-    inputs = [p for p in (forms, check_runs, recommendations, throughput) if p]
+                   throughput=pd.read_csv(throughput) if throughput else None,
+                   lr_transfer=pd.read_csv(lr_transfer) if lr_transfer else None)
+    inputs = [p for p in (forms, check_runs, recommendations, throughput, lr_transfer) if p]
     from archscale.fit.verdicts import CHECK_SE, MIN_CHECK_SEEDS
 
     settings = {"optimum_check": check_runs is not None, "check_se": CHECK_SE,
                 "min_check_seeds": MIN_CHECK_SEEDS,
                 "inputs": {"forms": str(forms), "check_runs": str(check_runs or ""),
                            "recommendations": str(recommendations or ""),
-                           "throughput": str(throughput or "")}}
+                           "throughput": str(throughput or ""),
+                           "lr_transfer": str(lr_transfer or "")}}
     doc["provenance"] = project_provenance(settings=settings, inputs=[])
     doc["provenance"].update(dict(extra_provenance or {}))
     _complete_provenance(doc, started, inputs)

@@ -15,7 +15,10 @@ The findings and their rules (Z is the family-wise bar of forms.json's margins.m
   contradicted when at 2 or more sizes the best shape sits at the edge of the axis with its one
   neighbour worse by Z SE, no size shows a U, and the headline law's term on the axis has no
   minimum (the curve bends the other way); otherwise not identified (an edge optimum alone may
-  have its minimum beyond the trained range).
+  have its minimum beyond the trained range). Where the learning-rate check ran
+  (results/lr_check/transfer.csv, archscale.fit.lr_check) and the rule's lr does not transfer
+  to a shape the U rests on (the best shape or a neighbour on the axis, at any size), the
+  verdict is "not identified: lr confounded", whatever the margins say.
 - x* (and r*) where stated: supported only when (1) the U on that axis is supported, (2) the
   optimum check ran at every planned size with MIN_CHECK_SEEDS (2) or more seeds on each side
   of each comparison, (3) at each, the measured loss difference between
@@ -48,6 +51,7 @@ import pandas as pd
 
 from archscale.fit.conditional import ConditionalLaw
 from archscale.fit.forms.base import AXES
+from archscale.fit.lr_check import not_transferred
 
 SUPPORTED, NOT_IDENTIFIED, CONTRADICTED = "supported", "not identified", "contradicted"
 #: The optimum check's agreement bar, in SE of the difference (the issue's and the paper's
@@ -110,6 +114,31 @@ def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2,
                     "sizes; contradicted: edge optimum with a clear margin at "
                     f"{min_sizes}+ sizes, no U, and a headline law without a minimum in {axis}",
                     {"threshold_se": z, "sizes": rows, "law_has_no_minimum": concave}, reasons)
+
+
+def lr_confounded(u: Mapping[str, Any], margins_doc: Mapping[str, Any], axis: str,
+                  transfer: pd.DataFrame | None) -> dict[str, Any]:
+    """The U finding on `axis`, made "not identified" when the learning-rate check found a
+    shape it rests on (the best shape or a neighbour on the axis, at any size) whose rule lr
+    does not transfer; unchanged (with the check's shapes noted) otherwise."""
+    if transfer is None:
+        return dict(u)
+    resting = set()
+    for entry in margins_doc.get("optimum_margins") or []:
+        resting.add(entry["best"]["name"])
+        resting.update(side["name"] for side in (entry[axis].get("below"),
+                                                 entry[axis].get("above")) if side)
+    failed = {a: why for a, why in not_transferred(transfer).items() if a in resting}
+    checked = sorted(set(transfer["arch"]) & resting)
+    out = {**u, "numbers": {**u["numbers"], "lr_checked": checked,
+                            "lr_not_transferred": sorted(failed)}}
+    if failed and u["verdict"] != NOT_IDENTIFIED:
+        out["verdict"] = NOT_IDENTIFIED
+        out["reasons"] = [f"lr confounded: {'; '.join(failed.values())}",
+                          f"(without the lr check: {u['verdict']}: {'; '.join(u['reasons'])})"]
+    elif failed:
+        out["reasons"] = list(u["reasons"]) + [f"lr confounded: {'; '.join(failed.values())}"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,8 +395,10 @@ def frontier_finding(recommendations: Mapping[str, Any] | None,
 def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = None,
              check_enabled: bool = False,
              recommendations: Mapping[str, Any] | None = None,
-             throughput: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The verdicts.json document."""
+             throughput: pd.DataFrame | None = None,
+             lr_transfer: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The verdicts.json document; `lr_transfer` is the learning-rate check's transfer.csv
+    when the study ran it."""
     from archscale.fit.seeds import seed_sd_at
 
     head = forms_doc.get("headline") or {}
@@ -376,8 +407,8 @@ def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = Non
     noise = margins.get("seed_noise") or {}
     sd = seed_sd_at(noise, grid_d) if grid_d is not None and noise else None
     by_size = head.get("optimum_by_size") or []
-    u = {a: u_shape(margins, a, concave=bool(by_size) and not any(
-        e.get(f"{a}_is_minimum") for e in by_size)) for a in AXES}
+    u = {a: lr_confounded(u_shape(margins, a, concave=bool(by_size) and not any(
+        e.get(f"{a}_is_minimum") for e in by_size)), margins, a, lr_transfer) for a in AXES}
     check = optimum_check(forms_doc, check_runs, sd) if check_enabled else []
     findings = [u["x"], u["r"],
                 optimum_finding("x", forms_doc, u["x"], check, check_enabled),
@@ -391,7 +422,10 @@ def verdicts(forms_doc: Mapping[str, Any], check_runs: pd.DataFrame | None = Non
             "headline_form": head.get("form"), "selection": forms_doc.get("selection"),
             "reference": {k: forms_doc.get("reference", {}).get(k)
                           for k in ("source", "degenerate", "degeneracy")},
-            "seed_sd": sd, "optimum_check": check, "findings": findings}
+            "seed_sd": sd, "optimum_check": check,
+            "lr_check": None if lr_transfer is None else
+            lr_transfer.astype(object).where(lr_transfer.notna(), None).to_dict("records"),
+            "findings": findings}
 
 
 def summary_lines(doc: Mapping[str, Any]) -> list[str]:

@@ -40,6 +40,7 @@ STAGE_ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "validation": ("costs", "search.frontier_check"),
     "gqa": ("costs", "search.gqa_search"),
     "optimum_check": ("search.optimum_plan",),
+    "lr_check": ("fit.lr_check", "fit.seeds"),
     "proposals": ("search.proposals",),
     "loop": ("search.design_loop", "search.loop_rounds", "search.plots", "search.proposals"),
     "report": ("training.plots", "throughput.plots", "data.summary", "tables"),

@@ -47,6 +47,12 @@ def fit_params(study: "Study", rule: str) -> dict[str, Any]:
     return study.settings.fit.params(rule)
 
 
+def lr_check_params(study: "Study") -> dict[str, Any]:
+    """What changes the learning-rate check's runs and tables (rule lr_check_table)."""
+    return {**study.settings.lr_check.params("lr_check"),
+            "loss_column": study.settings.fit.loss_column}
+
+
 def stage_params(study: "Study") -> dict[str, Any]:
     """Every stage's params for this study, keyed by the stage names of archscale.settings.
     Per-architecture and per-engine params are dicts by name; the architecture's own shape
@@ -74,6 +80,7 @@ def stage_params(study: "Study") -> dict[str, Any]:
         "gqa_step": {"loss_column": settings.fit.loss_column,
                      "loss_tolerance": settings.search.gqa_search["loss_tolerance"]},
         "optimum_check": optimum_check_params(study),
+        "lr_check": lr_check_params(study),
         "loop_tables": {"loss_column": settings.fit.loss_column},
         "proposals": proposals_params(study),
         "loop_round": settings.loop.params("loop_round"),
