@@ -376,3 +376,15 @@ def test_reference_chinchilla_is_optional_only_for_the_empirical_source(tmp_path
         "E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}}))
     law, notes = reference_chinchilla(tiny, fit_settings({"l_opt": "chinchilla"}), path)
     assert law == ChinchillaLaw(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.37) and notes == []
+
+
+def test_a_collapsed_e_is_written_not_a_crash(epoch_fit):
+    """A fit whose log E is so negative that E underflows to 0 (the laptop loop study's
+    ladder did this) still writes chinchilla.json: log E is null there, not an error."""
+    import dataclasses
+
+    law = ChinchillaLaw.from_lse([5.0, 6.0, -800.0, 0.3, 0.3])
+    assert law.E == 0.0 and np.isneginf(law.lse()[2])
+    doc = dataclasses.replace(epoch_fit, law=law).to_dict()
+    assert [k for k, v in doc["lse_parameters"].items() if v is None] == ["e"]
+    json.dumps(to_jsonable(doc), allow_nan=False)

@@ -6,8 +6,10 @@ Every number those documents quote about a study's findings sits in a generated 
     ...
     <!-- end: NAME -->
 
-whose body this script renders from the committed files (docs/laptop-science/ and
-docs/default-study/: forms.json, verdicts.json). Run it after committing new results:
+whose body this script renders from the committed files (docs/laptop-science/,
+docs/default-study/ and docs/laptop-loop/: forms.json, verdicts.json; the loop study's
+learning-rate check and rounds, and its last round's fits as "loop-final"). Run it after
+committing new results:
 
     python tools/science_tables.py          # rewrite the blocks
     python tools/science_tables.py --check  # exit 1 when a block differs (the tests run this)
@@ -15,6 +17,7 @@ docs/default-study/: forms.json, verdicts.json). Run it after committing new res
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sys
@@ -22,14 +25,36 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = {"laptop": ROOT / "docs" / "laptop-science", "default": ROOT / "docs" / "default-study"}
+LOOP_STUDY = ROOT / "docs" / "laptop-loop"
+STUDIES = {"laptop": ROOT / "docs" / "laptop-science", "default": ROOT / "docs" / "default-study",
+           "loop": LOOP_STUDY, "loop-final": LOOP_STUDY / "loop"}
 DOCUMENTS = (ROOT / "docs" / "science.md", ROOT / "README.md")
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[\w-]+) \(tools/science_tables.py\) -->\n)"
                    r"(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
 
 
+def _last_round(folder: Path) -> Path:
+    """The loop's last round that refitted (has a verdicts.json)."""
+    rounds = sorted((p for p in folder.glob("round*") if (p / "verdicts.json").exists()),
+                    key=lambda p: int(p.name[len("round"):]))
+    if not rounds:
+        raise SystemExit(f"{folder} has no round with a verdicts.json: commit the loop's rounds")
+    return rounds[-1]
+
+
+def _study_dir(study: str) -> Path:
+    return _last_round(STUDIES[study]) if study == "loop-final" else STUDIES[study]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: commit the study's results before generating")
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _read(study: str, name: str) -> dict[str, Any]:
-    path = STUDIES[study] / name
+    path = _study_dir(study) / name
     if not path.exists():
         raise SystemExit(f"{path} is missing: commit the study's results before generating")
     return json.loads(path.read_text())
@@ -148,18 +173,51 @@ def margins_table(study: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lr_check_table(study: str) -> str:
+    rows = _rows(_study_dir(study) / "lr_check" / "transfer.csv")
+    lines = ["| shape (x, r) | rule's lr | its loss | best lr (factor) | best loss | gap | bar "
+             "(2 seed SD) | transfers |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['arch']} ({float(r['x']):.3g}, {float(r['r']):.3g}) | "
+                     f"{float(r['rule_lr']):.4g} | {float(r['rule_loss']):.4f} | "
+                     f"{float(r['best_lr']):.4g} (x{float(r['best_factor']):g}) | "
+                     f"{float(r['best_loss']):.4f} | {float(r['gap']):.4f} | "
+                     f"{_num(float(r['bar'])) if r['bar'] else '-'} | "
+                     f"{ {'True': 'yes', 'False': '**no**'}.get(r['transfers'], 'undecided')} |")
+    return "\n".join(lines) + "\n"
+
+
+def rounds_table(study: str) -> str:
+    rows = _rows(_study_dir(study) / "loop" / "rounds.csv")
+    lines = ["| round | decision | runs | device-h spent (of budget) | x* [interval] | "
+             "r* [interval] | U in x | U in r | x* | r* |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def star(r, axis):
+        low, high = r[f"{axis}_star_low"], r[f"{axis}_star_high"]
+        value = _num(float(r[f"{axis}_star"])) if r[f"{axis}_star"] else "-"
+        return value + (f" [{_num(float(low))}-{_num(float(high))}]" if low and high else "")
+
+    for r in rows:
+        lines.append(f"| {r['round']} | {r['reason']} | {r['runs_trained']} | "
+                     f"{_num(float(r['spent_after_hours']))} ({_num(float(r['budget_hours']))})"
+                     f" | {star(r, 'x')} | {star(r, 'r')} | {r['verdict_u_x']} | "
+                     f"{r['verdict_u_r']} | {r['verdict_x_star']} | {r['verdict_r_star']} |")
+    return "\n".join(lines) + "\n"
+
+
 def readme_summary(_: str = "") -> str:
-    docs = {study: _read(study, "verdicts.json") for study in ("default", "laptop")}
-    lines = ["| finding | default study | laptop science study |", "|---|---|---|"]
+    docs = {study: _read(study, "verdicts.json") for study in ("default", "laptop", "loop-final")}
+    lines = ["| finding | default study | laptop science study | laptop loop study |",
+             "|---|---|---|---|"]
     by_study = {s: {f["finding"]: f for f in d["findings"]} for s, d in docs.items()}
     for f in docs["laptop"]["findings"]:
         statement = f["statement"].split(" as the headline form")[0]
         if f["finding"] in ("x_star", "r_star"):
             statement += " (at the checked sizes)"
         cells = [by_study[s].get(f["finding"], {}).get("verdict", "-") for s in docs]
-        lines.append(f"| {statement} | {cells[0]} | **{cells[1]}** |")
+        lines.append(f"| {statement} | {cells[0]} | {cells[1]} | **{cells[2]}** |")
     lines.append(f"| headline law form | {docs['default']['headline_form']} | "
-                 f"{docs['laptop']['headline_form']} |")
+                 f"{docs['laptop']['headline_form']} | {docs['loop-final']['headline_form']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +229,8 @@ RENDER: dict[str, Callable[[], str]] = {
                        ("margins", margins_table))
 }
 RENDER["readme-summary"] = readme_summary
+RENDER["lrcheck-loop"] = lambda: lr_check_table("loop")
+RENDER["rounds-loop"] = lambda: rounds_table("loop")
 
 
 def render(text: str) -> str:

@@ -108,8 +108,10 @@ class ChinchillaLaw:
         return cls(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
 
     def lse(self) -> np.ndarray:
-        return np.array([math.log(self.A), math.log(self.B), math.log(self.E),
-                         self.alpha, self.beta])
+        """(log A, log B, log E, alpha, beta); a coefficient that underflowed to 0 (a
+        collapsed E: exp of a very negative fitted log) gives -inf, not an error."""
+        return np.array([math.log(v) if v > 0 else -math.inf for v in (self.A, self.B, self.E)]
+                        + [self.alpha, self.beta])
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(getattr(self, k)) for k in COEF_NAMES}
@@ -283,7 +285,8 @@ class ChinchillaFit:
             "law": "chinchilla",
             "formula": "L(N, D) = E + A / N**alpha + B / D**beta",
             "coefficients": self.law.as_dict(),
-            "lse_parameters": dict(zip(PARAM_NAMES, self.law.lse().tolist())),
+            "lse_parameters": {k: v if math.isfinite(v) else None  # JSON has no -inf
+                               for k, v in zip(PARAM_NAMES, self.law.lse().tolist())},
             "objective": {"value": self.objective,
                           "definition": "sum over points of Huber(delta) of "
                                         "ln L_predicted - ln L_observed",
