@@ -126,3 +126,20 @@ def test_a_dry_run_of_the_paper_config_shows_the_first_round(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout + proc.stderr
     assert "results/loop/round1/decision.json" in text and "loop_rounds" in text
+
+
+def test_the_rounds_figure_draws_an_interval_that_misses_its_optimum(tmp_path):
+    """A bootstrap percentile interval can leave out the fitted optimum (the laptop loop
+    study's round 2 did); the figure draws it as it is instead of failing."""
+    from archscale.search.loop_rounds import ROUND_COLUMNS
+    from archscale.search.plots import plot_loop_rounds
+
+    rounds = pd.DataFrame([
+        {"round": 1, "device_hours": 0.03, "spent_after_hours": 0.03, "x_star": 0.3,
+         "x_star_low": 0.1, "x_star_high": 0.2, "r_star": 3.0, "r_star_low": 1.0,
+         "r_star_high": 9.0},
+        {"round": 2, "device_hours": 0.0, "spent_after_hours": 0.03, "x_star": 0.2,
+         "x_star_low": None, "x_star_high": None, "r_star": 2.0, "r_star_low": 2.5,
+         "r_star_high": 4.0}], columns=ROUND_COLUMNS)
+    plot_loop_rounds(rounds, tmp_path / "rounds.png")
+    assert (tmp_path / "rounds.png").stat().st_size > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from archscale.figures import save_figure
@@ -161,12 +162,15 @@ def plot_loop_rounds(rounds: pd.DataFrame, path: str | Path) -> None:
         high = rounds[f"{axis}_star_high"].to_numpy(dtype=float)
         has = ~(pd.isna(low) | pd.isna(high))
         k = rounds["round"].to_numpy()
-        ax.errorbar(k[has], star[has], yerr=[star[has] - low[has], high[has] - star[has]],
-                    fmt="o", capsize=4, color="tab:blue", label="bootstrap interval")
+        # a percentile interval need not hold the fitted optimum (a skewed bootstrap puts it
+        # outside), so the interval is drawn as its own bar, not as error around the point
+        ax.vlines(k[has], low[has], high[has], color="tab:blue", lw=2, alpha=0.5,
+                  label="bootstrap interval")
+        ax.plot(k[has], star[has], "o", color="tab:blue", label="fitted optimum")
         ax.plot(k[~has], star[~has], "o", mfc="none", color="tab:blue",
                 label="no interval (too few bootstrap minima)")
         for i in range(len(k)):
-            top = high[i] if has[i] else star[i]
+            top = np.nanmax([high[i], star[i]]) if has[i] else star[i]
             ax.annotate(f"{spent[i]:.2g} h", (k[i], top), textcoords="offset points",
                         xytext=(0, 5), ha="center", fontsize=7)
         ax.set_xticks(list(k))
