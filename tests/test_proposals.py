@@ -93,6 +93,26 @@ def test_the_untrained_side_of_the_optimum_is_proposed_first():
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
 
 
+def test_a_fixed_design_space_holds_whatever_the_law_was_fitted_on():
+    """The loop's refits widen the law's fitted span each time it trains the grid's edge; with
+    the configured span fixed (proposals_params), new shapes stay within it, widened once."""
+    import dataclasses
+
+    points = grid((20000, 40000), (0.2, 0.3, 0.45, 0.7), (0.3, 0.6, 1.0, 2.0, 4.0))
+    runs = study(points)
+    law, doc = fitted(runs)
+    walked = dataclasses.replace(law, x_fitted=(0.02, 0.7))   # a span some loop walked out to
+    free = propose_runs(runs, walked, doc["seed_noise"], COST, SETTINGS)
+    fixed = dataclasses.replace(SETTINGS, x_span=(0.2, 0.7), r_span=(0.3, 4.0))
+    held = propose_runs(runs, walked, doc["seed_noise"], COST, fixed)
+    new = held[held["kind"] != "new_seed"]
+    assert len(new) and new["d_over_sqrt_n"].min() >= 0.2 / 1.5
+    assert new["d_over_sqrt_n"].max() <= 0.7 * 1.5
+    assert new["r_mlp_attn"].between(0.3 / 1.5, 4.0 * 1.5).all()
+    # without it, the walked span reaches shapes a fixed space refuses
+    assert free["d_over_sqrt_n"].min() < 0.2 / 1.5
+
+
 def test_a_shape_whose_seeds_disagree_gets_more_seeds():
     """The one shape below x* = 0.2 carries the low side of the x U; when its two seeds
     disagree, its mean is poorly known, and another seed of it is the best seed to add and

@@ -54,7 +54,7 @@ STAGES: dict[str, str] = {
 
 #: Stages whose params hold every resolved architecture, so a setting that changes the
 #: architectures (the "architecture" stage) changes theirs too, without declaring them.
-IMPLIED_STAGES: dict[str, tuple[str, ...]] = {"architecture": ("search", "plan")}
+IMPLIED_STAGES: dict[str, tuple[str, ...]] = {"architecture": ("search", "plan", "proposals")}
 
 # The rule families that read one field each, used in several declarations below.
 _ALL_DATA = ("tokenizer", "tokenize_shard", "merge_shards", "data_summary")

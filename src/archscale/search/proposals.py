@@ -101,7 +101,9 @@ class ProposalSettings:
     size_tolerance: float = 0.25               # runs within it of one size form one size
     top: int = 20                              # rows of the greedy batch
     grid_points: int = 9                       # values per axis of the x and r grid
-    grid_widen: float = 1.5                    # the grid reaches this factor past the trained span
+    grid_widen: float = 1.5                    # the grid reaches this factor past the design span
+    x_span: tuple[float, float] | None = None  # the design space in x (the configured grid's);
+    r_span: tuple[float, float] | None = None  # default: the law's fitted span, which moves
     size_step: float | None = None             # the size above the largest: N_max * step
                                                # (default: the ratio of the two largest sizes, or 2)
     ffn_multiple: int = 8                      # the shape solver's MLP width multiple
@@ -115,11 +117,17 @@ class ProposalSettings:
 
 def proposals_params(study: "Study") -> dict[str, Any]:
     """What changes the proposals (the rule's params): the fit settings they read, the run
-    they price (sequence length), the shape solver's multiple, the first seed, and the devices
-    each job occupies (the cost is device-hours)."""
+    they price (sequence length), the shape solver's multiple, the first seed, the devices
+    each job occupies (the cost is device-hours), and the design space: the x and r spans of
+    the configured architectures, fixed by the config so that the closed loop's refits do not
+    move it."""
     config = study.config
     train, fit = config["training"], config["fit"]
+    xs = [a.d_over_sqrt_n for a in study.architectures.values()]
+    rs = [a.r_mlp_attn for a in study.architectures.values()]
     return {
+        "x_span": [round(min(xs), 6), round(max(xs), 6)],
+        "r_span": [round(min(rs), 6), round(max(rs), 6)],
         "seq_len": config["data"]["seq_len"],
         "ffn_multiple": config["search"]["ffn_multiple"],
         "first_seed": int(train["seeds"][0]),
@@ -310,9 +318,15 @@ def _grid(low: float, high: float, points: int, widen: float,
 def _new_shapes(observed: pd.DataFrame, law: ConditionalLaw, settings: ProposalSettings
                 ) -> pd.DataFrame:
     """Solved integer shapes on the x-r grid at each size, at each of its budgets; a shape the
-    study trained at that budget is left to its new-seed candidate."""
-    x_span = law.x_fitted or (observed["x"].min(), observed["x"].max())
-    r_span = law.r_fitted or (observed["r"].min(), observed["r"].max())
+    study trained at that budget is left to its new-seed candidate.
+
+    The grid spans the design space (settings.x_span, r_span: the configured grid's) widened
+    once by grid_widen, and a solved shape whose x or r lands outside that is dropped. Without
+    a fixed span the grid follows the law's fitted span, and a loop that trains the grid's
+    edge widens the next round's grid again: the laptop loop study's first run walked x from
+    0.07 down to 0.011 (d_model 2) in four rounds (docs/laptop-loop-design.md)."""
+    x_span = settings.x_span or law.x_fitted or (observed["x"].min(), observed["x"].max())
+    r_span = settings.r_span or law.r_fitted or (observed["r"].min(), observed["r"].max())
     xs = _grid(*x_span, settings.grid_points, settings.grid_widen)
     rs = _grid(*r_span, settings.grid_points, settings.grid_widen, settings.r_range)
     trained = {(tuple(int(row[f]) for f in SHAPE_FIELDS), float(row["D"]))
@@ -350,7 +364,12 @@ def _new_shapes(observed: pd.DataFrame, law: ConditionalLaw, settings: ProposalS
         return frame
     frame = _with_accounting(frame)
     lo, hi = settings.r_range
-    return frame[(frame["r_mlp_attn"] >= lo) & (frame["r_mlp_attn"] <= hi)].reset_index(drop=True)
+    keep = (frame["r_mlp_attn"] >= lo) & (frame["r_mlp_attn"] <= hi)
+    if settings.x_span is not None:
+        keep &= frame["d_over_sqrt_n"].between(xs[0], xs[-1])
+    if settings.r_span is not None:
+        keep &= frame["r_mlp_attn"].between(rs[0], rs[-1])
+    return frame[keep].reset_index(drop=True)
 
 
 def _with_accounting(frame: pd.DataFrame) -> pd.DataFrame:
@@ -681,7 +700,9 @@ def write_proposals(runs_path: str | Path, conditional_path: str | Path,
             loss_column=fit.get("loss_column", "val_loss"),
             size_tolerance=float(fit.get("size_tolerance", 0.25)),
             ffn_multiple=int(params.get("ffn_multiple", 8)),
-            first_seed=int(params.get("first_seed", 0)))
+            first_seed=int(params.get("first_seed", 0)),
+            x_span=tuple(params["x_span"]) if params.get("x_span") else None,
+            r_span=tuple(params["r_span"]) if params.get("r_span") else None)
         cost, notes = run_cost_model(runs, settings.seq_len,
                                      [duration_s(r) for r in eval_records],
                                      int(params.get("train_devices", 1)),
