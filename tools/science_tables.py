@@ -187,8 +187,8 @@ def lr_check_table(study: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rounds_table(study: str) -> str:
-    rows = _rows(_study_dir(study) / "loop" / "rounds.csv")
+def rounds_table(folder: Path) -> str:
+    rows = _rows(folder / "loop" / "rounds.csv")
     lines = ["| round | decision | runs | device-h spent (of budget) | x* [interval] | "
              "r* [interval] | U in x | U in r | x* | r* |", "|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -230,7 +230,8 @@ RENDER: dict[str, Callable[[], str]] = {
 }
 RENDER["readme-summary"] = readme_summary
 RENDER["lrcheck-loop"] = lambda: lr_check_table("loop")
-RENDER["rounds-loop"] = lambda: rounds_table("loop")
+RENDER["rounds-loop"] = lambda: rounds_table(LOOP_STUDY)
+RENDER["rounds-loop-first"] = lambda: rounds_table(LOOP_STUDY / "first-run")
 
 
 def render(text: str) -> str:
