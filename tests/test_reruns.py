@@ -692,6 +692,9 @@ def _ancestors(rulegraph: str) -> dict[str, set[str]]:
 # show them): each reads what its study twin reads, plus the checkpoint's config.json files.
 AFTER_CHECKPOINT = {"validation_config": "architecture_config", "validation_train": "train",
                     "validation_evaluate": "evaluate", "validation_throughput": "throughput"}
+#: `use rule ... with:` twins that are in the rule graph from the start: their code is their
+#: study twin's.
+TWINS = {"lr_check_train": "train", "lr_check_evaluate": "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -705,6 +708,7 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
     config["search"]["gqa_search"] = {"enabled": True}   # and the GQA search's
     config["optimum_check"] = {"enabled": True}          # and the optimum check's
     config["loop"] = {"enabled": True}                    # and the closed loop's
+    config["lr_check"] = {"enabled": True, "architectures": ["a1"]}  # and the lr check's
     workdir = write_workflow(tmp_path_factory.mktemp("rulegraph") / "study", config)
     graph = run_snakemake(workdir, "--rulegraph", check=True).stdout
     ancestors = _ancestors(graph)
@@ -727,7 +731,7 @@ def rule_coverage(tmp_path_factory) -> dict[str, set[str]]:
         used = _closure(_rule_source(body))
         covered: set[str] = set()
         for r in {rule} | ancestors.get(rule, set()):
-            stage = _stage_of(blocks[r])
+            stage = _stage_of(blocks[TWINS.get(r, r)])
             if stage:
                 covered |= set(STAGE_MODULES[stage])
         uncovered[rule] = used - covered
