@@ -63,7 +63,8 @@ def test_a_run_pair_that_does_not_match_is_refused():
 
 MARGINS = {"optimum_margins": [{
     "N": 1000, "D": 8192, "best": {"name": "base"},
-    "x": {"below": {"name": "x-low"}, "above": {"name": "x-high"}},
+    "x": {"series_best": {"name": "x-best"}, "below": {"name": "x-low"},
+          "above": {"name": "x-high"}},
     "r": {"below": {"name": "r-low"}, "above": None}}]}
 U_X = {"finding": "u_x", "statement": "loss is U-shaped in x", "verdict": SUPPORTED,
        "rule": "...", "numbers": {}, "reasons": ["a clear U at 2 size(s)"]}
@@ -82,6 +83,10 @@ def test_a_shape_the_rule_does_not_transfer_to_confounds_only_its_axis():
     assert u_x["numbers"]["lr_not_transferred"] == ["x-high"]
     u_r = lr_confounded({**U_X, "finding": "u_r"}, MARGINS, "r", check)
     assert u_r["verdict"] == SUPPORTED and u_r["numbers"]["lr_checked"] == ["r-low"]
+    # the axis's own best shape counts (a series best other than the size's overall best)
+    assert lr_confounded(U_X, MARGINS, "x", transfer(**{"x-best": False}))["verdict"] == \
+        NOT_IDENTIFIED
+    assert lr_confounded(U_X, MARGINS, "x", transfer(**{"base": False}))["verdict"] == SUPPORTED
     # no check at all: the finding as it was
     assert lr_confounded(U_X, MARGINS, "x", None) == U_X
 

@@ -119,15 +119,16 @@ def u_shape(margins_doc: Mapping[str, Any], axis: str, min_sizes: int = 2,
 def lr_confounded(u: Mapping[str, Any], margins_doc: Mapping[str, Any], axis: str,
                   transfer: pd.DataFrame | None) -> dict[str, Any]:
     """The U finding on `axis`, made "not identified" when the learning-rate check found a
-    shape it rests on (the best shape or a neighbour on the axis, at any size) whose rule lr
+    shape it rests on (the axis's best shape or a neighbour on it, at any size) whose rule lr
     does not transfer; unchanged (with the check's shapes noted) otherwise."""
     if transfer is None:
         return dict(u)
     resting = set()
     for entry in margins_doc.get("optimum_margins") or []:
-        resting.add(entry["best"]["name"])
-        resting.update(side["name"] for side in (entry[axis].get("below"),
-                                                 entry[axis].get("above")) if side)
+        series = entry[axis]
+        resting.add((series.get("series_best") or entry["best"])["name"])
+        resting.update(side["name"] for side in (series.get("below"), series.get("above"))
+                       if side)
     failed = {a: why for a, why in not_transferred(transfer).items() if a in resting}
     checked = sorted(set(transfer["arch"]) & resting)
     out = {**u, "numbers": {**u["numbers"], "lr_checked": checked,
