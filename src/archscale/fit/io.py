@@ -166,6 +166,30 @@ def _check_against_shape(table: pd.DataFrame, out: pd.DataFrame, where: str) -> 
                 "collect_runs`")
 
 
+RunKey = tuple[str, int, int]   # (architecture, token budget, seed), as a run's files record it
+
+
+def paired_run(metrics: Mapping[str, Any], evaluation: Mapping[str, Any],
+               error: type[Exception] = ValueError) -> tuple[RunKey, dict[str, Any]]:
+    """One run's metrics.json and eval.json merged (train_loss; val_loss, val_bpb), keyed by
+    the run they record; `error` (the caller's class) when they record different runs."""
+    key = (str(metrics["arch"]), int(metrics["tokens_budget"]), int(metrics["seed"]))
+    if (str(evaluation["arch"]), int(evaluation["tokens"]), int(evaluation["seed"])) != key:
+        raise error(f"metrics.json of {key} was paired with eval.json of "
+                    f"{evaluation['arch']}/{evaluation['tokens']}/"
+                    f"seed{evaluation['seed']}; pass them in the same order")
+    return key, {**metrics, **evaluation}
+
+
+def run_loss(record: Mapping[str, Any], key: RunKey, loss_column: str,
+             error: type[Exception] = ValueError) -> float:
+    """fit.loss_column's value in a paired run's record; `error` when it is not a number."""
+    if not isinstance(record.get(loss_column), (int, float)):
+        raise error(f"fit.loss_column {loss_column!r} is in neither metrics.json nor eval.json "
+                    f"of {key[0]}/seed{key[2]}; use train_loss, val_loss or val_bpb")
+    return float(record[loss_column])
+
+
 def canonical_order(table: pd.DataFrame) -> pd.DataFrame:
     """The rows sorted by what they are (N, D, x, r, loss, name, whichever are present), not
     by where they were listed: the bootstraps draw rows by position, so this makes their

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from archscale.fit.io import paired_run, run_loss
+
 #: The transfer bar, in pooled seed SDs of one run's loss (written in the design before the
 #: laptop loop study ran).
 TRANSFER_SD = 2.0
@@ -63,24 +65,14 @@ def run_rows(observed: Iterable[tuple[Mapping[str, Any], Mapping[str, Any], floa
     check's."""
     rows = []
     for metrics, evaluation, factor in observed:
-        key = (str(metrics["arch"]), int(metrics["tokens_budget"]), int(metrics["seed"]))
-        if (str(evaluation["arch"]), int(evaluation["tokens"]), int(evaluation["seed"])) != key:
-            raise LrCheckError(f"metrics.json of {key} was paired with eval.json of "
-                               f"{evaluation['arch']}/{evaluation['tokens']}/"
-                               f"seed{evaluation['seed']}; pass them in the same order")
-        got = {**metrics, **evaluation}
-        if not isinstance(got.get(loss_column), (int, float)):
-            raise LrCheckError(f"fit.loss_column {loss_column!r} is in neither metrics.json nor "
-                               f"eval.json of {key[0]}/seed{key[2]}; use train_loss, val_loss "
-                               "or val_bpb")
-        lr = metrics["lr"]
+        key, got = paired_run(metrics, evaluation, LrCheckError)
+        loss = run_loss(got, key, loss_column, LrCheckError)
         shape = shapes[key[0]]
         rows.append({"arch": key[0], "N": shape["N"], "x": shape["x"], "r": shape["r"],
                      "D": key[1], "factor": float(factor),
-                     "lr": float(lr["lr"] if isinstance(lr, Mapping) else lr), "seed": key[2],
+                     "lr": float(metrics["lr"]["lr"]), "seed": key[2],  # the trainer's peak
                      "val_loss": float(got["val_loss"]), "train_loss": float(got["train_loss"]),
-                     "loss_column": loss_column, "loss": float(got[loss_column]),
-                     "source": source})
+                     "loss_column": loss_column, "loss": loss, "source": source})
     return rows
 
 

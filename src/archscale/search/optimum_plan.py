@@ -24,6 +24,7 @@ import pandas as pd
 
 from archscale.architecture import (SHAPE_FIELDS, ArchitectureError, ShapeTargets, shape_name,
                                     solve_shape)
+from archscale.fit.io import paired_run, run_loss
 
 if TYPE_CHECKING:
     from archscale.config import Study
@@ -214,14 +215,7 @@ def optimum_check_runs(plan: pd.DataFrame,
     observed: (metrics.json, eval.json) of every planned run, in any order; each is matched by
     the architecture, token budget and seed it records.
     """
-    found: dict[tuple[str, int, int], dict[str, Any]] = {}
-    for metrics, evaluation in observed:
-        key = (str(metrics["arch"]), int(metrics["tokens_budget"]), int(metrics["seed"]))
-        if (str(evaluation["arch"]), int(evaluation["tokens"]), int(evaluation["seed"])) != key:
-            raise OptimumCheckError(f"metrics.json of {key} was paired with eval.json of "
-                                    f"{evaluation['arch']}/{evaluation['tokens']}/"
-                                    f"seed{evaluation['seed']}; pass them in the same order")
-        found[key] = {**metrics, **evaluation}   # train_loss; val_loss, val_bpb
+    found = dict(paired_run(m, e, OptimumCheckError) for m, e in observed)
     rows = []
     for _, row in plan.iterrows():
         base = {"size": row["size"], "varch": row["varch"], "base": row["base"], "x": row["x"],
@@ -237,13 +231,10 @@ def optimum_check_runs(plan: pd.DataFrame,
                                         f"{key[0]}/{key[1]}/seed{key[2]}; train it "
                                         "(snakemake results/optimum_check/runs.csv)")
             got = found[key]
-            if not isinstance(got.get(loss_column), (int, float)):
-                raise OptimumCheckError(
-                    f"fit.loss_column {loss_column!r} is in neither metrics.json nor eval.json "
-                    f"of {key[0]}/seed{key[2]}; use train_loss, val_loss or val_bpb")
+            loss = run_loss(got, key, loss_column, OptimumCheckError)
             rows.append({**base, "N": int(row["n_params_non_embedding"]), "D": key[1],
                          "seed": key[2], "val_loss": float(got["val_loss"]),
                          "train_loss": float(got["train_loss"]),
-                         "loss": float(got[loss_column]), "status": "trained", "reason": ""})
+                         "loss": loss, "status": "trained", "reason": ""})
     return _whole_numbers(pd.DataFrame(rows, columns=RUNS_COLUMNS), ["N", "D", "seed"])
 
