@@ -113,6 +113,39 @@ def test_a_fixed_design_space_holds_whatever_the_law_was_fitted_on():
     assert free["d_over_sqrt_n"].min() < 0.2 / 1.5
 
 
+def test_verdict_points_keep_every_proposal_where_a_margin_is_computed():
+    """With proposals.candidates: verdict_points, every proposal lies at a (size, token
+    budget) with 3 or more trained shapes: not at the ladder's other budget, not at a new
+    size, which "anywhere" does propose. A study with no such point is refused, saying how."""
+    import dataclasses
+
+    points = grid((20000, 40000), (0.1, 0.2, 0.4), (0.5, 1.0, 2.0))
+    runs = study(points)
+    ladder = runs[runs["name"] == runs["name"].iloc[4]].assign(tokens=TOKENS // 4)
+    ladder["val_loss"] += 0.3  # fewer tokens, higher loss; the fit reads it only through L_opt
+    runs = pd.concat([runs, ladder], ignore_index=True)
+    law, doc = fitted(runs)
+    anywhere = propose_runs(runs, law, doc["seed_noise"], COST, SETTINGS)
+    assert (anywhere["tokens"] == TOKENS // 4).any() and (anywhere["kind"] == "new_size").any()
+    verdict = dataclasses.replace(SETTINGS, candidates="verdict_points")
+    table = propose_runs(runs, law, doc["seed_noise"], COST, verdict)
+    assert len(table) and (table["tokens"] == TOKENS).all()
+    assert (table["kind"] != "new_size").all()
+    sizes = np.array([20000.0, 40000.0])
+    nearest = np.abs(np.log(table["n_params_non_embedding"].to_numpy()[:, None] / sizes)).min(1)
+    assert (nearest <= np.log(1.25)).all()
+    assert set(table["kind"]) == {"new_seed", "new_shape"}
+
+    # two shapes at each of four sizes: enough points for the law, none for a margin
+    two = study([(10000, 0.1, 1.0), (10000, 0.4, 2.0), (20000, 0.2, 0.5), (20000, 0.1, 2.0),
+                 (40000, 0.4, 1.0), (40000, 0.2, 2.0), (80000, 0.1, 0.5), (80000, 0.4, 0.5)])
+    law2, doc2 = fitted(two)
+    with pytest.raises(ProposalError, match="verdict_points.*anywhere"):
+        propose_runs(two, law2, doc2["seed_noise"], COST, verdict)
+    with pytest.raises(ProposalError, match="must be one of"):
+        dataclasses.replace(SETTINGS, candidates="everywhere")
+
+
 def test_a_shape_whose_seeds_disagree_gets_more_seeds():
     """The one shape below x* = 0.2 carries the low side of the x U; when its two seeds
     disagree, its mean is poorly known, and another seed of it is the best seed to add and

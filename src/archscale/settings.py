@@ -308,6 +308,15 @@ class LrCheckSettings(Section):
 
 
 @dataclass(frozen=True)
+class ProposalsSection(Section):
+    """`proposals`: where results/proposals.csv (and so the closed loop) may place a run
+    (archscale.search.proposals.CANDIDATE_PLACES)."""
+
+    SECTION: ClassVar[str] = "proposals"
+    candidates: str = changes("proposals")
+
+
+@dataclass(frozen=True)
 class LoopSection(Section):
     """`loop`: the closed loop's rounds, device-hour budget and targets. Its checks and
     meaning are archscale.search.design_loop.LoopSettings's, built from these values."""
@@ -323,7 +332,8 @@ class LoopSection(Section):
 
 SECTIONS: tuple[type[Section], ...] = (DataSettings, TrainingSettings, EvaluationSettings,
                                        ThroughputSettings, FitSettings, SearchSettings,
-                                       OptimumCheckSettings, LrCheckSettings, LoopSection)
+                                       OptimumCheckSettings, LrCheckSettings, ProposalsSection,
+                                       LoopSection)
 
 
 @dataclass(frozen=True)
@@ -338,6 +348,7 @@ class StudySettings:
     search: SearchSettings
     optimum_check: OptimumCheckSettings
     lr_check: LrCheckSettings
+    proposals: ProposalsSection
     loop: LoopSection
 
     @classmethod

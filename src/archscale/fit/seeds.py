@@ -118,8 +118,14 @@ def _series(group: pd.DataFrame, axis: str, other: str, best: pd.Series) -> pd.D
     return group.iloc[list(members)]
 
 
+#: Shapes a (size, token budget) needs before its margins are computed: a best shape and a
+#: neighbour on each side of it along one axis. Those points are the U verdicts' (and
+#: proposals.candidates: verdict_points places runs only there).
+MIN_MARGIN_SHAPES = 3
+
+
 def optimum_margins(table: pd.DataFrame, seed_sd: float | dict[str, Any] | None,
-                    size_tol: float = 0.25, min_shapes: int = 3) -> list[dict[str, Any]]:
+                    size_tol: float = 0.25, min_shapes: int = MIN_MARGIN_SHAPES) -> list[dict[str, Any]]:
     """Per (size, token budget) with `min_shapes` or more shapes: the best trained shape, and per
     axis (x, r) the series of shapes that varies it (`_series`), that series' best shape and
     its nearest trained neighbour on each side, each neighbour's loss margin over it, the SE of

@@ -35,6 +35,14 @@ under a second, because a run only adds one row to an information matrix.
   be proposed twice: its second row is another seed). The rows after the batch are scored
   given the study and the whole batch.
 
+Where the candidates lie (`proposals.candidates`, CANDIDATE_PLACES): "anywhere" as above, or
+"verdict_points": only at the (size, token budget) points where the study compares 3 or more
+shapes, the points its U verdicts rest on, at their own tokens per parameter (new seeds and new
+shapes there; no other budget and no new size). Why: on the laptop loop study's real losses the
+"anywhere" ranking chose the cheapest runs, small sizes at few tokens at the edges of x and r,
+where the law form misfits and the seed SD is largest; each refit fitted them worse and the
+intervals widened, and no run could move a margin (docs/laptop-loop/README.md).
+
 Limits, said where the proposals are read (docs/science.md): the linearisation is local (a
 run far from the current fit may teach more, or less, than its row says); it assumes the law
 form is right (a run that would expose a wrong form scores no better than any other); it
@@ -63,7 +71,7 @@ from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.forms.base import AXES
 from archscale.fit.intervals import percentile_interval
 from archscale.fit.io import RunsTableError, read_runs, size_groups
-from archscale.fit.seeds import seed_sd_at
+from archscale.fit.seeds import MIN_MARGIN_SHAPES, seed_sd_at
 
 if TYPE_CHECKING:
     from archscale.config import Study
@@ -76,6 +84,10 @@ IDENTIFIED_RCOND = 1e-9
 #: Relative step of the central differences (the built-in forms are linear in each
 #: coefficient alone, so the differences are exact whatever the step).
 FD_STEP = 1e-3
+
+#: Where a proposal may lie: every trained size and budget and one size above ("anywhere"), or
+#: only the points the U verdicts rest on ("verdict_points"; the module docstring says why).
+CANDIDATE_PLACES = ("anywhere", "verdict_points")
 
 PROPOSAL_COLUMNS = [
     "rank", "batch", "kind", "name", "n_params_target", "d_over_sqrt_n_target",
@@ -113,14 +125,20 @@ class ProposalSettings:
     first_seed: int = 0                        # the seed of a new shape's first run
     axes: tuple[str, ...] = AXES               # the optima whose intervals count
     kinds: tuple[str, ...] = ("new_seed", "new_shape", "new_size")  # the candidates considered
+    candidates: str = "anywhere"               # where they may lie (CANDIDATE_PLACES)
+
+    def __post_init__(self) -> None:
+        if self.candidates not in CANDIDATE_PLACES:
+            raise ProposalError(f"proposals.candidates is {self.candidates!r}; it must be one "
+                                f"of {list(CANDIDATE_PLACES)}")
 
 
 def proposals_params(study: "Study") -> dict[str, Any]:
     """What changes the proposals (the rule's params): the fit settings they read, the run
     they price (sequence length), the shape solver's multiple, the first seed, the devices
-    each job occupies (the cost is device-hours), and the design space: the x and r spans of
+    each job occupies (the cost is device-hours), the design space: the x and r spans of
     the configured architectures, fixed by the config so that the closed loop's refits do not
-    move it."""
+    move it, and where the candidates may lie (`proposals.candidates`)."""
     config = study.config
     train, fit = config["training"], config["fit"]
     xs = [a.d_over_sqrt_n for a in study.architectures.values()]
@@ -134,6 +152,7 @@ def proposals_params(study: "Study") -> dict[str, Any]:
         "fit": {k: fit[k] for k in ("loss_column", "r_range", "size_tolerance")},
         "train_devices": train["gpus"] or train["threads"],
         "eval_devices": 1 if train["gpus"] else config["evaluation"]["threads"],
+        "candidates": study.settings.proposals.candidates,
     }
 
 
@@ -577,6 +596,11 @@ def _candidate_pool(candidates: pd.DataFrame | None, observed: pd.DataFrame,
     if candidates.empty:
         raise ProposalError(f"no candidate runs of the kinds {list(settings.kinds)}")
     pool = _complete(candidates, observed)
+    if settings.candidates == "verdict_points":
+        pool = pool[_at_verdict_points(pool, observed, settings)].reset_index(drop=True)
+        if pool.empty:
+            raise ProposalError("proposals.candidates is verdict_points and no candidate lies "
+                                "at one; set proposals.candidates: anywhere")
     l_opt = _l_opt(law, pool["n_params_non_embedding"].to_numpy(float),
                    pool["tokens"].to_numpy(float))
     pool = pool[np.isfinite(l_opt)].reset_index(drop=True)
@@ -584,6 +608,39 @@ def _candidate_pool(candidates: pd.DataFrame | None, observed: pd.DataFrame,
         raise ProposalError("no candidate run could be placed (every solved shape fell "
                             "outside the fit's r range or the law's L_opt)")
     return pool, l_opt[np.isfinite(l_opt)]
+
+
+def verdict_points(observed: pd.DataFrame, size_tolerance: float = 0.25
+                   ) -> list[tuple[float, float]]:
+    """(N, D) of every (size, token budget) with MIN_MARGIN_SHAPES or more trained shapes: the
+    points forms.json's margins, and so the U verdicts, are computed at (N: the size's
+    geometric mean, as the margins give it)."""
+    labels = size_groups(observed["N"].to_numpy(float), size_tolerance)
+    points = []
+    for (_, d), group in observed.assign(size=labels).groupby(["size", "D"], sort=True):
+        if group["name"].nunique() >= MIN_MARGIN_SHAPES:
+            points.append((float(np.exp(np.log(group["N"]).mean())), float(d)))
+    return points
+
+
+def _at_verdict_points(pool: pd.DataFrame, observed: pd.DataFrame,
+                       settings: ProposalSettings) -> np.ndarray:
+    """Which candidates lie at a verdict point: its token budget, and N within the size
+    tolerance of its size. Raises ProposalError when the study has no verdict point."""
+    points = verdict_points(observed, settings.size_tolerance)
+    if not points:
+        raise ProposalError(f"proposals.candidates is verdict_points, but no (size, token "
+                            f"budget) of the study has {MIN_MARGIN_SHAPES} or more trained "
+                            "shapes, so no verdict rests on any point; train a size's grid "
+                            "(a base shape and its neighbours), or set proposals.candidates: "
+                            "anywhere")
+    n = pool["n_params_non_embedding"].to_numpy(float)
+    d = pool["tokens"].to_numpy(float)
+    near = math.log1p(settings.size_tolerance)
+    keep = np.zeros(len(pool), bool)
+    for n_point, d_point in points:
+        keep |= (d == d_point) & (np.abs(np.log(n / n_point)) <= near)
+    return keep
 
 
 def _complete(pool: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
@@ -702,7 +759,8 @@ def write_proposals(runs_path: str | Path, conditional_path: str | Path,
             ffn_multiple=int(params.get("ffn_multiple", 8)),
             first_seed=int(params.get("first_seed", 0)),
             x_span=tuple(params["x_span"]) if params.get("x_span") else None,
-            r_span=tuple(params["r_span"]) if params.get("r_span") else None)
+            r_span=tuple(params["r_span"]) if params.get("r_span") else None,
+            candidates=str(params.get("candidates", "anywhere")))
         cost, notes = run_cost_model(runs, settings.seq_len,
                                      [duration_s(r) for r in eval_records],
                                      int(params.get("train_devices", 1)),
