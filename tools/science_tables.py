@@ -7,8 +7,9 @@ Every number those documents quote about a study's findings sits in a generated 
     <!-- end: NAME -->
 
 whose body this script renders from the committed files (docs/laptop-science/,
-docs/default-study/ and docs/laptop-loop/: forms.json, verdicts.json; the loop study's
-learning-rate check and rounds, and its last round's fits as "loop-final"). Run it after
+docs/default-study/, docs/laptop-loop/ and docs/laptop-loop-2/: forms.json, verdicts.json;
+the loop studies' learning-rate checks and rounds, and their last rounds' fits as
+"loop-final" and "loop2-final"). Run it after
 committing new results:
 
     python tools/science_tables.py          # rewrite the blocks
@@ -26,8 +27,10 @@ from typing import Any, Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOP_STUDY = ROOT / "docs" / "laptop-loop"
+LOOP2_STUDY = ROOT / "docs" / "laptop-loop-2"
 STUDIES = {"laptop": ROOT / "docs" / "laptop-science", "default": ROOT / "docs" / "default-study",
-           "loop": LOOP_STUDY, "loop-final": LOOP_STUDY / "loop"}
+           "loop": LOOP_STUDY, "loop-final": LOOP_STUDY / "loop",
+           "loop2": LOOP2_STUDY, "loop2-final": LOOP2_STUDY / "loop"}
 DOCUMENTS = (ROOT / "docs" / "science.md", ROOT / "README.md")
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[\w-]+) \(tools/science_tables.py\) -->\n)"
                    r"(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
@@ -43,7 +46,7 @@ def _last_round(folder: Path) -> Path:
 
 
 def _study_dir(study: str) -> Path:
-    return _last_round(STUDIES[study]) if study == "loop-final" else STUDIES[study]
+    return _last_round(STUDIES[study]) if study.endswith("-final") else STUDIES[study]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -206,18 +209,21 @@ def rounds_table(folder: Path) -> str:
 
 
 def readme_summary(_: str = "") -> str:
-    docs = {study: _read(study, "verdicts.json") for study in ("default", "laptop", "loop-final")}
-    lines = ["| finding | default study | laptop science study | laptop loop study |",
-             "|---|---|---|---|"]
+    studies = {"default": "default study", "laptop": "laptop science study",
+               "loop-final": "laptop loop study (last round)",
+               "loop2": "second laptop loop study (grid and optimum check)"}
+    docs = {study: _read(study, "verdicts.json") for study in studies}
+    lines = ["| finding | " + " | ".join(studies.values()) + " |",
+             "|---|" + "---|" * len(studies)]
     by_study = {s: {f["finding"]: f for f in d["findings"]} for s, d in docs.items()}
     for f in docs["laptop"]["findings"]:
         statement = f["statement"].split(" as the headline form")[0]
         if f["finding"] in ("x_star", "r_star"):
             statement += " (at the checked sizes)"
         cells = [by_study[s].get(f["finding"], {}).get("verdict", "-") for s in docs]
-        lines.append(f"| {statement} | {cells[0]} | {cells[1]} | **{cells[2]}** |")
-    lines.append(f"| headline law form | {docs['default']['headline_form']} | "
-                 f"{docs['laptop']['headline_form']} | {docs['loop-final']['headline_form']} |")
+        lines.append(f"| {statement} | " + " | ".join(cells[:-1]) + f" | **{cells[-1]}** |")
+    lines.append("| headline law form | " + " | ".join(d["headline_form"] for d in docs.values())
+                 + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -232,6 +238,8 @@ RENDER["readme-summary"] = readme_summary
 RENDER["lrcheck-loop"] = lambda: lr_check_table("loop")
 RENDER["rounds-loop"] = lambda: rounds_table(LOOP_STUDY)
 RENDER["rounds-loop-first"] = lambda: rounds_table(LOOP_STUDY / "first-run")
+RENDER["lrcheck-loop2"] = lambda: lr_check_table("loop2")
+RENDER["rounds-loop2"] = lambda: rounds_table(LOOP2_STUDY)
 
 
 def render(text: str) -> str:
