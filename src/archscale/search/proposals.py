@@ -71,7 +71,7 @@ from archscale.fit.defaults import DEFAULT_R_RANGE
 from archscale.fit.forms.base import AXES
 from archscale.fit.intervals import percentile_interval
 from archscale.fit.io import RunsTableError, read_runs, size_groups
-from archscale.fit.seeds import MIN_MARGIN_SHAPES, seed_sd_at
+from archscale.fit.seeds import MIN_MARGIN_SHAPES, optimum_margins, seed_sd_at
 
 if TYPE_CHECKING:
     from archscale.config import Study
@@ -612,15 +612,11 @@ def _candidate_pool(candidates: pd.DataFrame | None, observed: pd.DataFrame,
 
 def verdict_points(observed: pd.DataFrame, size_tolerance: float = 0.25
                    ) -> list[tuple[float, float]]:
-    """(N, D) of every (size, token budget) with MIN_MARGIN_SHAPES or more trained shapes: the
-    points forms.json's margins, and so the U verdicts, are computed at (N: the size's
-    geometric mean, as the margins give it)."""
-    labels = size_groups(observed["N"].to_numpy(float), size_tolerance)
-    points = []
-    for (_, d), group in observed.assign(size=labels).groupby(["size", "D"], sort=True):
-        if group["name"].nunique() >= MIN_MARGIN_SHAPES:
-            points.append((float(np.exp(np.log(group["N"]).mean())), float(d)))
-    return points
+    """(N, D) of every (size, token budget) with MIN_MARGIN_SHAPES or more trained shapes:
+    the points forms.json's margins, and so the U verdicts, are computed at; taken from the
+    margins' own grouping (archscale.fit.seeds.optimum_margins), so the two cannot differ."""
+    return [(entry["N"], entry["D"])
+            for entry in optimum_margins(observed, None, size_tolerance)]
 
 
 def _at_verdict_points(pool: pd.DataFrame, observed: pd.DataFrame,
